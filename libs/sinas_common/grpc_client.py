@@ -1,0 +1,41 @@
+"""Calling our gRPC services: channels, deadlines, credentials and error translation."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import grpc
+
+from sinas_common.errors import from_rpc_error
+
+ResponseT = TypeVar("ResponseT")
+Metadata = Sequence[tuple[str, str]]
+
+DEFAULT_DEADLINE_SECONDS = 30.0
+
+
+def open_channel(address: str, *, max_message_bytes: int = 64 * 1024 * 1024) -> grpc.aio.Channel:
+    """An insecure channel to a service inside the cluster."""
+    return grpc.aio.insecure_channel(
+        address,
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.keepalive_time_ms", 30_000),
+        ],
+    )
+
+
+async def invoke(
+    method: Callable[..., Awaitable[ResponseT]],
+    request: Any,
+    *,
+    metadata: Metadata = (),
+    timeout: float = DEFAULT_DEADLINE_SECONDS,
+) -> ResponseT:
+    """Calls a unary RPC with a deadline, raising the server's SinasError on failure."""
+    try:
+        return await method(request, metadata=tuple(metadata), timeout=timeout)
+    except grpc.aio.AioRpcError as exc:
+        raise from_rpc_error(exc) from exc

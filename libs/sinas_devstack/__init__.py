@@ -1,0 +1,1 @@
+"""Local development stack: embedded PostgreSQL and NATS, and the `make run` supervisor."""

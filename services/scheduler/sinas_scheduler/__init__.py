@@ -1,0 +1,1 @@
+"""The scheduler: owns every table, dispatches work over JetStream, signs tokens."""

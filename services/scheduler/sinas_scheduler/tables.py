@@ -1,0 +1,173 @@
+"""The PostgreSQL schema as SQLAlchemy Core tables; only the store and migrations use them."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+TZ = sa.DateTime(timezone=True)
+ID = sa.String(36)
+# `json`, not `jsonb`: jsonb rewrites numbers and key order; user data must survive exactly.
+JSON_DATA = postgresql.JSON(none_as_null=True)
+
+EXECUTION_STATUSES = ("PENDING", "RUNNING", "AWAITING_INPUT", "COMPLETED", "FAILED", "CANCELLED")
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("email", sa.String(255), nullable=False),
+    sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
+    sa.Column("last_login_at", TZ),
+    sa.Index("uq_users_email_lower", sa.func.lower(sa.text("email")), unique=True),
+)
+
+roles = sa.Table(
+    "roles",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False, unique=True),
+    sa.Column("permissions", postgresql.JSONB, nullable=False, server_default="[]"),
+    sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
+)
+
+user_roles = sa.Table(
+    "user_roles",
+    metadata,
+    sa.Column("user_id", ID, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("role_id", ID, sa.ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("user_id", ID, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("key_prefix", sa.String(16), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
+    sa.Column("last_used_at", TZ),
+    sa.Column("expires_at", TZ),
+    sa.Column("revoked_at", TZ),
+)
+
+signing_keys = sa.Table(
+    "signing_keys",
+    metadata,
+    sa.Column("kid", sa.String(64), primary_key=True),
+    sa.Column("algorithm", sa.String(16), nullable=False),
+    sa.Column("private_key_pem", sa.Text, nullable=False),
+    sa.Column("public_jwk", postgresql.JSONB, nullable=False),
+    sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
+    sa.Column("retired_at", TZ),
+)
+
+functions = sa.Table(
+    "functions",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("namespace", sa.String(255), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("owner_user_id", ID, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column("code", sa.Text, nullable=False),
+    sa.Column("input_schema", JSON_DATA, nullable=False),
+    sa.Column("output_schema", JSON_DATA, nullable=False),
+    sa.Column("timeout_seconds", sa.Integer, nullable=False),
+    sa.Column("requires_approval", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
+    sa.Column("updated_at", TZ, nullable=False, server_default=sa.func.now()),
+    sa.Column("deleted_at", TZ),
+    # A deleted function keeps its row (executions point at its versions); the name is free
+    # again for a new function.
+    sa.Index(
+        "uq_functions_live_name",
+        "namespace",
+        "name",
+        unique=True,
+        postgresql_where=sa.text("deleted_at IS NULL"),
+    ),
+)
+
+function_versions = sa.Table(
+    "function_versions",
+    metadata,
+    sa.Column("function_id", ID, sa.ForeignKey("functions.id"), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column("code", sa.Text, nullable=False),
+    sa.Column("input_schema", JSON_DATA, nullable=False),
+    sa.Column("output_schema", JSON_DATA, nullable=False),
+    sa.Column("timeout_seconds", sa.Integer, nullable=False),
+    sa.Column("requires_approval", sa.Boolean, nullable=False),
+    sa.Column("created_by", ID, nullable=False),
+    sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
+)
+
+executions = sa.Table(
+    "executions",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("user_id", ID, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("namespace", sa.String(255), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("function_id", ID),
+    sa.Column("function_version", sa.Integer),
+    sa.Column("trigger_type", sa.String(32), nullable=False),
+    sa.Column("trigger_id", sa.String(255), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("input", JSON_DATA, nullable=False),
+    sa.Column("output", JSON_DATA),
+    sa.Column("error", sa.Text),
+    sa.Column("traceback", sa.Text),
+    sa.Column("timed_out", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("depth", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", TZ, nullable=False),
+    sa.Column("run_at", TZ, nullable=False),
+    sa.Column("dispatched_at", TZ),
+    sa.Column("started_at", TZ),
+    sa.Column("completed_at", TZ),
+    sa.Column("duration_ms", sa.BigInteger),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("worker_id", sa.String(255)),
+    sa.Column("heartbeat_at", TZ),
+    sa.Column("batch_id", ID),
+    sa.Column("batch_index", sa.Integer),
+    sa.Column("chat_id", ID),
+    sa.Column("parent_execution_id", ID),
+    sa.Column("callback_url", sa.Text),
+    sa.Column("callback_status", sa.String(20)),
+    sa.Column("callback_response_code", sa.Integer),
+    sa.Column("callback_error", sa.Text),
+    sa.CheckConstraint(
+        "status IN (" + ", ".join(f"'{s}'" for s in EXECUTION_STATUSES) + ")", name="status"
+    ),
+    sa.Index("ix_executions_user_created", "user_id", sa.text("created_at DESC")),
+    sa.Index("ix_executions_created", sa.text("created_at DESC")),
+    # The dispatcher's sweep reads only undispatched rows, so a million delayed rows cost
+    # nothing until they are due.
+    sa.Index(
+        "ix_executions_due",
+        "run_at",
+        postgresql_where=sa.text("dispatched_at IS NULL AND status = 'PENDING'"),
+    ),
+    sa.Index(
+        "ix_executions_running_heartbeat",
+        "heartbeat_at",
+        postgresql_where=sa.text("status = 'RUNNING'"),
+    ),
+    sa.Index("ix_executions_batch_status", "batch_id", "status"),
+)
