@@ -733,11 +733,6 @@ class WorkerServiceStub:
                 request_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.HeartbeatRequest.SerializeToString,
                 response_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.HeartbeatResponse.FromString,
                 _registered_method=True)
-        self.FailLostExecutions = channel.unary_unary(
-                '/sinas.scheduler.v1.WorkerService/FailLostExecutions',
-                request_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.FailLostExecutionsRequest.SerializeToString,
-                response_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.FailLostExecutionsResponse.FromString,
-                _registered_method=True)
 
 
 class WorkerServiceServicer:
@@ -750,6 +745,8 @@ class WorkerServiceServicer:
     def ClaimExecutions(self, request, context):
         """PENDING→RUNNING (or a redelivered RUNNING whose attempt is older) as one conditional
         UPDATE. What can't be claimed (cancelled, finished, claimed by another) is skipped.
+        A redelivery past the last allowed attempt ends the execution FAILED ("worker lost")
+        and comes back as skipped: the executor acks it and runs nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -765,13 +762,6 @@ class WorkerServiceServicer:
 
     def Heartbeat(self, request, context):
         """Keeps the leases of running executions alive.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def FailLostExecutions(self, request, context):
-        """Ends executions whose worker was lost after their last allowed attempt.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -794,11 +784,6 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.Heartbeat,
                     request_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.HeartbeatRequest.FromString,
                     response_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.HeartbeatResponse.SerializeToString,
-            ),
-            'FailLostExecutions': grpc.unary_unary_rpc_method_handler(
-                    servicer.FailLostExecutions,
-                    request_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.FailLostExecutionsRequest.FromString,
-                    response_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.FailLostExecutionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -886,33 +871,6 @@ class WorkerService:
             '/sinas.scheduler.v1.WorkerService/Heartbeat',
             sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.HeartbeatRequest.SerializeToString,
             sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.HeartbeatResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def FailLostExecutions(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/sinas.scheduler.v1.WorkerService/FailLostExecutions',
-            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.FailLostExecutionsRequest.SerializeToString,
-            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.FailLostExecutionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

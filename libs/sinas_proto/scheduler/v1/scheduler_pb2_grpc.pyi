@@ -268,6 +268,8 @@ class WorkerServiceStub:
     ClaimExecutions: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ClaimExecutionsRequest, _scheduler_pb2.ClaimExecutionsResponse]
     """PENDING→RUNNING (or a redelivered RUNNING whose attempt is older) as one conditional
     UPDATE. What can't be claimed (cancelled, finished, claimed by another) is skipped.
+    A redelivery past the last allowed attempt ends the execution FAILED ("worker lost")
+    and comes back as skipped: the executor acks it and runs nothing.
     """
     CompleteExecutions: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.CompleteExecutionsRequest, _scheduler_pb2.CompleteExecutionsResponse]
     """Records outcomes of claimed attempts; an outcome for an attempt that no longer holds
@@ -275,8 +277,6 @@ class WorkerServiceStub:
     """
     Heartbeat: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.HeartbeatRequest, _scheduler_pb2.HeartbeatResponse]
     """Keeps the leases of running executions alive."""
-    FailLostExecutions: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.FailLostExecutionsRequest, _scheduler_pb2.FailLostExecutionsResponse]
-    """Ends executions whose worker was lost after their last allowed attempt."""
 
 @_typing.type_check_only
 class WorkerServiceAsyncStub(WorkerServiceStub):
@@ -289,6 +289,8 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     ClaimExecutions: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ClaimExecutionsRequest, _scheduler_pb2.ClaimExecutionsResponse]  # type: ignore[assignment]
     """PENDING→RUNNING (or a redelivered RUNNING whose attempt is older) as one conditional
     UPDATE. What can't be claimed (cancelled, finished, claimed by another) is skipped.
+    A redelivery past the last allowed attempt ends the execution FAILED ("worker lost")
+    and comes back as skipped: the executor acks it and runs nothing.
     """
     CompleteExecutions: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.CompleteExecutionsRequest, _scheduler_pb2.CompleteExecutionsResponse]  # type: ignore[assignment]
     """Records outcomes of claimed attempts; an outcome for an attempt that no longer holds
@@ -296,8 +298,6 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     """
     Heartbeat: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.HeartbeatRequest, _scheduler_pb2.HeartbeatResponse]  # type: ignore[assignment]
     """Keeps the leases of running executions alive."""
-    FailLostExecutions: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.FailLostExecutionsRequest, _scheduler_pb2.FailLostExecutionsResponse]  # type: ignore[assignment]
-    """Ends executions whose worker was lost after their last allowed attempt."""
 
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     """---------------------------------------------------------------------------------------
@@ -313,6 +313,8 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_scheduler_pb2.ClaimExecutionsResponse, _abc.Awaitable[_scheduler_pb2.ClaimExecutionsResponse]]:
         """PENDING→RUNNING (or a redelivered RUNNING whose attempt is older) as one conditional
         UPDATE. What can't be claimed (cancelled, finished, claimed by another) is skipped.
+        A redelivery past the last allowed attempt ends the execution FAILED ("worker lost")
+        and comes back as skipped: the executor acks it and runs nothing.
         """
 
     @_abc_1.abstractmethod
@@ -332,13 +334,5 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_scheduler_pb2.HeartbeatResponse, _abc.Awaitable[_scheduler_pb2.HeartbeatResponse]]:
         """Keeps the leases of running executions alive."""
-
-    @_abc_1.abstractmethod
-    def FailLostExecutions(
-        self,
-        request: _scheduler_pb2.FailLostExecutionsRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_scheduler_pb2.FailLostExecutionsResponse, _abc.Awaitable[_scheduler_pb2.FailLostExecutionsResponse]]:
-        """Ends executions whose worker was lost after their last allowed attempt."""
 
 def add_WorkerServiceServicer_to_server(servicer: WorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
