@@ -52,7 +52,9 @@ class EmbeddedPostgres:
             warnings.simplefilter("ignore")
             import pgserver
 
-            self._server = pgserver.get_server(str(self.data_dir), cleanup_mode="stop")
+            self._server = pgserver.get_server(  # type: ignore[attr-defined]
+                str(self.data_dir), cleanup_mode="stop"
+            )
         return f"postgresql+psycopg://postgres@/postgres?host={self.data_dir}"
 
     def stop(self) -> None:
@@ -87,7 +89,16 @@ class EmbeddedNats:
             port = self.port or free_port()
             with (self.data_dir / "nats-server.log").open("ab") as log:
                 self._process = subprocess.Popen(
-                    [self.binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(self.data_dir)],
+                    [
+                        self.binary(),
+                        "-a",
+                        "127.0.0.1",
+                        "-p",
+                        str(port),
+                        "-js",
+                        "-sd",
+                        str(self.data_dir),
+                    ],
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,

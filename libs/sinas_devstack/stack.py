@@ -1,0 +1,211 @@
+"""The four services as child processes: start, wait until healthy, restart, stop, kill."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from sinas_devstack.embedded import free_port
+
+logger = logging.getLogger(__name__)
+
+
+def grpc_serving(address: str, *, timeout: float = 1.0) -> bool:
+    """True when the gRPC health service at `address` answers SERVING."""
+    try:
+        with grpc.insecure_channel(address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+    except grpc.RpcError:
+        return False
+
+
+def http_healthy(url: str, *, timeout: float = 1.0) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@dataclass
+class ServiceProcess:
+    """One service: `python -m <module>` with its own environment and log file."""
+
+    name: str
+    module: str
+    env: dict[str, str]
+    log_path: Path
+    ready: Callable[[], bool]
+    args: tuple[str, ...] = ()
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _log: IO[bytes] | None = field(default=None, init=False, repr=False)
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", self.module, *self.args],
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, signum: int) -> None:
+        if self.alive and self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signum)
+
+    def kill(self) -> None:
+        """SIGKILL, no goodbye: what a crash looks like to the rest of the system."""
+        self.signal(signal.SIGKILL)
+        self._reap(timeout=10)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM, then SIGKILL if it does not leave within `timeout`."""
+        self.signal(signal.SIGTERM)
+        if not self._reap(timeout=timeout):
+            self.kill()
+
+    def _reap(self, *, timeout: float) -> bool:
+        if self.process is None:
+            return True
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return True
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclass
+class StackConfig:
+    """What the stack needs from outside: servers, where to log, and pass-through settings."""
+
+    database_url: str
+    nats_url: str
+    log_dir: Path
+    admin_key: str
+    gateway_port: int = 0
+    nats_stream_prefix: str = "SINAS"
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+class Stack:
+    """Scheduler, executor and gateway wired together on free ports."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.scheduler_port = free_port()
+        self.executor_health_port = free_port()
+        self.gateway_port = config.gateway_port or free_port()
+        self.scheduler_addr = f"127.0.0.1:{self.scheduler_port}"
+        self.gateway_url = f"http://127.0.0.1:{self.gateway_port}"
+        self.services: dict[str, ServiceProcess] = {}
+
+    def base_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "DATABASE_URL": self.config.database_url,
+                "NATS_URL": self.config.nats_url,
+                "NATS_STREAM_PREFIX": self.config.nats_stream_prefix,
+                "SCHEDULER_ADDR": self.scheduler_addr,
+                "SINAS_BOOTSTRAP_ADMIN_KEY": self.config.admin_key,
+                "SINAS_API_URL": self.gateway_url,
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(self.config.extra_env)
+        return env
+
+    def scheduler(self, *, name: str = "scheduler", **overrides: str) -> ServiceProcess:
+        """A scheduler replica; replicas after the first bind their own free port."""
+        addr = self.scheduler_addr if name == "scheduler" else f"127.0.0.1:{free_port()}"
+        env = self.base_env() | {"SCHEDULER_GRPC_BIND": addr} | overrides
+        service = ServiceProcess(
+            name,
+            "sinas_scheduler",
+            env,
+            self._log(name),
+            lambda: grpc_serving(addr),
+            ("--migrate",),
+        )
+        return self._add(service)
+
+    def executor(self, *, name: str = "executor", **overrides: str) -> ServiceProcess:
+        port = self.executor_health_port if name == "executor" else free_port()
+        addr = f"127.0.0.1:{port}"
+        env = self.base_env() | {"EXECUTOR_GRPC_BIND": addr, "EXECUTOR_ID": name} | overrides
+        service = ServiceProcess(
+            name, "sinas_executor", env, self._log(name), lambda: grpc_serving(addr)
+        )
+        return self._add(service)
+
+    def gateway(self, *, name: str = "gateway", **overrides: str) -> ServiceProcess:
+        env = self.base_env() | {
+            "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_PORT": str(self.gateway_port),
+        }
+        env |= overrides
+        url = f"http://127.0.0.1:{env['GATEWAY_PORT']}"
+        service = ServiceProcess(
+            name, "sinas_gateway", env, self._log(name), lambda: http_healthy(url)
+        )
+        return self._add(service)
+
+    def _log(self, name: str) -> Path:
+        return self.config.log_dir / f"{name}.log"
+
+    def _add(self, service: ServiceProcess) -> ServiceProcess:
+        self.services[service.name] = service
+        return service
+
+    def wait_ready(self, service: ServiceProcess, *, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not service.alive:
+                raise RuntimeError(f"{service.name} exited:\n{service.log_tail()}")
+            if service.ready():
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"{service.name} not ready within {timeout} s:\n{service.log_tail()}")
+
+    def start_all(self) -> None:
+        """Scheduler first (it migrates), then executor and gateway."""
+        scheduler = self.scheduler()
+        scheduler.start()
+        self.wait_ready(scheduler, timeout=120)
+        for service in (self.executor(), self.gateway()):
+            service.start()
+        for name in ("executor", "gateway"):
+            self.wait_ready(self.services[name])
+
+    def stop_all(self) -> None:
+        for service in reversed(list(self.services.values())):
+            service.stop()
