@@ -1,0 +1,1 @@
+"""The REST gateway: turns HTTP requests into gRPC calls on the scheduler."""

@@ -1,0 +1,82 @@
+"""Wires the gateway together: the FastAPI app, the scheduler client and the HTTP server."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import uvicorn
+from fastapi import FastAPI
+
+from sinas_common.grpc_client import open_channel
+from sinas_gateway.body_limit import BodySizeLimit
+from sinas_gateway.errors import install_error_handlers
+from sinas_gateway.routes import auth, executions, functions, health, management
+from sinas_gateway.scheduler_client import GrpcSchedulerClient, SchedulerClient
+from sinas_gateway.settings import GatewaySettings
+
+logger = logging.getLogger(__name__)
+
+_WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+
+
+def create_app(settings: GatewaySettings, scheduler: SchedulerClient) -> FastAPI:
+    """The REST application; it owns nothing and asks `scheduler` for everything."""
+    app = FastAPI(
+        title="Sinas runtime",
+        version="1.0.0",
+        summary="Run functions on behalf of users: enqueue, wait, poll; manage the registry.",
+    )
+    app.state.settings = settings
+    app.state.scheduler = scheduler
+    for module in (functions, executions, auth, management, health):
+        app.include_router(module.router)
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_body_bytes)
+    return app
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening socket bound before the server starts, so port 0 yields a known port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def base_url(sock: socket.socket) -> str:
+    """The URL a local client reaches the bound socket at."""
+    host, port = sock.getsockname()[:2]
+    host = _WILDCARD_HOSTS.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def build_server(app: FastAPI, settings: GatewaySettings) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app,
+        lifespan="off",
+        ws="none",
+        log_config=None,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_seconds)),
+    )
+    return uvicorn.Server(config)
+
+
+async def serve(settings: GatewaySettings) -> None:
+    """Runs the gateway until SIGINT/SIGTERM, then closes the scheduler channel."""
+    channel = open_channel(settings.scheduler.scheduler_addr)
+    try:
+        client = GrpcSchedulerClient(
+            channel, rpc_timeout_seconds=settings.scheduler.rpc_timeout_seconds
+        )
+        server = build_server(create_app(settings, client), settings)
+        sock = bind_socket(settings.host, settings.port)
+        logger.info(
+            "gateway listening",
+            extra={"url": base_url(sock), "scheduler_addr": settings.scheduler.scheduler_addr},
+        )
+        await server.serve(sockets=[sock])
+    finally:
+        await channel.close()

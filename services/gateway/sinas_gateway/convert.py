@@ -1,0 +1,299 @@
+"""Protobuf ⇄ REST documents; the only gateway module besides the client that reads protos."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from sinas_common.errors import FieldViolation, InvalidArgument, SchemaViolation, SinasError
+from sinas_common.jsoncodec import dump_json, load_json
+from sinas_common.timeconv import from_timestamp
+from sinas_gateway.schemas import (
+    DEFAULT_TRIGGER_ID,
+    ApiKeyCreate,
+    ApiKeyDocument,
+    AsyncExecuteRequest,
+    ExecutionDocument,
+    ExecutionStatusName,
+    FunctionCreate,
+    FunctionDocument,
+    FunctionUpdate,
+    JwksDocument,
+    MeResponse,
+    RoleCreate,
+    RoleDocument,
+    SyncExecuteResponse,
+    UserCreate,
+    UserDocument,
+)
+from sinas_proto.scheduler.v1 import scheduler_pb2 as pb
+
+_STATUS_PREFIX = "EXECUTION_STATUS_"
+
+
+def encode_json(field: str, value: Any) -> bytes:
+    """JSON bytes for the scheduler; NaN and infinities (which Python's parser lets in) are 422."""
+    try:
+        return dump_json(value)
+    except ValueError as exc:
+        raise SchemaViolation(
+            violations=[FieldViolation(field=field, description=f"Not valid JSON: {exc}")]
+        ) from exc
+
+
+def _text(value: str) -> str | None:
+    """Proto strings can't be null; an empty one means the field is unset."""
+    return value or None
+
+
+def _time(message: Message, field: str) -> datetime | None:
+    stamp: Timestamp = getattr(message, field)
+    return from_timestamp(stamp, present=message.HasField(field))
+
+
+def _optional_int(message: Message, field: str) -> int | None:
+    return int(getattr(message, field)) if message.HasField(field) else None
+
+
+# --- executions --------------------------------------------------------------------------
+
+
+def status_name(value: pb.ExecutionStatus.ValueType) -> ExecutionStatusName:
+    if value == pb.EXECUTION_STATUS_UNSPECIFIED:
+        raise SinasError("The scheduler returned an execution without a status")
+    return ExecutionStatusName(pb.ExecutionStatus.Name(value).removeprefix(_STATUS_PREFIX))
+
+
+def status_value(name: ExecutionStatusName | None) -> pb.ExecutionStatus.ValueType:
+    if name is None:
+        return pb.EXECUTION_STATUS_UNSPECIFIED
+    return pb.ExecutionStatus.Value(_STATUS_PREFIX + name.value)
+
+
+def submit_request(
+    namespace: str, name: str, body: AsyncExecuteRequest
+) -> pb.SubmitExecutionRequest:
+    request = pb.SubmitExecutionRequest(
+        namespace=namespace,
+        name=name,
+        input_json=encode_json("input", body.input),
+        trigger_id=body.trigger_id or DEFAULT_TRIGGER_ID,
+        callback_url=body.callback_url or "",
+    )
+    if body.delay_seconds:
+        request.delay_seconds = body.delay_seconds
+    return request
+
+
+def wait_request(execution_id: str, timeout_seconds: int) -> pb.WaitExecutionRequest:
+    return pb.WaitExecutionRequest(execution_id=execution_id, timeout_seconds=timeout_seconds)
+
+
+def sync_response(
+    execution_id: str, waited: pb.WaitExecutionResponse, timeout_seconds: int
+) -> SyncExecuteResponse:
+    """The sync execute answer: success with the output, error with its message, or timeout."""
+    execution = waited.execution
+    if not waited.finished:
+        return SyncExecuteResponse(
+            status="timeout",
+            execution_id=execution_id,
+            result=None,
+            error=(
+                f"Execution still running after {timeout_seconds} seconds; "
+                f"poll GET /executions/{execution_id} for its result"
+            ),
+        )
+    if execution.status == pb.EXECUTION_STATUS_COMPLETED:
+        return SyncExecuteResponse(
+            status="success",
+            execution_id=execution_id,
+            result=load_json(execution.output_json),
+            error=None,
+        )
+    status = status_name(execution.status)
+    return SyncExecuteResponse(
+        status="error",
+        execution_id=execution_id,
+        result=None,
+        error=execution.error or f"Execution ended {status.value}",
+    )
+
+
+def execution_document(execution: pb.Execution) -> ExecutionDocument:
+    return ExecutionDocument(
+        execution_id=execution.execution_id,
+        namespace=execution.namespace,
+        function_name=execution.function_name,
+        status=status_name(execution.status),
+        input_data=load_json(execution.input_json),
+        output_data=load_json(execution.output_json),
+        error=_text(execution.error),
+        traceback=_text(execution.traceback),
+        trigger_type=_text(execution.trigger_type),
+        trigger_id=_text(execution.trigger_id),
+        batch_id=_text(execution.batch_id),
+        chat_id=_text(execution.chat_id),
+        created_at=_time(execution, "created_at"),
+        started_at=_time(execution, "started_at"),
+        completed_at=_time(execution, "completed_at"),
+        duration_ms=_optional_int(execution, "duration_ms"),
+        attempts=execution.attempts,
+        callback_url=_text(execution.callback_url),
+        callback_status=_text(execution.callback_status),
+        callback_response_code=_optional_int(execution, "callback_response_code"),
+    )
+
+
+def get_execution_request(execution_id: str) -> pb.GetExecutionRequest:
+    return pb.GetExecutionRequest(execution_id=execution_id)
+
+
+def list_request(
+    *,
+    function_name: str | None,
+    status: ExecutionStatusName | None,
+    trigger_id: str | None,
+    batch_id: str | None,
+    limit: int,
+    offset: int,
+) -> pb.ListExecutionsRequest:
+    return pb.ListExecutionsRequest(
+        function_name=function_name or "",
+        status=status_value(status),
+        trigger_id=trigger_id or "",
+        batch_id=batch_id or "",
+        limit=limit,
+        offset=offset,
+    )
+
+
+# --- identity ----------------------------------------------------------------------------
+
+
+def get_me_request() -> pb.GetMeRequest:
+    return pb.GetMeRequest()
+
+
+def get_jwks_request() -> pb.GetJwksRequest:
+    return pb.GetJwksRequest()
+
+
+def create_role_request(body: RoleCreate) -> pb.CreateRoleRequest:
+    return pb.CreateRoleRequest(name=body.name, permissions=body.permissions)
+
+
+def create_user_request(body: UserCreate) -> pb.CreateUserRequest:
+    return pb.CreateUserRequest(email=body.email, roles=body.roles)
+
+
+def create_api_key_request(body: ApiKeyCreate) -> pb.CreateApiKeyRequest:
+    return pb.CreateApiKeyRequest(name=body.name, user_id=body.user_id or "")
+
+
+def me_document(user: pb.User) -> MeResponse:
+    return MeResponse(
+        id=user.id,
+        email=user.email,
+        roles=list(user.roles),
+        created_at=_time(user, "created_at"),
+        last_login_at=_time(user, "last_login_at"),
+    )
+
+
+def jwks_document(response: pb.GetJwksResponse) -> JwksDocument:
+    return JwksDocument.model_validate(load_json(response.jwks_json, empty={"keys": []}))
+
+
+def role_document(role: pb.Role) -> RoleDocument:
+    return RoleDocument(id=role.id, name=role.name, permissions=list(role.permissions))
+
+
+def user_document(user: pb.User) -> UserDocument:
+    return UserDocument(id=user.id, email=user.email, roles=list(user.roles))
+
+
+def api_key_document(response: pb.CreateApiKeyResponse) -> ApiKeyDocument:
+    return ApiKeyDocument(
+        id=response.id,
+        name=response.name,
+        user_id=response.user_id,
+        key=response.key,
+        created_at=_time(response, "created_at"),
+    )
+
+
+# --- functions ---------------------------------------------------------------------------
+
+
+def get_function_request(namespace: str, name: str) -> pb.GetFunctionRequest:
+    return pb.GetFunctionRequest(namespace=namespace, name=name)
+
+
+def delete_function_request(namespace: str, name: str) -> pb.DeleteFunctionRequest:
+    return pb.DeleteFunctionRequest(namespace=namespace, name=name)
+
+
+def create_function_request(body: FunctionCreate) -> pb.CreateFunctionRequest:
+    request = pb.CreateFunctionRequest(
+        namespace=body.namespace,
+        name=body.name,
+        description=body.description,
+        code=body.code,
+        input_schema_json=encode_json("input_schema", body.input_schema),
+        output_schema_json=encode_json("output_schema", body.output_schema),
+        requires_approval=body.requires_approval,
+    )
+    if body.timeout is not None:
+        request.timeout_seconds = body.timeout
+    return request
+
+
+def update_function_request(
+    namespace: str, name: str, body: FunctionUpdate
+) -> pb.UpdateFunctionRequest:
+    """An update that sets only the fields the body gives; a rename is refused."""
+    renamed = [
+        FieldViolation(field=field, description="A function can't be renamed; omit this field")
+        for field, given, current in (
+            ("namespace", body.namespace, namespace),
+            ("name", body.name, name),
+        )
+        if given is not None and given != current
+    ]
+    if renamed:
+        raise InvalidArgument("A function can't be renamed", violations=renamed)
+    request = pb.UpdateFunctionRequest(namespace=namespace, name=name)
+    if body.description is not None:
+        request.description = body.description
+    if body.code is not None:
+        request.code = body.code
+    if body.input_schema is not None:
+        request.input_schema_json = encode_json("input_schema", body.input_schema)
+    if body.output_schema is not None:
+        request.output_schema_json = encode_json("output_schema", body.output_schema)
+    if body.timeout is not None:
+        request.timeout_seconds = body.timeout
+    if body.requires_approval is not None:
+        request.requires_approval = body.requires_approval
+    return request
+
+
+def function_document(function: pb.Function) -> FunctionDocument:
+    return FunctionDocument(
+        id=function.id,
+        namespace=function.namespace,
+        name=function.name,
+        description=function.description,
+        code=function.code,
+        input_schema=load_json(function.input_schema_json),
+        output_schema=load_json(function.output_schema_json),
+        timeout=function.timeout_seconds or None,
+        requires_approval=function.requires_approval,
+        version=function.version,
+        created_at=_time(function, "created_at"),
+        updated_at=_time(function, "updated_at"),
+    )

@@ -1,0 +1,24 @@
+"""The gateway's settings, read once from environment variables at start."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from sinas_common.settings import SchedulerClientSettings, ServiceSettings
+
+
+class GatewaySettings(ServiceSettings):
+    """Where the gateway listens, its request limits, and how it reaches the scheduler."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    host: str = Field(default="0.0.0.0", validation_alias="GATEWAY_HOST")
+    port: int = Field(default=8000, ge=0, le=65535, validation_alias="GATEWAY_PORT")
+    max_request_body_bytes: int = Field(
+        default=1024 * 1024, gt=0, validation_alias="MAX_REQUEST_BODY_BYTES"
+    )
+    sync_execute_default_timeout: int = Field(
+        default=300, gt=0, validation_alias="SYNC_EXECUTE_DEFAULT_TIMEOUT"
+    )
+    scheduler: SchedulerClientSettings = Field(default_factory=SchedulerClientSettings)
