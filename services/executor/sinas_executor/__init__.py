@@ -1,0 +1,1 @@
+"""The executor: runs claimed executions in sandboxed worker processes and reports outcomes."""

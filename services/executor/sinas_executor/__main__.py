@@ -1,0 +1,19 @@
+"""`python -m sinas_executor`: builds settings once and runs the executor."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sinas_common.logs import configure_logging
+from sinas_executor.app import run_executor
+from sinas_executor.settings import ExecutorSettings
+
+
+def main() -> None:
+    settings = ExecutorSettings()
+    configure_logging("executor", settings.log_level)
+    asyncio.run(run_executor(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Wires the executor together: NATS, the scheduler client, the sandbox pool, health server."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import signal
+
+import nats
+
+from sinas_common.grpc_client import open_channel
+from sinas_common.grpc_server import GrpcServer
+from sinas_executor.consumer import ConsumerOptions, ExecutionConsumer, subscribe
+from sinas_executor.pool import PoolLimits, SandboxRunner, WorkerPool
+from sinas_executor.scheduler_client import GrpcSchedulerClient
+from sinas_executor.settings import ExecutorSettings, SandboxSettings
+
+logger = logging.getLogger(__name__)
+
+PR_SET_DUMPABLE = 4
+HEALTH_SERVICE_NAME = "sinas.executor.v1.Executor"
+
+
+def pool_limits(settings: SandboxSettings) -> PoolLimits:
+    return PoolLimits(
+        concurrency=settings.concurrency,
+        max_runs=settings.worker_max_runs,
+        idle_seconds=settings.worker_idle_seconds,
+        memory_mb=settings.memory_limit_mb,
+        cpu_seconds=settings.cpu_limit_seconds,
+        file_size_mb=settings.file_size_limit_mb,
+        open_files=settings.open_files_limit,
+        root=settings.root,
+        uid_base=settings.uid_base,
+    )
+
+
+def _protect_own_memory() -> None:
+    # Without a uid drop, workers share our uid: being non-dumpable keeps them out of our
+    # /proc/<pid>/environ and memory.
+    if os.geteuid() != 0:
+        ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
+async def run_executor(settings: ExecutorSettings) -> None:
+    """Runs until SIGTERM/SIGINT, then finishes or hands back in-flight work."""
+    _protect_own_memory()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+    health = GrpcServer(bind=settings.grpc_bind, registrars=[], service_names=[HEALTH_SERVICE_NAME])
+    pool = WorkerPool(pool_limits(settings.sandbox))
+    await pool.start()
+    channel = open_channel(settings.scheduler.scheduler_addr)
+    nc = await nats.connect(settings.nats.url, name=f"executor-{settings.executor_id}")
+    try:
+        subscription = await subscribe(
+            nc.jetstream(), settings.nats, ack_wait_seconds=settings.ack_wait_seconds
+        )
+        consumer = ExecutionConsumer(
+            subscription=subscription,
+            scheduler=GrpcSchedulerClient(
+                channel, timeout_seconds=settings.scheduler.rpc_timeout_seconds
+            ),
+            runner=SandboxRunner(pool),
+            options=ConsumerOptions(
+                worker_id=settings.executor_id,
+                api_url=settings.api_url,
+                concurrency=settings.concurrency,
+                fetch_batch=settings.fetch_batch,
+                ack_wait_seconds=settings.ack_wait_seconds,
+                shutdown_grace_seconds=settings.shutdown_grace_seconds,
+            ),
+        )
+        await health.start()
+        logger.info(
+            "executor started",
+            extra={"action": "start", "worker_id": settings.executor_id, "port": health.port},
+        )
+        consuming = asyncio.create_task(consumer.run(), name="executor-consumer")
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait([consuming, stopped], return_when=asyncio.FIRST_COMPLETED)
+        logger.info("executor stopping", extra={"action": "stop"})
+        consumer.stop()
+        await consuming
+        stopped.cancel()
+    finally:
+        await health.stop(settings.shutdown_grace_seconds)
+        await nc.drain()
+        await channel.close()
+        await pool.close()
+    logger.info("executor stopped", extra={"action": "stopped"})

@@ -1,0 +1,321 @@
+"""The JetStream pull loop: fetch, claim in batches, run, record outcomes in batches, then ack."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from sinas_common.jobstream import JobMessage, ensure_job_stream
+from sinas_common.settings import NatsSettings
+from sinas_executor.execution import execute
+from sinas_executor.models import ClaimedExecution, ClaimItem, ExecutionOutcome, FunctionVersion
+from sinas_executor.pool import FunctionRunner
+from sinas_executor.scheduler_client import SchedulerPort, call_with_retry
+
+logger = logging.getLogger(__name__)
+
+JOB_KIND = "function"
+# A redelivered message comes back after this when a claim or a completion could not be made.
+RETRY_NAK_DELAY_SECONDS = 1.0
+
+
+def consumer_name(settings: NatsSettings) -> str:
+    return f"{settings.stream_prefix}_function_executor"
+
+
+async def subscribe(
+    js: JetStreamContext, settings: NatsSettings, *, ack_wait_seconds: float
+) -> JetStreamContext.PullSubscription:
+    """The durable pull consumer every executor replica shares."""
+    names = await ensure_job_stream(js, settings)
+    config = ConsumerConfig(
+        durable_name=consumer_name(settings),
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=ack_wait_seconds,
+        # The scheduler's claim decides when the attempts are used up, not JetStream.
+        max_deliver=-1,
+        filter_subject=names.subject(JOB_KIND),
+    )
+    return await js.pull_subscribe(
+        names.subject(JOB_KIND),
+        durable=consumer_name(settings),
+        stream=names.stream,
+        config=config,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConsumerOptions:
+    """How the pull loop paces itself."""
+
+    worker_id: str
+    api_url: str
+    concurrency: int = 8
+    fetch_batch: int = 100
+    ack_wait_seconds: float = 30.0
+    shutdown_grace_seconds: float = 30.0
+    # A quiet stream: one long-polled message, then a short top-up for the rest of a batch
+    # (nats-py's fetch(n>1) with a long timeout would wait for the whole batch).
+    idle_fetch_seconds: float = 1.0
+    top_up_fetch_seconds: float = 0.02
+    flush_max_outcomes: int = 100
+    flush_delay_seconds: float = 0.005
+
+
+@dataclass(slots=True)
+class _Held:
+    msg: Msg
+    task: asyncio.Task[None] | None = None
+
+
+class ExecutionConsumer:
+    """Runs function executions from the job stream until `stop()`, then hands back the rest."""
+
+    def __init__(
+        self,
+        *,
+        subscription: JetStreamContext.PullSubscription,
+        scheduler: SchedulerPort,
+        runner: FunctionRunner,
+        options: ConsumerOptions,
+    ) -> None:
+        self._sub = subscription
+        self._scheduler = scheduler
+        self._runner = runner
+        self._options = options
+        self._stopping = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        # Every message this executor holds, by execution id, until it is acked or nakked.
+        self._held: dict[str, _Held] = {}
+        self._running: set[str] = set()
+        self._outcomes: asyncio.Queue[tuple[ExecutionOutcome, Msg]] = asyncio.Queue()
+
+    def stop(self) -> None:
+        """Stops fetching; `run` then finishes or hands back what is in flight and returns."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        completer = asyncio.create_task(self._complete_loop(), name="executor-completer")
+        ticker = asyncio.create_task(self._keepalive_loop(), name="executor-keepalive")
+        try:
+            await self._fetch_loop()
+        finally:
+            await self._shutdown(completer, ticker)
+
+    # -- fetching and claiming ---------------------------------------------------------------
+
+    async def _fetch_loop(self) -> None:
+        while not self._stopping.is_set():
+            free = self._options.concurrency - len(self._running)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._wait_for_slot()
+                continue
+            msgs = await self._fetch(min(free, self._options.fetch_batch))
+            if not msgs:
+                continue
+            if self._stopping.is_set():
+                for msg in msgs:
+                    await _settle(msg.nak())
+                return
+            await self._claim_and_start(msgs)
+
+    async def _wait_for_slot(self) -> None:
+        waiters = [
+            asyncio.create_task(self._slot_freed.wait()),
+            asyncio.create_task(self._stopping.wait()),
+        ]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _fetch(self, wanted: int) -> list[Msg]:
+        try:
+            msgs = await self._sub.fetch(1, timeout=self._options.idle_fetch_seconds)
+        except (TimeoutError, nats.errors.TimeoutError):
+            return []
+        except nats.errors.Error:
+            logger.warning("fetch failed", extra={"action": "fetch"}, exc_info=True)
+            await asyncio.sleep(0.5)
+            return []
+        if wanted > 1:
+            with contextlib.suppress(TimeoutError, nats.errors.TimeoutError):
+                msgs += await self._sub.fetch(
+                    wanted - 1, timeout=self._options.top_up_fetch_seconds
+                )
+        return msgs
+
+    async def _claim_and_start(self, msgs: Sequence[Msg]) -> None:
+        batch: dict[str, Msg] = {}
+        for msg in msgs:
+            try:
+                job = JobMessage.decode(msg.data)
+            except (ValueError, KeyError, TypeError):
+                logger.error("undecodable job message dropped", extra={"action": "decode"})
+                await _settle(msg.term())
+                continue
+            # Another delivery of an execution already held is settled with the held one.
+            if job.execution_id in batch or job.execution_id in self._held:
+                continue
+            batch[job.execution_id] = msg
+        if not batch:
+            return
+        items = [
+            ClaimItem(execution_id=eid, delivery_attempt=msg.metadata.num_delivered)
+            for eid, msg in batch.items()
+        ]
+        try:
+            result = await call_with_retry(
+                lambda: self._scheduler.claim_executions(self._options.worker_id, items)
+            )
+        except Exception:
+            logger.exception("claim failed", extra={"action": "claim", "count": len(items)})
+            for msg in batch.values():
+                await _settle(msg.nak(delay=RETRY_NAK_DELAY_SECONDS))
+            return
+        for execution_id in result.skipped_execution_ids:
+            if execution_id in batch:
+                await _settle(batch.pop(execution_id).ack())
+        functions = {(f.function_id, f.version): f for f in result.functions}
+        for claimed in result.claimed:
+            if claimed.execution_id not in batch:
+                continue
+            msg = batch.pop(claimed.execution_id)
+            function = functions.get((claimed.function_id, claimed.function_version))
+            self._start(claimed, function, msg)
+        for msg in batch.values():
+            # Neither claimed nor skipped: let the scheduler see it again later.
+            await _settle(msg.nak(delay=RETRY_NAK_DELAY_SECONDS))
+
+    def _start(self, claimed: ClaimedExecution, function: FunctionVersion | None, msg: Msg) -> None:
+        held = _Held(msg=msg)
+        self._held[claimed.execution_id] = held
+        self._running.add(claimed.execution_id)
+        held.task = asyncio.create_task(
+            self._run_one(claimed, function, msg), name=f"execution-{claimed.execution_id}"
+        )
+
+    async def _run_one(
+        self, claimed: ClaimedExecution, function: FunctionVersion | None, msg: Msg
+    ) -> None:
+        try:
+            outcome = await execute(claimed, function, self._runner, api_url=self._options.api_url)
+        except Exception:
+            logger.exception(
+                "execution could not run",
+                extra={"action": "execute", "execution_id": claimed.execution_id},
+            )
+            self._held.pop(claimed.execution_id, None)
+            await _settle(msg.nak(delay=RETRY_NAK_DELAY_SECONDS))
+            return
+        finally:
+            self._running.discard(claimed.execution_id)
+            self._slot_freed.set()
+        await self._outcomes.put((outcome, msg))
+
+    # -- recording outcomes --------------------------------------------------------------------
+
+    async def _complete_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._outcomes.get()]
+            deadline = loop.time() + self._options.flush_delay_seconds
+            while len(batch) < self._options.flush_max_outcomes:
+                if not self._outcomes.empty():
+                    batch.append(self._outcomes.get_nowait())
+                    continue
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._outcomes.get(), remaining))
+                except TimeoutError:
+                    break
+            try:
+                await self._record(batch)
+            finally:
+                for _ in batch:
+                    self._outcomes.task_done()
+
+    async def _record(self, batch: list[tuple[ExecutionOutcome, Msg]]) -> None:
+        outcomes = [outcome for outcome, _ in batch]
+        try:
+            await call_with_retry(
+                lambda: self._scheduler.complete_executions(outcomes), attempts=None
+            )
+        except Exception:
+            # Not transient: hand the messages back so the executions run again elsewhere.
+            logger.exception(
+                "outcomes could not be recorded", extra={"action": "complete", "count": len(batch)}
+            )
+            for outcome, msg in batch:
+                self._held.pop(outcome.execution_id, None)
+                await _settle(msg.nak(delay=RETRY_NAK_DELAY_SECONDS))
+            return
+        # Acked only now: a crash before this point means redelivery, never a lost result.
+        for outcome, msg in batch:
+            self._held.pop(outcome.execution_id, None)
+            await _settle(msg.ack())
+
+    # -- keeping leases alive ------------------------------------------------------------------
+
+    async def _keepalive_loop(self) -> None:
+        interval = self._options.ack_wait_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            held = list(self._held.items())
+            for _, entry in held:
+                await _settle(entry.msg.in_progress())
+            if not held:
+                continue
+            try:
+                await self._scheduler.heartbeat(
+                    self._options.worker_id, [execution_id for execution_id, _ in held]
+                )
+            except Exception:
+                logger.warning("heartbeat failed", extra={"action": "heartbeat"}, exc_info=True)
+
+    # -- shutting down ---------------------------------------------------------------------------
+
+    async def _shutdown(self, completer: asyncio.Task[None], ticker: asyncio.Task[None]) -> None:
+        grace = self._options.shutdown_grace_seconds
+        tasks = [h.task for h in self._held.values() if h.task is not None and not h.task.done()]
+        if tasks:
+            _, unfinished = await asyncio.wait(tasks, timeout=grace)
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
+        try:
+            await asyncio.wait_for(self._outcomes.join(), timeout=grace)
+        except TimeoutError:
+            logger.error("outcomes not recorded before stop", extra={"action": "shutdown"})
+        for task in (completer, ticker):
+            task.cancel()
+        await asyncio.gather(completer, ticker, return_exceptions=True)
+        # Whatever is still held did not finish or was not recorded: another executor takes it.
+        for execution_id, entry in list(self._held.items()):
+            await _settle(entry.msg.nak())
+            self._held.pop(execution_id, None)
+            logger.info(
+                "execution handed back", extra={"action": "nak", "execution_id": execution_id}
+            )
+
+
+async def _settle(ack: Awaitable[Any]) -> None:
+    """Awaits an ack/nak/in-progress; a lost one is recovered by JetStream's redelivery."""
+    try:
+        await ack
+    except Exception:
+        logger.warning("message acknowledgement failed", extra={"action": "ack"}, exc_info=True)

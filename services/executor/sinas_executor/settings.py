@@ -1,0 +1,54 @@
+"""The executor's settings, read once from environment variables at start."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sinas_common.settings import NatsSettings, SchedulerClientSettings, ServiceSettings
+
+
+def _default_executor_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class SandboxSettings(BaseSettings):
+    """Limits and placement of the sandboxed worker processes."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    concurrency: int = Field(default=8, ge=1, le=1024, validation_alias="EXECUTOR_CONCURRENCY")
+    worker_max_runs: int = Field(default=100, ge=1, validation_alias="EXECUTOR_WORKER_MAX_RUNS")
+    worker_idle_seconds: float = Field(
+        default=10.0, gt=0, validation_alias="EXECUTOR_WORKER_IDLE_SECONDS"
+    )
+    memory_limit_mb: int = Field(default=512, ge=64, validation_alias="EXECUTOR_MEMORY_LIMIT_MB")
+    cpu_limit_seconds: int = Field(default=600, ge=1, validation_alias="EXECUTOR_CPU_LIMIT_SECONDS")
+    file_size_limit_mb: int = Field(
+        default=64, ge=1, validation_alias="EXECUTOR_FILE_SIZE_LIMIT_MB"
+    )
+    open_files_limit: int = Field(default=256, ge=16, validation_alias="EXECUTOR_OPEN_FILES_LIMIT")
+    root: str | None = Field(default=None, validation_alias="EXECUTOR_SANDBOX_ROOT")
+    uid_base: int = Field(default=61000, ge=1000, validation_alias="EXECUTOR_SANDBOX_UID_BASE")
+
+
+class ExecutorSettings(ServiceSettings):
+    """Everything `python -m sinas_executor` needs; a bad value stops the start."""
+
+    fetch_batch: int = Field(default=100, ge=1, le=10_000, validation_alias="EXECUTOR_FETCH_BATCH")
+    ack_wait_seconds: float = Field(
+        default=30.0, ge=3.0, validation_alias="EXECUTOR_ACK_WAIT_SECONDS"
+    )
+    api_url: str = Field(default="http://127.0.0.1:8000", validation_alias="SINAS_API_URL")
+    grpc_bind: str = Field(default="0.0.0.0:50061", validation_alias="EXECUTOR_GRPC_BIND")
+    executor_id: str = Field(default_factory=_default_executor_id, validation_alias="EXECUTOR_ID")
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+    nats: NatsSettings = Field(default_factory=NatsSettings)
+    scheduler: SchedulerClientSettings = Field(default_factory=SchedulerClientSettings)
+
+    @property
+    def concurrency(self) -> int:
+        return self.sandbox.concurrency

@@ -1,0 +1,205 @@
+"""Code that runs inside a sandboxed worker process, after the zygote forked it.
+
+`enter_sandbox` hardens the fresh child (session, parent-death signal, limits, scrubbed
+environment, private scratch folder, dropped uid, no inherited descriptors); `serve` then
+answers run requests for the one function version this worker is bound to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import inspect
+import linecache
+import os
+import resource
+import shutil
+import signal
+import socket
+import traceback
+import types
+from collections.abc import Callable
+from typing import Any
+
+from sinas_common.jsoncodec import dump_json
+from sinas_executor.framing import FrameError, encode_frame, read_frame_blocking
+
+# The worker's end of its channel always lands on this descriptor.
+CHANNEL_FD = 3
+PR_SET_PDEATHSIG = 1
+PR_SET_NO_NEW_PRIVS = 38
+_MIB = 1024 * 1024
+
+
+def _prctl(option: int, value: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(option, value, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
+
+
+def set_parent_death_signal() -> None:
+    """Asks the kernel to SIGKILL this process when its parent dies."""
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def wipe_folder(path: str) -> None:
+    """Removes everything inside `path`, keeping the folder itself."""
+    with os.scandir(path) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+
+
+def _prepare_scratch(path: str, uid: int | None, gid: int | None) -> None:
+    # Whatever a previous worker of this slot left behind belongs to another key: start empty.
+    shutil.rmtree(path, ignore_errors=True)
+    os.mkdir(path, 0o700)
+    if uid is not None and gid is not None:
+        os.chown(path, uid, gid)
+    os.chmod(path, 0o700)
+
+
+def _set_limits(limits: dict[str, int]) -> None:
+    memory = limits["memory_mb"] * _MIB
+    cpu = limits["cpu_seconds"]
+    file_size = limits["file_size_mb"] * _MIB
+    open_files = limits["open_files"]
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def enter_sandbox(spec: dict[str, Any], channel_fd: int, zygote_pid: int) -> None:
+    """Hardens a freshly forked child; afterwards it holds only its channel on CHANNEL_FD."""
+    for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
+        signal.signal(signum, signal.SIG_DFL)
+    signal.set_wakeup_fd(-1)
+    os.setsid()
+    set_parent_death_signal()
+    if os.getppid() != zygote_pid:
+        # The zygote died before the death signal was armed.
+        os._exit(1)
+    os.umask(0o077)
+    uid: int | None = spec.get("uid")
+    gid: int | None = spec.get("gid")
+    scratch = str(spec["scratch"])
+    _prepare_scratch(scratch, uid, gid)
+    os.environ.clear()
+    os.environ.update(
+        {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": scratch,
+            "TMPDIR": scratch,
+            "LANG": "C.UTF-8",
+        }
+    )
+    os.chdir(scratch)
+    _set_limits(spec["limits"])
+    if uid is not None and gid is not None:
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+    _prctl(PR_SET_NO_NEW_PRIVS, 1)
+    if channel_fd != CHANNEL_FD:
+        os.dup2(channel_fd, CHANNEL_FD)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for target in (0, 1, 2):
+        os.dup2(devnull, target)
+    os.closerange(CHANNEL_FD + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[1] + 1024)
+
+
+class _LoadedFunction:
+    """The function module as executed once in this worker."""
+
+    def __init__(self, code: str, filename: str) -> None:
+        self.handler: Callable[..., Any] | None = None
+        self.error: str | None = None
+        self.traceback = ""
+        # Registering the source lets tracebacks show the function's own lines.
+        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        module = types.ModuleType("sinas_function")
+        module.__file__ = filename
+        try:
+            exec(compile(code, filename, "exec"), module.__dict__)
+        except BaseException as exc:
+            self.error, self.traceback = _describe(exc, skip_frames=1)
+            return
+        handler = module.__dict__.get("handler")
+        if not callable(handler):
+            self.error = "The function code must define handler(input_data, context)"
+            return
+        self.handler = handler
+
+
+def _describe(exc: BaseException, *, skip_frames: int) -> tuple[str, str]:
+    tb = exc.__traceback__
+    for _ in range(skip_frames):
+        if tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    return f"{type(exc).__name__}: {exc}", text
+
+
+def _call(handler: Callable[..., Any], input_data: Any, context: dict[str, Any]) -> Any:
+    if inspect.iscoroutinefunction(handler):
+        return asyncio.run(handler(input_data, context))
+    result = handler(input_data, context)
+    if inspect.iscoroutine(result):
+        return asyncio.run(result)
+    return result
+
+
+def _run(loaded: _LoadedFunction, request: dict[str, Any]) -> dict[str, Any]:
+    if loaded.handler is None:
+        return {"error": loaded.error, "traceback": loaded.traceback}
+    try:
+        output = _call(loaded.handler, request["input"], request["context"])
+    except BaseException as exc:
+        error, text = _describe(exc, skip_frames=2)
+        return {"error": error, "traceback": text}
+    try:
+        dump_json(output)
+    except (TypeError, ValueError) as exc:
+        return {
+            "error": f"Output validation failed: output is not JSON serialisable ({exc})",
+            "traceback": "",
+        }
+    return {"output": output}
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def serve(scratch: str) -> None:
+    """Answers requests on CHANNEL_FD until the executor closes it."""
+    channel = socket.socket(fileno=CHANNEL_FD)
+    loaded: _LoadedFunction | None = None
+    while True:
+        message = read_frame_blocking(channel)
+        if message is None:
+            return
+        if message["op"] == "load":
+            loaded = _LoadedFunction(str(message["code"]), str(message["filename"]))
+            continue
+        if loaded is None:
+            reply: dict[str, Any] = {"error": "No function loaded", "traceback": ""}
+        else:
+            os.chdir(scratch)
+            reply = _run(loaded, message)
+        wipe_folder(scratch)
+        reply["cpu_seconds"] = _cpu_seconds()
+        try:
+            frame = encode_frame(reply)
+        except (TypeError, ValueError, FrameError) as exc:
+            frame = encode_frame(
+                {"error": f"Output could not be sent: {exc}", "cpu_seconds": _cpu_seconds()}
+            )
+        channel.sendall(frame)

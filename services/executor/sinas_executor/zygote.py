@@ -1,0 +1,202 @@
+"""The warm parent of every worker: started once, pre-imports common modules, forks on request.
+
+Run as `python -I -m sinas_executor.zygote <control fd> <executor pid>`. It is started as a
+fresh interpreter (never forked from the asyncio/gRPC executor), with a minimal environment,
+and talks to the executor over a SOCK_SEQPACKET control socket:
+
+- `{"op": "spawn", "id", "slot", "uid", "gid", "scratch", "limits"}` plus the worker's channel
+  as an SCM_RIGHTS descriptor -> `{"event": "spawned", "id", "pid"}`;
+- `{"op": "kill", "pid"}` kills a live worker's whole session (nothing is answered);
+- whenever a worker ends -> `{"event": "exit", "pid", "code" | "signal"}`.
+
+When the executor closes the control socket (or dies), every worker is killed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+from typing import Any
+
+from sinas_executor import worker
+
+# Imported once here so that forked workers don't pay for them on every start; a worker
+# running under a dropped uid may not be able to read the interpreter's files at all.
+PREIMPORTED_MODULES = (
+    "asyncio",
+    "base64",
+    "collections",
+    "concurrent.futures",
+    "csv",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "email.utils",
+    "enum",
+    "fractions",
+    "functools",
+    "hashlib",
+    "hmac",
+    "html",
+    "http.client",
+    "io",
+    "itertools",
+    "json",
+    "logging",
+    "math",
+    "operator",
+    "pathlib",
+    "random",
+    "re",
+    "secrets",
+    "statistics",
+    "string",
+    "struct",
+    "tempfile",
+    "textwrap",
+    "time",
+    "typing",
+    "unicodedata",
+    "urllib.parse",
+    "urllib.request",
+    "uuid",
+    "zlib",
+    "httpx",
+    "jsonschema",
+)
+_CONTROL_BUFFER = 1 << 16
+
+
+def _preimport() -> None:
+    for name in PREIMPORTED_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            continue
+
+
+def _send(control: socket.socket, message: dict[str, Any]) -> None:
+    control.send(json.dumps(message).encode())
+
+
+class Zygote:
+    """The control loop: spawn, kill, and report exits of worker processes."""
+
+    def __init__(self, control: socket.socket) -> None:
+        self.control = control
+        self.live: set[int] = set()
+        self.wake_read, self.wake_write = os.pipe()
+        os.set_blocking(self.wake_read, False)
+        os.set_blocking(self.wake_write, False)
+
+    def run(self) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
+        signal.set_wakeup_fd(self.wake_write)
+        selector = selectors.DefaultSelector()
+        selector.register(self.control, selectors.EVENT_READ, "control")
+        selector.register(self.wake_read, selectors.EVENT_READ, "wake")
+        _send(self.control, {"event": "ready", "pid": os.getpid()})
+        while True:
+            for key, _mask in selector.select():
+                if key.data == "wake":
+                    self._drain_wakeups()
+                    self._reap()
+                elif not self._handle_control():
+                    self._kill_all()
+                    return
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while os.read(self.wake_read, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _reap(self) -> None:
+        while self.live:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.live.discard(pid)
+            event: dict[str, Any] = {"event": "exit", "pid": pid}
+            if os.WIFSIGNALED(status):
+                event["signal"] = os.WTERMSIG(status)
+            else:
+                event["code"] = os.waitstatus_to_exitcode(status)
+            _send(self.control, event)
+
+    def _handle_control(self) -> bool:
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(self.control, _CONTROL_BUFFER, 4)
+        except ConnectionError:
+            return False
+        if not data:
+            for fd in fds:
+                os.close(fd)
+            return False
+        message = json.loads(data)
+        if message["op"] == "spawn" and len(fds) == 1:
+            self._spawn(message, fds[0])
+        elif message["op"] == "kill":
+            self._kill(int(message["pid"]))
+        else:
+            for fd in fds:
+                os.close(fd)
+        return True
+
+    def _spawn(self, spec: dict[str, Any], channel_fd: int) -> None:
+        zygote_pid = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                worker.enter_sandbox(spec, channel_fd, zygote_pid)
+                worker.serve(str(spec["scratch"]))
+            except BaseException:
+                code = 70
+            os._exit(code)
+        os.close(channel_fd)
+        self.live.add(pid)
+        _send(self.control, {"event": "spawned", "id": spec["id"], "pid": pid})
+
+    def _kill(self, pid: int) -> None:
+        # Only a child that is not yet reaped: its pid (and session id) can't be reused yet.
+        if pid not in self.live:
+            return
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                continue
+
+    def _kill_all(self) -> None:
+        for pid in list(self.live):
+            self._kill(pid)
+
+
+def main(argv: list[str]) -> int:
+    control = socket.socket(fileno=int(argv[1]))
+    worker_pdeathsig(int(argv[2]))
+    _preimport()
+    Zygote(control).run()
+    return 0
+
+
+def worker_pdeathsig(executor_pid: int) -> None:
+    """The zygote dies with the executor, and its workers die with it."""
+    worker.set_parent_death_signal()
+    if os.getppid() != executor_pid:
+        os._exit(1)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
