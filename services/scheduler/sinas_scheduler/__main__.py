@@ -1,0 +1,56 @@
+"""`python -m sinas_scheduler [--migrate] [--migrate-only]`: run the scheduler until signalled."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+from sinas_common.logs import configure_logging
+from sinas_scheduler.app import SchedulerApp
+from sinas_scheduler.migrate import upgrade_to_head
+from sinas_scheduler.settings import SchedulerSettings
+
+logger = logging.getLogger(__name__)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="sinas_scheduler", description=__doc__)
+    parser.add_argument(
+        "--migrate", action="store_true", help="run the database migrations before serving"
+    )
+    parser.add_argument(
+        "--migrate-only", action="store_true", help="run the database migrations and exit"
+    )
+    return parser.parse_args(argv)
+
+
+async def serve(settings: SchedulerSettings) -> None:
+    app = SchedulerApp(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await app.start()
+    try:
+        await stop.wait()
+        logger.info("stopping on signal", extra={"action": "stop"})
+    finally:
+        await app.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    settings = SchedulerSettings()  # type: ignore[call-arg]  # DATABASE_URL comes from the env
+    configure_logging("scheduler", settings.log_level)
+    if args.migrate or args.migrate_only:
+        upgrade_to_head(settings.database_url)
+        logger.info("database migrated", extra={"action": "migrate"})
+        if args.migrate_only:
+            return
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

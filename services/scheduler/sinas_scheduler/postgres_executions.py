@@ -1,0 +1,345 @@
+"""PostgreSQL adapter of the execution port: submit, read, the dispatch outbox, worker writes.
+
+Worker writes take whole lists and run as one statement each (`UPDATE ... FROM unnest(...)`),
+so a fetched batch of a thousand executions costs one round trip, not a thousand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from sinas_common.jsoncodec import dump_json
+from sinas_scheduler.models import (
+    WORKER_LOST_PREFIX,
+    WORKER_LOST_SUFFIX,
+    ClaimedRow,
+    ClaimItem,
+    ClaimOutcome,
+    DueExecution,
+    Execution,
+    ExecutionQuery,
+    ExecutionStatus,
+    NewExecution,
+    Outcome,
+)
+from sinas_scheduler.store import COMPLETION_CHANNEL, DISPATCH_CHANNEL, Publish
+from sinas_scheduler.tables import JSON_DATA, executions
+
+_NOTIFY_DISPATCH = sa.text("SELECT pg_notify(:channel, '')").bindparams(channel=DISPATCH_CHANNEL)
+
+# Delivery attempts past the limit fail a still-RUNNING execution instead of claiming it; a
+# PENDING one is claimable whatever the count, since no worker ever started it.
+_CLAIM = sa.text(
+    """
+WITH items AS (
+    SELECT DISTINCT ON (i.id) i.id, i.delivery_attempt
+    FROM unnest(CAST(:ids AS text[]), CAST(:attempts AS int[])) AS i(id, delivery_attempt)
+    ORDER BY i.id, i.delivery_attempt DESC
+),
+claimed AS (
+    UPDATE executions AS e
+    SET status = 'RUNNING',
+        attempts = GREATEST(i.delivery_attempt, e.attempts + 1),
+        started_at = COALESCE(e.started_at, now()),
+        worker_id = :worker_id,
+        heartbeat_at = now()
+    FROM items AS i
+    WHERE e.id = i.id
+      AND (e.status = 'PENDING'
+           OR (e.status = 'RUNNING' AND e.attempts < i.delivery_attempt
+               AND i.delivery_attempt <= :max_attempts))
+    RETURNING e.id, e.attempts, e.user_id, e.function_id, e.function_version, e.input,
+              e.trigger_type, e.trigger_id, e.batch_id, e.chat_id, e.depth
+),
+lost AS (
+    UPDATE executions AS e
+    SET status = 'FAILED',
+        error = :lost_prefix || e.attempts::text || :lost_suffix,
+        completed_at = now(),
+        duration_ms = (EXTRACT(EPOCH FROM now() - COALESCE(e.started_at, now())) * 1000)::bigint,
+        heartbeat_at = NULL
+    FROM items AS i
+    WHERE e.id = i.id AND e.status = 'RUNNING' AND i.delivery_attempt > :max_attempts
+    RETURNING e.id
+)
+SELECT c.id, c.attempts, c.user_id, u.email, c.function_id, c.function_version,
+       fv.timeout_seconds, c.input, c.trigger_type, c.trigger_id, c.batch_id, c.chat_id,
+       c.depth, false AS lost
+FROM claimed AS c
+JOIN users AS u ON u.id = c.user_id
+JOIN function_versions AS fv
+  ON fv.function_id = c.function_id AND fv.version = c.function_version
+UNION ALL
+SELECT l.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, true
+FROM lost AS l CROSS JOIN LATERAL (SELECT pg_notify(:channel, l.id)) AS notified
+"""
+).columns(sa.column("input", JSON_DATA))
+
+_COMPLETE = sa.text(
+    """
+WITH o AS (
+    SELECT * FROM unnest(
+        CAST(:ids AS text[]), CAST(:attempts AS int[]), CAST(:statuses AS text[]),
+        CAST(:outputs AS text[]), CAST(:errors AS text[]), CAST(:tracebacks AS text[]),
+        CAST(:timed_out AS boolean[]), CAST(:completed AS timestamptz[])
+    ) AS o(id, attempt, status, output, error, traceback, timed_out, completed_at)
+),
+done AS (
+    UPDATE executions AS e
+    SET status = o.status,
+        output = CAST(o.output AS json),
+        error = o.error,
+        traceback = o.traceback,
+        timed_out = o.timed_out,
+        completed_at = GREATEST(COALESCE(o.completed_at, now()), e.started_at),
+        duration_ms = (EXTRACT(EPOCH FROM GREATEST(COALESCE(o.completed_at, now()), e.started_at)
+                       - e.started_at) * 1000)::bigint,
+        heartbeat_at = NULL
+    FROM o
+    WHERE e.id = o.id AND e.status = 'RUNNING' AND e.attempts = o.attempt
+    RETURNING e.id
+)
+SELECT d.id FROM done AS d CROSS JOIN LATERAL (SELECT pg_notify(:channel, d.id)) AS notified
+"""
+)
+
+_HEARTBEAT = sa.text(
+    """
+UPDATE executions SET heartbeat_at = now()
+WHERE id = ANY(CAST(:ids AS text[])) AND status = 'RUNNING' AND worker_id = :worker_id
+"""
+)
+
+_REAP = sa.text(
+    """
+WITH lost AS (
+    UPDATE executions AS e
+    SET status = 'FAILED',
+        error = :lost_prefix || e.attempts::text || :lost_suffix,
+        completed_at = now(),
+        duration_ms = (EXTRACT(EPOCH FROM now() - COALESCE(e.started_at, now())) * 1000)::bigint,
+        heartbeat_at = NULL
+    WHERE e.status = 'RUNNING'
+      AND e.heartbeat_at < now() - make_interval(secs => :lease_seconds)
+      AND e.attempts >= :max_attempts
+    RETURNING e.id
+)
+SELECT l.id FROM lost AS l CROSS JOIN LATERAL (SELECT pg_notify(:channel, l.id)) AS notified
+"""
+)
+
+_DUE = sa.text(
+    """
+SELECT id, kind FROM executions
+WHERE dispatched_at IS NULL AND status = 'PENDING' AND run_at <= now()
+ORDER BY run_at
+LIMIT :limit
+FOR UPDATE SKIP LOCKED
+"""
+)
+
+_MARK_DISPATCHED = sa.text(
+    "UPDATE executions SET dispatched_at = now() WHERE id = ANY(CAST(:ids AS text[]))"
+)
+
+_NEXT_DUE = sa.text(
+    """
+SELECT EXTRACT(EPOCH FROM (min(run_at) - clock_timestamp()))::float8
+FROM executions WHERE dispatched_at IS NULL AND status = 'PENDING'
+"""
+)
+
+
+class PostgresExecutionStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def insert_execution(self, new: NewExecution) -> None:
+        """Stores the PENDING row and wakes the dispatchers, in one transaction."""
+        now = sa.func.now()
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                executions.insert().values(
+                    id=new.id,
+                    user_id=new.user_id,
+                    kind=new.kind,
+                    namespace=new.namespace,
+                    name=new.name,
+                    function_id=new.function_id,
+                    function_version=new.function_version,
+                    trigger_type=new.trigger_type,
+                    trigger_id=new.trigger_id,
+                    status=ExecutionStatus.PENDING.value,
+                    input=new.input,
+                    depth=new.depth,
+                    created_at=now,
+                    run_at=now + timedelta(seconds=new.delay_seconds),
+                    parent_execution_id=new.parent_execution_id,
+                    callback_url=new.callback_url,
+                )
+            )
+            await conn.execute(_NOTIFY_DISPATCH)
+
+    async def get_execution(self, execution_id: str) -> Execution | None:
+        async with self._engine.connect() as conn:
+            row = (
+                (await conn.execute(sa.select(executions).where(executions.c.id == execution_id)))
+                .mappings()
+                .one_or_none()
+            )
+        return None if row is None else _execution(row)
+
+    async def list_executions(self, query: ExecutionQuery) -> list[Execution]:
+        select = sa.select(executions)
+        if query.user_id is not None:
+            select = select.where(executions.c.user_id == query.user_id)
+        if query.function_name:
+            select = select.where(executions.c.name == query.function_name)
+        if query.status is not None:
+            select = select.where(executions.c.status == query.status.value)
+        if query.trigger_id:
+            select = select.where(executions.c.trigger_id == query.trigger_id)
+        if query.batch_id:
+            select = select.where(executions.c.batch_id == query.batch_id)
+        select = (
+            select.order_by(executions.c.created_at.desc(), executions.c.id.desc())
+            .limit(query.limit)
+            .offset(query.offset)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select)).mappings().all()
+        return [_execution(row) for row in rows]
+
+    async def claim(
+        self, *, worker_id: str, items: Sequence[ClaimItem], max_attempts: int
+    ) -> ClaimOutcome:
+        if not items:
+            return ClaimOutcome(claimed=(), skipped=())
+        params = {
+            "ids": [item.execution_id for item in items],
+            "attempts": [item.delivery_attempt for item in items],
+            "worker_id": worker_id,
+            "max_attempts": max_attempts,
+            "lost_prefix": WORKER_LOST_PREFIX,
+            "lost_suffix": WORKER_LOST_SUFFIX,
+            "channel": COMPLETION_CHANNEL,
+        }
+        async with self._engine.begin() as conn:
+            rows = (await conn.execute(_CLAIM, params)).mappings().all()
+        claimed = [
+            ClaimedRow(
+                execution_id=row["id"],
+                attempt=row["attempts"],
+                user_id=row["user_id"],
+                user_email=row["email"],
+                function_id=row["function_id"],
+                function_version=row["function_version"],
+                timeout_seconds=row["timeout_seconds"],
+                input=row["input"],
+                trigger_type=row["trigger_type"],
+                trigger_id=row["trigger_id"],
+                batch_id=row["batch_id"],
+                chat_id=row["chat_id"],
+                depth=row["depth"],
+            )
+            for row in rows
+            if not row["lost"]
+        ]
+        claimed_ids = {row.execution_id for row in claimed}
+        skipped = tuple(
+            dict.fromkeys(i.execution_id for i in items if i.execution_id not in claimed_ids)
+        )
+        return ClaimOutcome(claimed=tuple(claimed), skipped=skipped)
+
+    async def complete(self, outcomes: Sequence[Outcome]) -> list[str]:
+        if not outcomes:
+            return []
+        params = {
+            "ids": [o.execution_id for o in outcomes],
+            "attempts": [o.attempt for o in outcomes],
+            "statuses": [o.status.value for o in outcomes],
+            "outputs": [
+                None if o.output is None else dump_json(o.output).decode() for o in outcomes
+            ],
+            "errors": [o.error for o in outcomes],
+            "tracebacks": [o.traceback for o in outcomes],
+            "timed_out": [o.timed_out for o in outcomes],
+            "completed": [o.completed_at for o in outcomes],
+            "channel": COMPLETION_CHANNEL,
+        }
+        async with self._engine.begin() as conn:
+            applied = (await conn.execute(_COMPLETE, params)).scalars().all()
+        return [str(execution_id) for execution_id in applied]
+
+    async def heartbeat(self, *, worker_id: str, execution_ids: Sequence[str]) -> None:
+        if not execution_ids:
+            return
+        async with self._engine.begin() as conn:
+            await conn.execute(_HEARTBEAT, {"ids": list(execution_ids), "worker_id": worker_id})
+
+    async def reap_lost(self, *, lease_seconds: float, max_attempts: int) -> list[str]:
+        params = {
+            "lease_seconds": lease_seconds,
+            "max_attempts": max_attempts,
+            "lost_prefix": WORKER_LOST_PREFIX,
+            "lost_suffix": WORKER_LOST_SUFFIX,
+            "channel": COMPLETION_CHANNEL,
+        }
+        async with self._engine.begin() as conn:
+            reaped = (await conn.execute(_REAP, params)).scalars().all()
+        return [str(execution_id) for execution_id in reaped]
+
+    async def dispatch_due(self, *, limit: int, publish: Publish) -> int:
+        """Publishes due rows and marks them dispatched; a failed publish rolls back the mark."""
+        async with self._engine.begin() as conn:
+            rows = (await conn.execute(_DUE, {"limit": limit})).all()
+            if not rows:
+                return 0
+            due = [DueExecution(id=row[0], kind=row[1]) for row in rows]
+            await publish(due)
+            await conn.execute(_MARK_DISPATCHED, {"ids": [d.id for d in due]})
+        return len(due)
+
+    async def seconds_until_next_due(self) -> float | None:
+        async with self._engine.connect() as conn:
+            value = (await conn.execute(_NEXT_DUE)).scalar_one_or_none()
+        return None if value is None else float(value)
+
+
+def _execution(row: Any) -> Execution:
+    return Execution(
+        id=row["id"],
+        user_id=row["user_id"],
+        kind=row["kind"],
+        namespace=row["namespace"],
+        name=row["name"],
+        function_id=row["function_id"],
+        function_version=row["function_version"],
+        status=ExecutionStatus(row["status"]),
+        input=row["input"],
+        output=row["output"],
+        error=row["error"],
+        traceback=row["traceback"],
+        timed_out=row["timed_out"],
+        depth=row["depth"],
+        trigger_type=row["trigger_type"],
+        trigger_id=row["trigger_id"],
+        batch_id=row["batch_id"],
+        chat_id=row["chat_id"],
+        parent_execution_id=row["parent_execution_id"],
+        created_at=row["created_at"],
+        run_at=row["run_at"],
+        dispatched_at=row["dispatched_at"],
+        started_at=row["started_at"],
+        completed_at=row["completed_at"],
+        duration_ms=row["duration_ms"],
+        attempts=row["attempts"],
+        callback_url=row["callback_url"],
+        callback_status=row["callback_status"],
+        callback_response_code=row["callback_response_code"],
+    )

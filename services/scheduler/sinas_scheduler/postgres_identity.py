@@ -1,0 +1,247 @@
+"""PostgreSQL adapter of the identity port: users, roles, API keys and signing keys."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from psycopg import errors as pg_errors
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from sinas_common.errors import AlreadyExists, RoleNotFound, UserNotFound
+from sinas_common.ids import uuid7
+from sinas_scheduler.models import ApiKeyRecord, Role, SigningKey, User
+from sinas_scheduler.tables import api_keys, roles, signing_keys, user_roles, users
+
+# Serialises first-start key generation across replicas so they all share one key.
+SIGNING_KEY_LOCK_ID = 0x5151A6
+
+
+class PostgresIdentityStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def user_with_permissions(self, user_id: str) -> tuple[User, frozenset[str]] | None:
+        query = (
+            sa.select(users, roles.c.name.label("role_name"), roles.c.permissions)
+            .select_from(
+                users.outerjoin(user_roles, user_roles.c.user_id == users.c.id).outerjoin(
+                    roles, roles.c.id == user_roles.c.role_id
+                )
+            )
+            .where(users.c.id == user_id)
+            .order_by(roles.c.name)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        if not rows:
+            return None
+        permissions: set[str] = set()
+        role_names: list[str] = []
+        for row in rows:
+            if row["role_name"] is not None:
+                role_names.append(row["role_name"])
+                permissions.update(str(p) for p in row["permissions"] or [])
+        return _user(rows[0], tuple(role_names)), frozenset(permissions)
+
+    async def user_id_for_api_key(self, key_hash: str) -> str | None:
+        query = sa.select(api_keys.c.user_id).where(
+            api_keys.c.key_hash == key_hash,
+            api_keys.c.revoked_at.is_(None),
+            sa.or_(api_keys.c.expires_at.is_(None), api_keys.c.expires_at > sa.func.now()),
+        )
+        async with self._engine.connect() as conn:
+            found: str | None = (await conn.execute(query)).scalar_one_or_none()
+        return found
+
+    async def create_role(self, name: str, permissions: Sequence[str]) -> Role:
+        role_id = uuid7()
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    roles.insert().values(id=role_id, name=name, permissions=list(permissions))
+                )
+        except IntegrityError as exc:
+            raise AlreadyExists(f"Role {name!r} already exists") from exc
+        return Role(id=role_id, name=name, permissions=tuple(permissions))
+
+    async def create_user(self, email: str, role_names: Sequence[str]) -> User:
+        user_id = uuid7()
+        try:
+            async with self._engine.begin() as conn:
+                role_ids = await _role_ids(conn, role_names)
+                row = (
+                    (
+                        await conn.execute(
+                            users.insert().values(id=user_id, email=email).returning(users)
+                        )
+                    )
+                    .mappings()
+                    .one()
+                )
+                if role_ids:
+                    await conn.execute(
+                        user_roles.insert(),
+                        [{"user_id": user_id, "role_id": role_id} for role_id in role_ids],
+                    )
+        except IntegrityError as exc:
+            raise AlreadyExists(f"User {email!r} already exists") from exc
+        return _user(row, tuple(sorted(set(role_names))))
+
+    async def create_api_key(
+        self, *, user_id: str, name: str, key_hash: str, key_prefix: str
+    ) -> ApiKeyRecord:
+        key_id = uuid7()
+        try:
+            async with self._engine.begin() as conn:
+                created = (
+                    await conn.execute(
+                        api_keys.insert()
+                        .values(
+                            id=key_id,
+                            user_id=user_id,
+                            name=name,
+                            key_hash=key_hash,
+                            key_prefix=key_prefix,
+                        )
+                        .returning(api_keys.c.created_at)
+                    )
+                ).scalar_one()
+        except IntegrityError as exc:
+            if isinstance(exc.orig, pg_errors.ForeignKeyViolation):
+                raise UserNotFound() from exc
+            raise AlreadyExists("API key already exists") from exc
+        return ApiKeyRecord(id=key_id, name=name, user_id=user_id, created_at=created)
+
+    async def ensure_roles(self, wanted: Mapping[str, Sequence[str]]) -> None:
+        """Creates missing roles and adds missing permissions; existing grants stay."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                pg_insert(roles)
+                .values(
+                    [
+                        {"id": uuid7(), "name": name, "permissions": list(perms)}
+                        for name, perms in wanted.items()
+                    ]
+                )
+                .on_conflict_do_nothing(index_elements=["name"])
+            )
+            rows = (
+                await conn.execute(
+                    sa.select(roles.c.id, roles.c.name, roles.c.permissions)
+                    .where(roles.c.name.in_(list(wanted)))
+                    .with_for_update()
+                )
+            ).all()
+            for role_id, name, current in rows:
+                have = list(current or [])
+                missing = [p for p in wanted[name] if p not in have]
+                if missing:
+                    await conn.execute(
+                        roles.update()
+                        .where(roles.c.id == role_id)
+                        .values(permissions=have + missing)
+                    )
+
+    async def ensure_admin(
+        self, *, email: str, role_name: str, key_hash: str, key_prefix: str
+    ) -> None:
+        """The admin user, its role and its API key exist afterwards; safe to race."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                pg_insert(users)
+                .values(id=uuid7(), email=email)
+                .on_conflict_do_nothing(index_elements=[sa.func.lower(sa.text("email"))])
+            )
+            user_id = (
+                await conn.execute(
+                    sa.select(users.c.id).where(sa.func.lower(users.c.email) == email.lower())
+                )
+            ).scalar_one()
+            role_id = (await _role_ids(conn, [role_name]))[0]
+            await conn.execute(
+                pg_insert(user_roles)
+                .values(user_id=user_id, role_id=role_id)
+                .on_conflict_do_nothing()
+            )
+            await conn.execute(
+                pg_insert(api_keys)
+                .values(
+                    id=uuid7(),
+                    user_id=user_id,
+                    name="bootstrap admin key",
+                    key_hash=key_hash,
+                    key_prefix=key_prefix,
+                )
+                .on_conflict_do_nothing(index_elements=["key_hash"])
+            )
+
+    async def ensure_signing_key(self, candidate: SigningKey) -> list[SigningKey]:
+        """Stores `candidate` unless a live key exists; returns the live keys, newest first."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": SIGNING_KEY_LOCK_ID}
+            )
+            existing = await _live_keys(conn)
+            if existing:
+                return existing
+            await conn.execute(
+                signing_keys.insert().values(
+                    kid=candidate.kid,
+                    algorithm=candidate.algorithm,
+                    private_key_pem=candidate.private_key_pem,
+                    public_jwk=candidate.public_jwk,
+                )
+            )
+            return await _live_keys(conn)
+
+    async def signing_keys(self) -> list[SigningKey]:
+        async with self._engine.connect() as conn:
+            return await _live_keys(conn)
+
+
+async def _live_keys(conn: AsyncConnection) -> list[SigningKey]:
+    rows = (
+        await conn.execute(
+            sa.select(signing_keys)
+            .where(signing_keys.c.retired_at.is_(None))
+            .order_by(signing_keys.c.created_at.desc(), signing_keys.c.kid)
+        )
+    ).mappings()
+    return [
+        SigningKey(
+            kid=row["kid"],
+            algorithm=row["algorithm"],
+            private_key_pem=row["private_key_pem"],
+            public_jwk=dict(row["public_jwk"]),
+        )
+        for row in rows
+    ]
+
+
+async def _role_ids(conn: AsyncConnection, names: Sequence[str]) -> list[str]:
+    wanted = sorted(set(names))
+    if not wanted:
+        return []
+    found = dict(
+        (await conn.execute(sa.select(roles.c.name, roles.c.id).where(roles.c.name.in_(wanted))))
+        .tuples()
+        .all()
+    )
+    missing = [name for name in wanted if name not in found]
+    if missing:
+        raise RoleNotFound(f"Role not found: {', '.join(missing)}")
+    return [found[name] for name in wanted]
+
+
+def _user(row: Any, role_names: tuple[str, ...]) -> User:
+    return User(
+        id=row["id"],
+        email=row["email"],
+        roles=role_names,
+        created_at=row["created_at"],
+        last_login_at=row["last_login_at"],
+    )

@@ -1,0 +1,178 @@
+"""Use cases of identity and the function registry: who may do what, and function definitions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sinas_common.errors import (
+    FieldViolation,
+    FunctionNotFound,
+    InvalidArgument,
+    PermissionDenied,
+)
+from sinas_scheduler import permissions as perms
+from sinas_scheduler.identity import hash_api_key, key_prefix, new_api_key
+from sinas_scheduler.models import (
+    Function,
+    FunctionChanges,
+    FunctionSpec,
+    IssuedApiKey,
+    Principal,
+    Role,
+    User,
+)
+from sinas_scheduler.store import FunctionStore, IdentityStore
+from sinas_scheduler.tokens import TokenService
+from sinas_scheduler.validation import check_function, identifier_violations
+
+ADMIN_EMAIL = "admin@sinas.local"
+ADMIN_ROLE = "Admins"
+
+
+def require(principal: Principal, permission: str, message: str | None = None) -> None:
+    if not perms.has_permission(principal.permissions, permission):
+        raise PermissionDenied(message)
+
+
+class IdentityUseCases:
+    def __init__(self, store: IdentityStore, tokens: TokenService) -> None:
+        self._store = store
+        self._tokens = tokens
+
+    async def bootstrap(self, admin_key: str | None) -> None:
+        """Default roles, and the admin user holding `admin_key` when one is configured."""
+        await self._store.ensure_roles(perms.DEFAULT_ROLES)
+        if admin_key:
+            await self._store.ensure_admin(
+                email=ADMIN_EMAIL,
+                role_name=ADMIN_ROLE,
+                key_hash=hash_api_key(admin_key),
+                key_prefix=key_prefix(admin_key),
+            )
+
+    def jwks(self) -> dict[str, Any]:
+        return self._tokens.jwks()
+
+    async def create_role(self, principal: Principal, name: str, permissions: list[str]) -> Role:
+        require(principal, perms.ROLES_CREATE_ALL)
+        name = name.strip()
+        bad = [p for p in permissions if p.rpartition(":")[2] not in {"own", "all", "*"}]
+        if not name or len(name) > 255:
+            raise InvalidArgument(
+                "Role name must be 1 to 255 characters",
+                violations=[FieldViolation(field="name", description="1 to 255 characters")],
+            )
+        if bad:
+            raise InvalidArgument(
+                "Permissions must end in :own, :all or :*",
+                violations=[
+                    FieldViolation(field=f"permissions[{permissions.index(p)}]", description=p)
+                    for p in bad
+                ],
+            )
+        return await self._store.create_role(name, permissions)
+
+    async def create_user(self, principal: Principal, email: str, roles: list[str]) -> User:
+        require(principal, perms.USERS_CREATE_ALL)
+        email = email.strip()
+        local, at, domain = email.partition("@")
+        if not at or not local or not domain or len(email) > 255:
+            raise InvalidArgument(
+                "Invalid email address",
+                violations=[FieldViolation(field="email", description="not an email address")],
+            )
+        return await self._store.create_user(email, roles)
+
+    async def create_api_key(self, principal: Principal, name: str, user_id: str) -> IssuedApiKey:
+        target = user_id or principal.user.id
+        if target == principal.user.id:
+            require(principal, perms.API_KEYS_CREATE_OWN)
+        else:
+            require(principal, perms.API_KEYS_CREATE_ALL)
+        key = new_api_key()
+        record = await self._store.create_api_key(
+            user_id=target,
+            name=name.strip() or "api key",
+            key_hash=hash_api_key(key),
+            key_prefix=key_prefix(key),
+        )
+        return IssuedApiKey(record=record, key=key)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FunctionLimits:
+    default_timeout_seconds: int
+    max_timeout_seconds: int
+
+
+class FunctionUseCases:
+    def __init__(self, store: FunctionStore, limits: FunctionLimits) -> None:
+        self._store = store
+        self._limits = limits
+
+    async def create(
+        self,
+        principal: Principal,
+        *,
+        namespace: str,
+        name: str,
+        spec: FunctionSpec,
+    ) -> Function:
+        require(principal, perms.FUNCTIONS_CREATE_ALL)
+        check_function(
+            namespace=namespace,
+            name=name,
+            spec=spec,
+            max_timeout_seconds=self._limits.max_timeout_seconds,
+        )
+        return await self._store.create_function(
+            namespace=namespace, name=name, owner_user_id=principal.user.id, spec=spec
+        )
+
+    async def get(self, principal: Principal, namespace: str, name: str) -> Function:
+        function = await self._lookup(namespace, name)
+        require(principal, perms.function_permission(namespace, name, "read"))
+        return function
+
+    async def update(
+        self, principal: Principal, namespace: str, name: str, changes: FunctionChanges
+    ) -> Function:
+        require(principal, perms.function_permission(namespace, name, "update", "all"))
+
+        def check(spec: FunctionSpec) -> None:
+            check_function(
+                namespace=namespace,
+                name=name,
+                spec=spec,
+                max_timeout_seconds=self._limits.max_timeout_seconds,
+            )
+
+        return await self._store.update_function(
+            namespace=namespace,
+            name=name,
+            changes=changes,
+            check=check,
+            updated_by=principal.user.id,
+        )
+
+    async def delete(self, principal: Principal, namespace: str, name: str) -> None:
+        require(principal, perms.function_permission(namespace, name, "delete", "all"))
+        if not await self._store.delete_function(namespace, name):
+            raise FunctionNotFound()
+
+    async def lookup(self, namespace: str, name: str) -> Function:
+        return await self._lookup(namespace, name)
+
+    async def _lookup(self, namespace: str, name: str) -> Function:
+        # A name that can't exist is simply not found; no need to ask the database.
+        if identifier_violations(namespace, name):
+            raise FunctionNotFound()
+        function = await self._store.get_function(namespace, name)
+        if function is None:
+            raise FunctionNotFound()
+        return function
+
+    @property
+    def default_timeout_seconds(self) -> int:
+        return self._limits.default_timeout_seconds

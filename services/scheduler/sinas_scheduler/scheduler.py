@@ -1,0 +1,276 @@
+"""The execution use cases: submit, read, wait, and what workers claim, report and keep alive."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, suppress
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sinas_common.errors import (
+    CallbackUrlRejected,
+    ExecutionDepthExceeded,
+    ExecutionNotFound,
+    FieldViolation,
+    InvalidArgument,
+    SchemaViolation,
+)
+from sinas_common.ids import uuid7
+from sinas_common.timeconv import utcnow
+from sinas_scheduler import permissions as perms
+from sinas_scheduler.models import (
+    DEFAULT_TRIGGER_ID,
+    KIND_FUNCTION,
+    TRIGGER_TYPE_API,
+    ClaimedExecution,
+    ClaimItem,
+    ClaimResult,
+    Execution,
+    ExecutionQuery,
+    ExecutionStatus,
+    NewExecution,
+    Outcome,
+    Principal,
+)
+from sinas_scheduler.registry import FunctionUseCases, require
+from sinas_scheduler.store import ExecutionStore, FunctionStore
+from sinas_scheduler.tokens import TokenService, execution_token_lifetime
+from sinas_scheduler.validation import check_delay, check_trigger_id, input_violations
+
+logger = logging.getLogger(__name__)
+
+CALLBACKS_DISABLED = "Callbacks are not enabled on this instance (CALLBACK_URL_HOSTS is not set)"
+MAX_LIST_LIMIT = 1000
+MAX_WAIT_SECONDS = 3600.0
+# A lost notification must not hang a waiter: re-read the row at least this often.
+WAIT_RECHECK_SECONDS = 1.0
+
+
+class CompletionSignals(Protocol):
+    """Wakes waiters when an execution ends (on any replica)."""
+
+    def watch(self, execution_id: str) -> AbstractContextManager[asyncio.Event]: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionLimits:
+    max_depth: int
+    max_attempts: int
+    lease_seconds: float
+    token_buffer_seconds: int
+    max_token_seconds: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubmitRequest:
+    namespace: str
+    name: str
+    input: Any
+    trigger_id: str = ""
+    delay_seconds: int | None = None
+    callback_url: str = ""
+
+
+class ExecutionUseCases:
+    def __init__(
+        self,
+        *,
+        executions: ExecutionStore,
+        functions: FunctionUseCases,
+        signals: CompletionSignals,
+        limits: ExecutionLimits,
+    ) -> None:
+        self._executions = executions
+        self._functions = functions
+        self._signals = signals
+        self._limits = limits
+
+    async def submit(self, principal: Principal, request: SubmitRequest) -> str:
+        """Checks in upstream's order, then stores one PENDING row; returns its id."""
+        function = await self._functions.lookup(request.namespace, request.name)
+        require(
+            principal,
+            perms.function_permission(function.namespace, function.name, "execute"),
+            "Not authorized to execute this function",
+        )
+        if request.callback_url:
+            raise CallbackUrlRejected(CALLBACKS_DISABLED)
+        depth = 0 if principal.execution_depth is None else principal.execution_depth + 1
+        if self._limits.max_depth > 0 and depth > self._limits.max_depth:
+            raise ExecutionDepthExceeded(
+                f"Maximum execution depth ({self._limits.max_depth}) exceeded"
+            )
+        trigger_id = request.trigger_id or DEFAULT_TRIGGER_ID
+        check_trigger_id(trigger_id)
+        delay = request.delay_seconds or 0
+        check_delay(delay)
+        violations = input_violations(function.spec.input_schema, request.input)
+        if violations:
+            raise SchemaViolation("Input validation failed", violations=violations)
+        execution_id = uuid7()
+        await self._executions.insert_execution(
+            NewExecution(
+                id=execution_id,
+                user_id=principal.user.id,
+                kind=KIND_FUNCTION,
+                namespace=function.namespace,
+                name=function.name,
+                function_id=function.id,
+                function_version=function.version,
+                trigger_type=TRIGGER_TYPE_API,
+                trigger_id=trigger_id,
+                input=request.input,
+                depth=depth,
+                delay_seconds=delay,
+                parent_execution_id=principal.execution_id,
+            )
+        )
+        logger.info(
+            "execution submitted",
+            extra={"action": "submit", "execution_id": execution_id, "delay_seconds": delay},
+        )
+        return execution_id
+
+    async def get(self, principal: Principal, execution_id: str) -> Execution:
+        """Someone else's execution is not found, never forbidden, so ids can't be probed."""
+        execution = await self._executions.get_execution(execution_id)
+        if execution is None or not _visible(principal, execution):
+            raise ExecutionNotFound()
+        return execution
+
+    async def list(self, principal: Principal, query: ExecutionQuery) -> list[Execution]:
+        if not 1 <= query.limit <= MAX_LIST_LIMIT:
+            raise InvalidArgument(
+                f"limit must be between 1 and {MAX_LIST_LIMIT}",
+                violations=[FieldViolation(field="limit", description="1 to 1000")],
+            )
+        if query.offset < 0:
+            raise InvalidArgument(
+                "offset must not be negative",
+                violations=[FieldViolation(field="offset", description="0 or more")],
+            )
+        reads_all = perms.has_permission(principal.permissions, perms.EXECUTIONS_READ_ALL)
+        scoped = ExecutionQuery(
+            user_id=None if reads_all else principal.user.id,
+            function_name=query.function_name,
+            status=query.status,
+            trigger_id=query.trigger_id,
+            batch_id=query.batch_id,
+            limit=query.limit,
+            offset=query.offset,
+        )
+        return await self._executions.list_executions(scoped)
+
+    async def wait(
+        self, principal: Principal, execution_id: str, timeout_seconds: float
+    ) -> tuple[Execution, bool]:
+        """The execution once it ends, or as it is when the timeout passes."""
+        deadline = time.monotonic() + min(max(timeout_seconds, 0.0), MAX_WAIT_SECONDS)
+        # Watch before the first read, so a completion between the two can't be missed.
+        with self._signals.watch(execution_id) as ended:
+            execution = await self.get(principal, execution_id)
+            while not execution.status.is_terminal:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return execution, False
+                ended.clear()
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        ended.wait(), timeout=min(remaining, WAIT_RECHECK_SECONDS)
+                    )
+                execution = await self.get(principal, execution_id)
+        return execution, True
+
+
+def _visible(principal: Principal, execution: Execution) -> bool:
+    return execution.user_id == principal.user.id or perms.has_permission(
+        principal.permissions, perms.EXECUTIONS_READ_ALL
+    )
+
+
+_OUTCOME_STATUSES = frozenset({ExecutionStatus.COMPLETED, ExecutionStatus.FAILED})
+
+
+class WorkerUseCases:
+    """What executors ask: one storage statement per list, whatever its length."""
+
+    def __init__(
+        self,
+        *,
+        executions: ExecutionStore,
+        functions: FunctionStore,
+        tokens: TokenService,
+        limits: ExecutionLimits,
+    ) -> None:
+        self._executions = executions
+        self._functions = functions
+        self._tokens = tokens
+        self._limits = limits
+
+    async def claim(self, worker_id: str, items: Sequence[ClaimItem]) -> ClaimResult:
+        outcome = await self._executions.claim(
+            worker_id=worker_id, items=items, max_attempts=self._limits.max_attempts
+        )
+        now = utcnow()
+        claimed = tuple(
+            ClaimedExecution(
+                row=row,
+                access_token=self._tokens.mint(
+                    user_id=row.user_id,
+                    email=row.user_email,
+                    now=now,
+                    lifetime=execution_token_lifetime(
+                        function_timeout_seconds=row.timeout_seconds,
+                        buffer_seconds=self._limits.token_buffer_seconds,
+                        max_seconds=self._limits.max_token_seconds,
+                    ),
+                    execution_id=row.execution_id,
+                    execution_depth=row.depth,
+                ),
+            )
+            for row in outcome.claimed
+        )
+        keys = sorted({(c.row.function_id, c.row.function_version) for c in claimed})
+        functions = await self._functions.function_versions(keys)
+        if claimed or outcome.skipped:
+            logger.info(
+                "executions claimed",
+                extra={
+                    "action": "claim",
+                    "worker_id": worker_id,
+                    "claimed": len(claimed),
+                    "skipped": len(outcome.skipped),
+                },
+            )
+        return ClaimResult(claimed=claimed, skipped=outcome.skipped, functions=tuple(functions))
+
+    async def complete(self, outcomes: Sequence[Outcome]) -> list[str]:
+        for index, outcome in enumerate(outcomes):
+            if outcome.status not in _OUTCOME_STATUSES:
+                raise InvalidArgument(
+                    "An outcome's status must be COMPLETED or FAILED",
+                    violations=[
+                        FieldViolation(
+                            field=f"outcomes[{index}].status", description="COMPLETED or FAILED"
+                        )
+                    ],
+                )
+        return await self._executions.complete(outcomes)
+
+    async def heartbeat(self, worker_id: str, execution_ids: Sequence[str]) -> None:
+        await self._executions.heartbeat(worker_id=worker_id, execution_ids=execution_ids)
+
+    async def reap(self) -> list[str]:
+        """Fails RUNNING executions whose last allowed attempt stopped heartbeating."""
+        reaped = await self._executions.reap_lost(
+            lease_seconds=self._limits.lease_seconds, max_attempts=self._limits.max_attempts
+        )
+        for execution_id in reaped:
+            logger.warning(
+                "execution failed: worker lost",
+                extra={"action": "reap", "execution_id": execution_id},
+            )
+        return reaped

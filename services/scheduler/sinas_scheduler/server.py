@@ -1,0 +1,187 @@
+"""gRPC servicers: translate protobuf to domain, authenticate, make one use-case call."""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+from sinas_common.jsoncodec import dump_json
+from sinas_proto.scheduler.v1 import scheduler_pb2 as pb
+from sinas_proto.scheduler.v1 import scheduler_pb2_grpc as pb_grpc
+from sinas_scheduler import convert
+from sinas_scheduler.identity import Authenticator
+from sinas_scheduler.models import ExecutionQuery, Principal
+from sinas_scheduler.registry import FunctionUseCases, IdentityUseCases
+from sinas_scheduler.scheduler import ExecutionUseCases, SubmitRequest, WorkerUseCases
+from sinas_scheduler.validation import parse_json_field
+
+Context: TypeAlias = Any  # grpc ships no type information; the stubs accept any context
+
+SERVICE_NAMES = (
+    "sinas.scheduler.v1.IdentityService",
+    "sinas.scheduler.v1.FunctionService",
+    "sinas.scheduler.v1.ExecutionService",
+    "sinas.scheduler.v1.WorkerService",
+)
+
+
+async def _caller(auth: Authenticator, context: Context) -> Principal:
+    return await auth.authenticate(context.invocation_metadata() or ())
+
+
+class IdentityServicer(pb_grpc.IdentityServiceServicer):
+    def __init__(self, auth: Authenticator, identity: IdentityUseCases) -> None:
+        self._auth = auth
+        self._identity = identity
+
+    async def GetMe(self, request: pb.GetMeRequest, context: Context) -> pb.GetMeResponse:
+        principal = await _caller(self._auth, context)
+        return pb.GetMeResponse(user=convert.user_to_proto(principal.user))
+
+    async def GetJwks(self, request: pb.GetJwksRequest, context: Context) -> pb.GetJwksResponse:
+        return pb.GetJwksResponse(jwks_json=dump_json(self._identity.jwks()))
+
+    async def CreateRole(
+        self, request: pb.CreateRoleRequest, context: Context
+    ) -> pb.CreateRoleResponse:
+        principal = await _caller(self._auth, context)
+        role = await self._identity.create_role(principal, request.name, list(request.permissions))
+        return pb.CreateRoleResponse(role=convert.role_to_proto(role))
+
+    async def CreateUser(
+        self, request: pb.CreateUserRequest, context: Context
+    ) -> pb.CreateUserResponse:
+        principal = await _caller(self._auth, context)
+        user = await self._identity.create_user(principal, request.email, list(request.roles))
+        return pb.CreateUserResponse(user=convert.user_to_proto(user))
+
+    async def CreateApiKey(
+        self, request: pb.CreateApiKeyRequest, context: Context
+    ) -> pb.CreateApiKeyResponse:
+        principal = await _caller(self._auth, context)
+        issued = await self._identity.create_api_key(principal, request.name, request.user_id)
+        return convert.api_key_to_proto(issued)
+
+
+class FunctionServicer(pb_grpc.FunctionServiceServicer):
+    def __init__(self, auth: Authenticator, functions: FunctionUseCases) -> None:
+        self._auth = auth
+        self._functions = functions
+
+    async def CreateFunction(
+        self, request: pb.CreateFunctionRequest, context: Context
+    ) -> pb.CreateFunctionResponse:
+        principal = await _caller(self._auth, context)
+        spec = convert.spec_from_create(request, self._functions.default_timeout_seconds)
+        function = await self._functions.create(
+            principal, namespace=request.namespace, name=request.name, spec=spec
+        )
+        return pb.CreateFunctionResponse(function=convert.function_to_proto(function))
+
+    async def GetFunction(
+        self, request: pb.GetFunctionRequest, context: Context
+    ) -> pb.GetFunctionResponse:
+        principal = await _caller(self._auth, context)
+        function = await self._functions.get(principal, request.namespace, request.name)
+        return pb.GetFunctionResponse(function=convert.function_to_proto(function))
+
+    async def UpdateFunction(
+        self, request: pb.UpdateFunctionRequest, context: Context
+    ) -> pb.UpdateFunctionResponse:
+        principal = await _caller(self._auth, context)
+        function = await self._functions.update(
+            principal, request.namespace, request.name, convert.changes_from_update(request)
+        )
+        return pb.UpdateFunctionResponse(function=convert.function_to_proto(function))
+
+    async def DeleteFunction(
+        self, request: pb.DeleteFunctionRequest, context: Context
+    ) -> pb.DeleteFunctionResponse:
+        principal = await _caller(self._auth, context)
+        await self._functions.delete(principal, request.namespace, request.name)
+        return pb.DeleteFunctionResponse()
+
+
+class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
+    def __init__(self, auth: Authenticator, executions: ExecutionUseCases) -> None:
+        self._auth = auth
+        self._executions = executions
+
+    async def SubmitExecution(
+        self, request: pb.SubmitExecutionRequest, context: Context
+    ) -> pb.SubmitExecutionResponse:
+        principal = await _caller(self._auth, context)
+        execution_id = await self._executions.submit(
+            principal,
+            SubmitRequest(
+                namespace=request.namespace,
+                name=request.name,
+                input=parse_json_field("input", request.input_json, empty={}),
+                trigger_id=request.trigger_id,
+                delay_seconds=(
+                    request.delay_seconds if request.HasField("delay_seconds") else None
+                ),
+                callback_url=request.callback_url,
+            ),
+        )
+        return pb.SubmitExecutionResponse(execution_id=execution_id)
+
+    async def WaitExecution(
+        self, request: pb.WaitExecutionRequest, context: Context
+    ) -> pb.WaitExecutionResponse:
+        principal = await _caller(self._auth, context)
+        execution, finished = await self._executions.wait(
+            principal, request.execution_id, request.timeout_seconds
+        )
+        return pb.WaitExecutionResponse(
+            execution=convert.execution_to_proto(execution), finished=finished
+        )
+
+    async def GetExecution(
+        self, request: pb.GetExecutionRequest, context: Context
+    ) -> pb.GetExecutionResponse:
+        principal = await _caller(self._auth, context)
+        execution = await self._executions.get(principal, request.execution_id)
+        return pb.GetExecutionResponse(execution=convert.execution_to_proto(execution))
+
+    async def ListExecutions(
+        self, request: pb.ListExecutionsRequest, context: Context
+    ) -> pb.ListExecutionsResponse:
+        principal = await _caller(self._auth, context)
+        query = ExecutionQuery(
+            user_id=principal.user.id,
+            function_name=request.function_name or None,
+            status=convert.status_from_proto(request.status, "status"),
+            trigger_id=request.trigger_id or None,
+            batch_id=request.batch_id or None,
+            limit=request.limit or 100,
+            offset=request.offset,
+        )
+        found = await self._executions.list(principal, query)
+        return pb.ListExecutionsResponse(
+            executions=[convert.execution_to_proto(execution) for execution in found]
+        )
+
+
+class WorkerServicer(pb_grpc.WorkerServiceServicer):
+    """For executors inside the cluster; takes no user credential."""
+
+    def __init__(self, worker: WorkerUseCases) -> None:
+        self._worker = worker
+
+    async def ClaimExecutions(
+        self, request: pb.ClaimExecutionsRequest, context: Context
+    ) -> pb.ClaimExecutionsResponse:
+        result = await self._worker.claim(request.worker_id, convert.claim_items(request))
+        return convert.claim_result_to_proto(result)
+
+    async def CompleteExecutions(
+        self, request: pb.CompleteExecutionsRequest, context: Context
+    ) -> pb.CompleteExecutionsResponse:
+        applied = await self._worker.complete(convert.outcomes_from_proto(request.outcomes))
+        return pb.CompleteExecutionsResponse(applied_execution_ids=applied)
+
+    async def Heartbeat(
+        self, request: pb.HeartbeatRequest, context: Context
+    ) -> pb.HeartbeatResponse:
+        await self._worker.heartbeat(request.worker_id, list(request.execution_ids))
+        return pb.HeartbeatResponse()

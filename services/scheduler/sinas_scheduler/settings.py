@@ -1,0 +1,60 @@
+"""The scheduler's settings, read once from the environment at start; a bad value fails fast."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from sinas_common.settings import NatsSettings, ServiceSettings
+
+
+class SchedulerSettings(ServiceSettings):
+    """Everything the scheduler process needs; NATS_* variables fill the `nats` section."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    database_url: str = Field(validation_alias="DATABASE_URL")
+    nats: NatsSettings = Field(default_factory=NatsSettings)
+    grpc_bind: str = Field(default="0.0.0.0:50051", validation_alias="SCHEDULER_GRPC_BIND")
+    db_pool_size: int = Field(default=10, ge=1, le=1000, validation_alias="SCHEDULER_DB_POOL_SIZE")
+    bootstrap_admin_key: SecretStr | None = Field(
+        default=None, validation_alias="SINAS_BOOTSTRAP_ADMIN_KEY"
+    )
+    max_execution_depth: int = Field(default=4, ge=0, validation_alias="MAX_EXECUTION_DEPTH")
+    default_function_timeout_seconds: int = Field(
+        default=300, ge=1, validation_alias="DEFAULT_FUNCTION_TIMEOUT_SECONDS"
+    )
+    max_function_timeout_seconds: int = Field(
+        default=86400, ge=1, validation_alias="MAX_FUNCTION_TIMEOUT_SECONDS"
+    )
+    execution_max_attempts: int = Field(default=3, ge=1, validation_alias="EXECUTION_MAX_ATTEMPTS")
+    execution_lease_seconds: float = Field(
+        default=60.0, gt=0, validation_alias="EXECUTION_LEASE_SECONDS"
+    )
+    execution_token_buffer_seconds: int = Field(
+        default=300, ge=0, validation_alias="EXECUTION_TOKEN_BUFFER_SECONDS"
+    )
+    max_execution_token_seconds: int = Field(
+        default=86400, ge=1, validation_alias="MAX_EXECUTION_TOKEN_SECONDS"
+    )
+    dispatcher_enabled: bool = Field(default=True, validation_alias="SCHEDULER_DISPATCHER_ENABLED")
+    dispatch_batch: int = Field(
+        default=1000, ge=1, le=10000, validation_alias="SCHEDULER_DISPATCH_BATCH"
+    )
+    reaper_interval_seconds: float = Field(
+        default=5.0, gt=0, validation_alias="SCHEDULER_REAPER_INTERVAL_SECONDS"
+    )
+
+    @field_validator("bootstrap_admin_key")
+    @classmethod
+    def _empty_key_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            return None
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_psycopg(cls, value: str) -> str:
+        if not value.startswith("postgresql+psycopg://"):
+            raise ValueError("DATABASE_URL must be a postgresql+psycopg:// SQLAlchemy URL")
+        return value

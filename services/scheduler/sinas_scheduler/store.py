@@ -1,0 +1,114 @@
+"""The storage ports the use cases depend on, and the async engine their PostgreSQL adapters use."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from sinas_common.jsoncodec import dump_json
+from sinas_scheduler.models import (
+    ApiKeyRecord,
+    ClaimItem,
+    ClaimOutcome,
+    DueExecution,
+    Execution,
+    ExecutionQuery,
+    Function,
+    FunctionChanges,
+    FunctionSpec,
+    FunctionVersion,
+    NewExecution,
+    Outcome,
+    Role,
+    SigningKey,
+    User,
+)
+
+# NOTIFY channels: new work for the dispatchers, ended executions for the waiters.
+DISPATCH_CHANNEL = "sinas_dispatch"
+COMPLETION_CHANNEL = "sinas_execution_done"
+
+Publish = Callable[[Sequence[DueExecution]], Awaitable[None]]
+
+
+class IdentityStore(Protocol):
+    async def user_with_permissions(self, user_id: str) -> tuple[User, frozenset[str]] | None: ...
+
+    async def user_id_for_api_key(self, key_hash: str) -> str | None: ...
+
+    async def create_role(self, name: str, permissions: Sequence[str]) -> Role: ...
+
+    async def create_user(self, email: str, role_names: Sequence[str]) -> User: ...
+
+    async def create_api_key(
+        self, *, user_id: str, name: str, key_hash: str, key_prefix: str
+    ) -> ApiKeyRecord: ...
+
+    async def ensure_roles(self, roles: Mapping[str, Sequence[str]]) -> None: ...
+
+    async def ensure_admin(
+        self, *, email: str, role_name: str, key_hash: str, key_prefix: str
+    ) -> None: ...
+
+    async def ensure_signing_key(self, candidate: SigningKey) -> list[SigningKey]: ...
+
+    async def signing_keys(self) -> list[SigningKey]: ...
+
+
+class FunctionStore(Protocol):
+    async def create_function(
+        self, *, namespace: str, name: str, owner_user_id: str, spec: FunctionSpec
+    ) -> Function: ...
+
+    async def get_function(self, namespace: str, name: str) -> Function | None: ...
+
+    async def update_function(
+        self,
+        *,
+        namespace: str,
+        name: str,
+        changes: FunctionChanges,
+        check: Callable[[FunctionSpec], None],
+        updated_by: str,
+    ) -> Function: ...
+
+    async def delete_function(self, namespace: str, name: str) -> bool: ...
+
+    async def function_versions(self, keys: Sequence[tuple[str, int]]) -> list[FunctionVersion]: ...
+
+
+class ExecutionStore(Protocol):
+    async def insert_execution(self, new: NewExecution) -> None: ...
+
+    async def get_execution(self, execution_id: str) -> Execution | None: ...
+
+    async def list_executions(self, query: ExecutionQuery) -> list[Execution]: ...
+
+    async def claim(
+        self, *, worker_id: str, items: Sequence[ClaimItem], max_attempts: int
+    ) -> ClaimOutcome: ...
+
+    async def complete(self, outcomes: Sequence[Outcome]) -> list[str]: ...
+
+    async def heartbeat(self, *, worker_id: str, execution_ids: Sequence[str]) -> None: ...
+
+    async def reap_lost(self, *, lease_seconds: float, max_attempts: int) -> list[str]: ...
+
+    async def dispatch_due(self, *, limit: int, publish: Publish) -> int: ...
+
+    async def seconds_until_next_due(self) -> float | None: ...
+
+
+def create_engine(database_url: str, *, pool_size: int) -> AsyncEngine:
+    """An async psycopg 3 engine whose JSON keeps numbers exactly as given."""
+    return create_async_engine(
+        database_url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        json_serializer=lambda value: dump_json(value).decode(),
+        json_deserializer=json.loads,
+    )
