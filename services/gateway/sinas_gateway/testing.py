@@ -1,0 +1,119 @@
+"""A recording fake of the SchedulerClient port, for tests that drive the app without sockets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeVar
+
+from google.protobuf.message import Message
+
+from sinas_common.errors import SinasError
+from sinas_gateway.scheduler_client import ANONYMOUS, Credentials
+from sinas_proto.scheduler.v1 import scheduler_pb2 as pb
+
+ResponseT = TypeVar("ResponseT", bound=Message)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordedCall:
+    """One call the gateway made: which method, with what request, as whom."""
+
+    method: str
+    request: Message
+    caller: Credentials
+
+
+class RecordingSchedulerClient:
+    """Records every call; answers each with the next scripted outcome, else an empty response.
+
+    A scripted SinasError is raised instead of answered, as the real client would raise what
+    the scheduler sent.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[RecordedCall] = []
+        self.serving = True
+        self._scripts: dict[str, list[Message | SinasError]] = {}
+
+    def script(self, method: str, *outcomes: Message | SinasError) -> None:
+        """Queues what the next calls of `method` answer, in order."""
+        self._scripts.setdefault(method, []).extend(outcomes)
+
+    def calls_to(self, method: str) -> list[RecordedCall]:
+        return [call for call in self.calls if call.method == method]
+
+    async def _answer(
+        self, method: str, request: Message, caller: Credentials, response_type: type[ResponseT]
+    ) -> ResponseT:
+        self.calls.append(RecordedCall(method=method, request=request, caller=caller))
+        queued = self._scripts.get(method)
+        outcome = queued.pop(0) if queued else response_type()
+        if isinstance(outcome, SinasError):
+            raise outcome
+        if not isinstance(outcome, response_type):
+            raise TypeError(f"scripted {type(outcome).__name__} for {method}")
+        return outcome
+
+    async def get_me(self, request: pb.GetMeRequest, caller: Credentials) -> pb.GetMeResponse:
+        return await self._answer("get_me", request, caller, pb.GetMeResponse)
+
+    async def get_jwks(self, request: pb.GetJwksRequest) -> pb.GetJwksResponse:
+        return await self._answer("get_jwks", request, ANONYMOUS, pb.GetJwksResponse)
+
+    async def create_role(
+        self, request: pb.CreateRoleRequest, caller: Credentials
+    ) -> pb.CreateRoleResponse:
+        return await self._answer("create_role", request, caller, pb.CreateRoleResponse)
+
+    async def create_user(
+        self, request: pb.CreateUserRequest, caller: Credentials
+    ) -> pb.CreateUserResponse:
+        return await self._answer("create_user", request, caller, pb.CreateUserResponse)
+
+    async def create_api_key(
+        self, request: pb.CreateApiKeyRequest, caller: Credentials
+    ) -> pb.CreateApiKeyResponse:
+        return await self._answer("create_api_key", request, caller, pb.CreateApiKeyResponse)
+
+    async def create_function(
+        self, request: pb.CreateFunctionRequest, caller: Credentials
+    ) -> pb.CreateFunctionResponse:
+        return await self._answer("create_function", request, caller, pb.CreateFunctionResponse)
+
+    async def get_function(
+        self, request: pb.GetFunctionRequest, caller: Credentials
+    ) -> pb.GetFunctionResponse:
+        return await self._answer("get_function", request, caller, pb.GetFunctionResponse)
+
+    async def update_function(
+        self, request: pb.UpdateFunctionRequest, caller: Credentials
+    ) -> pb.UpdateFunctionResponse:
+        return await self._answer("update_function", request, caller, pb.UpdateFunctionResponse)
+
+    async def delete_function(
+        self, request: pb.DeleteFunctionRequest, caller: Credentials
+    ) -> pb.DeleteFunctionResponse:
+        return await self._answer("delete_function", request, caller, pb.DeleteFunctionResponse)
+
+    async def submit_execution(
+        self, request: pb.SubmitExecutionRequest, caller: Credentials
+    ) -> pb.SubmitExecutionResponse:
+        return await self._answer("submit_execution", request, caller, pb.SubmitExecutionResponse)
+
+    async def wait_execution(
+        self, request: pb.WaitExecutionRequest, caller: Credentials
+    ) -> pb.WaitExecutionResponse:
+        return await self._answer("wait_execution", request, caller, pb.WaitExecutionResponse)
+
+    async def get_execution(
+        self, request: pb.GetExecutionRequest, caller: Credentials
+    ) -> pb.GetExecutionResponse:
+        return await self._answer("get_execution", request, caller, pb.GetExecutionResponse)
+
+    async def list_executions(
+        self, request: pb.ListExecutionsRequest, caller: Credentials
+    ) -> pb.ListExecutionsResponse:
+        return await self._answer("list_executions", request, caller, pb.ListExecutionsResponse)
+
+    async def is_serving(self) -> bool:
+        return self.serving
