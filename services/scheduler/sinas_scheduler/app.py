@@ -54,6 +54,10 @@ class SchedulerApp:
         return int(self._server.port)
 
     @property
+    def started(self) -> bool:
+        return self._engine is not None
+
+    @property
     def dispatching(self) -> bool:
         return self._dispatcher is not None
 

@@ -226,11 +226,8 @@ async def _role_ids(conn: AsyncConnection, names: Sequence[str]) -> list[str]:
     wanted = sorted(set(names))
     if not wanted:
         return []
-    found = dict(
-        (await conn.execute(sa.select(roles.c.name, roles.c.id).where(roles.c.name.in_(wanted))))
-        .tuples()
-        .all()
-    )
+    result = await conn.execute(sa.select(roles.c.name, roles.c.id).where(roles.c.name.in_(wanted)))
+    found = {str(name): str(role_id) for name, role_id in result.all()}
     missing = [name for name in wanted if name not in found]
     if missing:
         raise RoleNotFound(f"Role not found: {', '.join(missing)}")
