@@ -262,6 +262,8 @@ class WorkerProcess:
         self.cpu_seconds = 0.0
         self.loaded = False
         self.broken = False
+        self.exited = False
+        self.exit_status: dict[str, Any] | None = None
         self._zygote = zygote
         self._reader = reader
         self._writer = writer
@@ -288,26 +290,33 @@ class WorkerProcess:
     async def kill(self) -> dict[str, Any] | None:
         """SIGKILLs the worker's session and returns how it ended."""
         self.broken = True
-        await self._zygote.kill(self.pid)
-        status = await self._zygote.wait_exit(self.pid)
+        if not self.exited:
+            await self._zygote.kill(self.pid)
+            await self._await_exit(EXIT_REPORT_SECONDS)
         self._close_channel()
-        return status
+        return self.exit_status
 
     async def died(self) -> dict[str, Any] | None:
         """How a worker that closed its channel ended."""
         self.broken = True
-        status = await self._zygote.wait_exit(self.pid)
-        if status is None:
+        if not await self._await_exit(EXIT_REPORT_SECONDS):
             await self._zygote.kill(self.pid)
         self._close_channel()
-        return status
+        return self.exit_status
 
     async def stop(self) -> None:
         """Closing the channel ends the worker's serve loop; kill in case it does not."""
         self._close_channel()
-        status = await self._zygote.wait_exit(self.pid, timeout=2.0)
-        if status is None:
+        if not await self._await_exit(2.0):
             await self.kill()
+
+    async def _await_exit(self, timeout: float) -> bool:
+        if not self.exited:
+            status = await self._zygote.wait_exit(self.pid, timeout=timeout)
+            if status is not None:
+                self.exited = True
+                self.exit_status = status
+        return self.exited
 
     def _close_channel(self) -> None:
         with contextlib.suppress(Exception):

@@ -1,0 +1,253 @@
+"""The sandbox runs handlers in hardened, per-key worker processes and reports every failure."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import Callable
+
+from sinas_executor.models import RunRequest
+from sinas_executor.pool import SandboxRunner, WorkerPool
+
+MakeRequest = Callable[..., RunRequest]
+
+
+def code(source: str) -> str:
+    return textwrap.dedent(source)
+
+
+async def test_sync_handler_gets_input_and_context(
+    runner: SandboxRunner, make_request: MakeRequest
+) -> None:
+    request = make_request(
+        code("""
+            def handler(input_data, context):
+                return {"doubled": input_data["n"] * 2, "who": context["user_id"], "f": 0.1}
+        """),
+        input_data={"n": 2**60 + 1},
+    )
+    result = await runner.run(request)
+    assert result.error is None
+    assert result.output == {"doubled": (2**60 + 1) * 2, "who": "user-1", "f": 0.1}
+
+
+async def test_async_handler_is_awaited(runner: SandboxRunner, make_request: MakeRequest) -> None:
+    request = make_request(
+        code("""
+            import asyncio
+
+            async def handler(input_data, context):
+                await asyncio.sleep(0.01)
+                return {"text": "héllo ✓"}
+        """)
+    )
+    result = await runner.run(request)
+    assert result.output == {"text": "héllo ✓"}
+
+
+async def test_raising_handler_gives_error_and_traceback(
+    runner: SandboxRunner, make_request: MakeRequest
+) -> None:
+    request = make_request(
+        code("""
+            def helper():
+                raise ValueError("no good")
+
+            def handler(input_data, context):
+                helper()
+        """)
+    )
+    result = await runner.run(request)
+    assert result.error == "ValueError: no good"
+    assert "Traceback (most recent call last)" in result.traceback
+    assert 'raise ValueError("no good")' in result.traceback
+    assert "in helper" in result.traceback
+    assert not result.timed_out
+
+
+async def test_code_that_fails_to_load_is_reported(
+    runner: SandboxRunner, make_request: MakeRequest
+) -> None:
+    broken = await runner.run(make_request("def handler(:\n", function_id="broken"))
+    assert broken.error is not None and broken.error.startswith("SyntaxError")
+    missing = await runner.run(make_request("x = 1\n", function_id="missing"))
+    assert missing.error == "The function code must define handler(input_data, context)"
+
+
+async def test_unserialisable_output_fails(
+    runner: SandboxRunner, make_request: MakeRequest
+) -> None:
+    result = await runner.run(make_request("def handler(i, c):\n    return {1, 2}\n"))
+    assert result.error is not None
+    assert result.error.startswith("Output validation failed")
+
+
+async def test_timeout_kills_the_worker(
+    pool: WorkerPool, runner: SandboxRunner, make_request: MakeRequest
+) -> None:
+    sleeper = code("""
+        import os, time
+
+        def handler(input_data, context):
+            if input_data.get("sleep"):
+                time.sleep(60)
+            return os.getpid()
+    """)
+    first_pid = (await runner.run(make_request(sleeper))).output
+    result = await runner.run(make_request(sleeper, input_data={"sleep": True}, timeout_seconds=1))
+    assert result.timed_out
+    assert result.error == "Function execution timed out after 1 seconds"
+    again = await runner.run(make_request(sleeper))
+    assert again.error is None
+    assert isinstance(first_pid, int)
+    # The idle worker took the sleeping call and was killed; a fresh one serves the next.
+    assert not _alive(first_pid)
+    assert again.output != first_pid
+
+
+async def test_memory_limit_stops_a_large_allocation(
+    runner: SandboxRunner, make_request: MakeRequest
+) -> None:
+    result = await runner.run(
+        make_request(
+            "def handler(i, c):\n    block = bytearray(1024 * 1024 * 1024)\n    return 1\n"
+        )
+    )
+    assert result.error is not None
+    assert result.error.startswith("MemoryError") or "worker process died" in result.error
+
+
+async def test_worker_exit_is_reported(runner: SandboxRunner, make_request: MakeRequest) -> None:
+    result = await runner.run(make_request("import os\ndef handler(i, c):\n    os._exit(7)\n"))
+    assert result.error == "The worker process died during the run (exit code 7)"
+
+
+async def test_worker_killing_itself_is_reported(
+    runner: SandboxRunner, make_request: MakeRequest
+) -> None:
+    result = await runner.run(
+        make_request(
+            "import os, signal\ndef handler(i, c):\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+        )
+    )
+    assert result.error == "The worker process died during the run (killed by signal SIGKILL)"
+
+
+async def test_environment_is_scrubbed(runner: SandboxRunner, make_request: MakeRequest) -> None:
+    os.environ["SINAS_TEST_EXECUTOR_SECRET"] = "hunter2-very-secret"
+    try:
+        result = await runner.run(
+            make_request(
+                code("""
+                    import os
+
+                    def handler(input_data, context):
+                        try:
+                            with open(f"/proc/{input_data['pid']}/environ", "rb") as f:
+                                parent_env = f.read().decode(errors="replace")
+                        except OSError as exc:
+                            parent_env = type(exc).__name__
+                        return {"env": dict(os.environ), "parent_env": parent_env}
+                """),
+                input_data={"pid": os.getpid()},
+            )
+        )
+    finally:
+        del os.environ["SINAS_TEST_EXECUTOR_SECRET"]
+    assert result.error is None
+    assert set(result.output["env"]) <= {"PATH", "HOME", "TMPDIR", "LANG"}
+    assert "hunter2-very-secret" not in str(result.output["env"])
+    assert "hunter2-very-secret" not in result.output["parent_env"]
+
+
+async def test_scratch_files_do_not_outlive_a_run(
+    runner: SandboxRunner, make_request: MakeRequest
+) -> None:
+    writer = code("""
+        import os
+
+        def handler(input_data, context):
+            path = os.path.join(os.getcwd(), "secret.txt")
+            with open(path, "w") as f:
+                f.write("user one's data")
+            return path
+    """)
+    reader = code("""
+        def handler(input_data, context):
+            try:
+                with open(input_data["path"]) as f:
+                    return f.read()
+            except OSError as exc:
+                return type(exc).__name__
+    """)
+    written = await runner.run(make_request(writer, user_id="user-a", function_id="w"))
+    assert written.error is None
+    same_user = await runner.run(
+        make_request(reader, user_id="user-a", function_id="r", input_data={"path": written.output})
+    )
+    other_user = await runner.run(
+        make_request(reader, user_id="user-b", function_id="r", input_data={"path": written.output})
+    )
+    assert same_user.output in {"FileNotFoundError", "PermissionError"}
+    assert other_user.output in {"FileNotFoundError", "PermissionError"}
+
+
+COUNTER = code("""
+    import os
+
+    calls = 0
+
+    def handler(input_data, context):
+        global calls
+        calls += 1
+        return {"pid": os.getpid(), "calls": calls}
+""")
+
+
+async def test_worker_is_reused_per_key(
+    pool: WorkerPool, runner: SandboxRunner, make_request: MakeRequest
+) -> None:
+    first = await runner.run(make_request(COUNTER, user_id="alice"))
+    second = await runner.run(make_request(COUNTER, user_id="alice"))
+    assert first.output["calls"] == 1
+    assert second.output == {"pid": first.output["pid"], "calls": 2}
+    assert pool.started_workers == 1
+
+
+async def test_no_state_crosses_between_users(
+    runner: SandboxRunner, make_request: MakeRequest
+) -> None:
+    alice = await runner.run(make_request(COUNTER, user_id="alice"))
+    bob = await runner.run(make_request(COUNTER, user_id="bob"))
+    assert alice.output["calls"] == 1
+    assert bob.output["calls"] == 1
+    assert bob.output["pid"] != alice.output["pid"]
+
+
+async def test_worker_is_recycled_after_max_runs(
+    pool: WorkerPool, runner: SandboxRunner, make_request: MakeRequest
+) -> None:
+    results = [await runner.run(make_request(COUNTER)) for _ in range(4)]
+    assert [r.output["calls"] for r in results] == [1, 2, 3, 1]
+    assert results[3].output["pid"] != results[0].output["pid"]
+    assert pool.started_workers == 2
+
+
+async def test_idle_worker_of_another_key_is_evicted(
+    pool: WorkerPool, runner: SandboxRunner, make_request: MakeRequest
+) -> None:
+    users = ["u1", "u2", "u3", "u4"]
+    for user in users:
+        result = await runner.run(make_request(COUNTER, user_id=user))
+        assert result.output["calls"] == 1
+    # Three slots: the fourth key evicted the oldest idle worker.
+    assert pool.idle_workers(make_request(COUNTER, user_id="u1").key) == 0
+    assert pool.idle_workers(make_request(COUNTER, user_id="u4").key) == 1
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
