@@ -1,0 +1,172 @@
+"""The outbox over real NATS: due rows published once, delayed rows when due, restarts, API-only."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import nats
+import pytest
+import sqlalchemy as sa
+from nats.js import JetStreamContext
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from sinas_common.jobstream import JobMessage, ensure_job_stream, job_stream_names
+from sinas_common.settings import NatsSettings
+from sinas_proto.scheduler.v1 import scheduler_pb2 as pb
+from sinas_scheduler.testing import RunningScheduler, stop_in_process
+
+DEADLINE_SECONDS = 30.0
+
+
+@pytest.fixture
+async def jetstream(nats_settings: NatsSettings) -> AsyncIterator[JetStreamContext]:
+    client = await nats.connect(nats_settings.url)
+    js = client.jetstream()
+    await ensure_job_stream(js, nats_settings)
+    yield js
+    await client.close()
+
+
+async def published(js: JetStreamContext, settings: NatsSettings) -> list[Any]:
+    """Every message now in the job stream, read without consuming it."""
+    names = job_stream_names(settings)
+    info = await js.stream_info(names.stream)
+    messages = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        if info.state.messages == 0:
+            break
+        messages.append(await js.get_msg(names.stream, seq))
+    return messages
+
+
+async def wait_for_published(js: JetStreamContext, settings: NatsSettings, count: int) -> list[Any]:
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while True:
+        messages = await published(js, settings)
+        if len(messages) >= count or time.monotonic() > deadline:
+            return messages
+        await asyncio.sleep(0.05)
+
+
+async def dispatched_at(db: AsyncEngine, execution_id: str) -> Any:
+    async with db.connect() as conn:
+        return (
+            await conn.execute(
+                sa.text("SELECT dispatched_at FROM executions WHERE id = :id"),
+                {"id": execution_id},
+            )
+        ).scalar_one()
+
+
+async def test_due_rows_are_published_once_with_msg_id(
+    scheduler: RunningScheduler,
+    jetstream: JetStreamContext,
+    nats_settings: NatsSettings,
+    db: AsyncEngine,
+) -> None:
+    await scheduler.create_function()
+    ids = [await scheduler.submit(scheduler.admin, {"i": i}) for i in range(3)]
+    messages = await wait_for_published(jetstream, nats_settings, 3)
+    assert sorted(m.headers["Nats-Msg-Id"] for m in messages) == sorted(ids)
+    assert {m.subject for m in messages} == {job_stream_names(nats_settings).subject("function")}
+    assert sorted(JobMessage.decode(m.data).execution_id for m in messages) == sorted(ids)
+    for execution_id in ids:
+        assert await dispatched_at(db, execution_id) is not None
+    # Another submit wakes the loop again; the first three are not published a second time.
+    later = await scheduler.submit(scheduler.admin, {"i": 3})
+    messages = await wait_for_published(jetstream, nats_settings, 4)
+    assert sorted(m.headers["Nats-Msg-Id"] for m in messages) == sorted([*ids, later])
+
+
+async def test_delayed_row_waits_until_due(
+    scheduler: RunningScheduler,
+    jetstream: JetStreamContext,
+    nats_settings: NatsSettings,
+    db: AsyncEngine,
+) -> None:
+    await scheduler.create_function()
+    delayed = await scheduler.submit(scheduler.admin, {}, delay_seconds=2)
+    far = await scheduler.submit(scheduler.admin, {}, delay_seconds=3600)
+    now_id = await scheduler.submit(scheduler.admin, {})
+    messages = await wait_for_published(jetstream, nats_settings, 1)
+    assert [m.headers["Nats-Msg-Id"] for m in messages] == [now_id]
+    execution = await scheduler.get(scheduler.admin, delayed)
+    run_at = execution.run_at.ToDatetime()
+    assert (run_at - execution.created_at.ToDatetime()).total_seconds() == pytest.approx(
+        2, abs=0.01
+    )
+
+    messages = await wait_for_published(jetstream, nats_settings, 2)
+    assert [m.headers["Nats-Msg-Id"] for m in messages] == [now_id, delayed]
+    assert await dispatched_at(db, far) is None
+    sent = await dispatched_at(db, delayed)
+    assert sent.replace(tzinfo=None) >= run_at
+
+
+async def test_delayed_row_survives_a_restart(
+    start_scheduler: Any,
+    jetstream: JetStreamContext,
+    nats_settings: NatsSettings,
+) -> None:
+    first: RunningScheduler = await start_scheduler()
+    await first.create_function()
+    delayed = await first.submit(first.admin, {}, delay_seconds=2)
+    await stop_in_process(first)
+    assert await published(jetstream, nats_settings) == []
+
+    second: RunningScheduler = await start_scheduler()
+    messages = await wait_for_published(jetstream, nats_settings, 1)
+    assert [m.headers["Nats-Msg-Id"] for m in messages] == [delayed]
+    assert (await second.get(second.admin, delayed)).status == pb.EXECUTION_STATUS_PENDING
+
+
+async def test_api_only_replica_never_publishes(
+    start_scheduler: Any,
+    jetstream: JetStreamContext,
+    nats_settings: NatsSettings,
+    db: AsyncEngine,
+) -> None:
+    api_only: RunningScheduler = await start_scheduler(SCHEDULER_DISPATCHER_ENABLED=False)
+    assert not api_only.app.dispatching
+    await api_only.create_function()
+    execution_id = await api_only.submit(api_only.admin, {})
+    # The submit's NOTIFY has been delivered to every listener long before a fresh
+    # round trip returns; an API-only replica has no loop to act on it.
+    await api_only.get(api_only.admin, execution_id)
+    assert await dispatched_at(db, execution_id) is None
+    assert await published(jetstream, nats_settings) == []
+
+    await start_scheduler()
+    messages = await wait_for_published(jetstream, nats_settings, 1)
+    assert [m.headers["Nats-Msg-Id"] for m in messages] == [execution_id]
+
+
+async def test_many_replicas_publish_each_row_once(
+    start_scheduler: Any,
+    jetstream: JetStreamContext,
+    nats_settings: NatsSettings,
+    db: AsyncEngine,
+) -> None:
+    replicas: list[RunningScheduler] = [
+        await start_scheduler(SCHEDULER_DISPATCH_BATCH=7) for _ in range(3)
+    ]
+    await replicas[0].create_function()
+    ids = await asyncio.gather(
+        *(replicas[i % 3].submit(replicas[i % 3].admin, {"i": i}) for i in range(60))
+    )
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while time.monotonic() < deadline:
+        async with db.connect() as conn:
+            left = (
+                await conn.execute(
+                    sa.text("SELECT count(*) FROM executions WHERE dispatched_at IS NULL")
+                )
+            ).scalar_one()
+        if left == 0:
+            break
+        await asyncio.sleep(0.05)
+    messages = await published(jetstream, nats_settings)
+    assert sorted(m.headers["Nats-Msg-Id"] for m in messages) == sorted(ids)
