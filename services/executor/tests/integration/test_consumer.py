@@ -27,8 +27,16 @@ from sinas_executor.models import (
 )
 from sinas_executor.pool import PoolLimits, SandboxRunner, WorkerPool
 
-QUICK = "def handler(input_data, context):\n    return {'n': input_data['n'], 'id': context['execution_id']}\n"
-SLOW = "import time\ndef handler(input_data, context):\n    time.sleep(input_data['sleep'])\n    return 1\n"
+QUICK = (
+    "def handler(input_data, context):\n"
+    "    return {'n': input_data['n'], 'id': context['execution_id']}\n"
+)
+SLOW = (
+    "import time\n"
+    "def handler(input_data, context):\n"
+    "    time.sleep(input_data['sleep'])\n"
+    "    return 1\n"
+)
 
 
 @dataclass
