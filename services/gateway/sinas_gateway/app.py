@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import signal
 import socket
+from collections.abc import Generator
 
 import uvicorn
 from fastapi import FastAPI
@@ -53,6 +57,26 @@ def base_url(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+class _GatewayServer(uvicorn.Server):
+    """uvicorn, except that SIGINT/SIGTERM end in a clean exit.
+
+    Stock uvicorn re-raises the stop signal once it has drained, which kills the process
+    before `serve` can close the scheduler channel (and turns SIGINT into a traceback).
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        loop = asyncio.get_running_loop()
+        stop_signals = (signal.SIGINT, signal.SIGTERM)
+        for sig in stop_signals:
+            loop.add_signal_handler(sig, self.handle_exit, sig, None)
+        try:
+            yield
+        finally:
+            for sig in stop_signals:
+                loop.remove_signal_handler(sig)
+
+
 def build_server(app: FastAPI, settings: GatewaySettings) -> uvicorn.Server:
     config = uvicorn.Config(
         app,
@@ -61,7 +85,7 @@ def build_server(app: FastAPI, settings: GatewaySettings) -> uvicorn.Server:
         log_config=None,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_seconds)),
     )
-    return uvicorn.Server(config)
+    return _GatewayServer(config)
 
 
 async def serve(settings: GatewaySettings) -> None:

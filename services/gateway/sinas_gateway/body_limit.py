@@ -56,6 +56,9 @@ class BodySizeLimit:
         return 0
 
     async def _refuse(self, send: Send) -> None:
+        # No `Connection: close`: closing with the unread body still in the socket buffer
+        # makes the kernel reset the connection, and the client may never see this answer.
+        # The HTTP server discards the rest of the body once the response is complete.
         body = dump_json(
             {
                 "detail": f"Request body exceeds {self.max_bytes} bytes",
@@ -69,7 +72,6 @@ class BodySizeLimit:
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
                 ],
             }
         )

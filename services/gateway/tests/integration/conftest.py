@@ -14,12 +14,12 @@ from sinas_gateway.app import base_url, bind_socket, build_server, create_app
 from sinas_gateway.scheduler_client import GrpcSchedulerClient
 from sinas_gateway.settings import GatewaySettings
 
-from .fake_scheduler import ADMIN_TOKEN, BODY_LIMIT, USER_KEY, FakeScheduler, start_fake_scheduler
+from .fake_scheduler import ADMIN_TOKEN, BODY_LIMIT, USER_KEY, FakeScheduler, build_fake_scheduler
 
 
 @pytest.fixture
 async def fake_scheduler() -> AsyncIterator[FakeScheduler]:
-    fake = start_fake_scheduler()
+    fake = build_fake_scheduler()
     await fake.server.start()
     yield fake
     await fake.server.stop(0)

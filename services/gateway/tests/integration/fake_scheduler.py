@@ -305,7 +305,7 @@ class FakeScheduler:
         return f"127.0.0.1:{self.server.port}"
 
 
-def start_fake_scheduler() -> FakeScheduler:
+def build_fake_scheduler() -> FakeScheduler:
     """An unstarted fake with an admin (bearer token) and two users (API keys)."""
     state = FakeSchedulerState()
     created = to_timestamp(utcnow())
