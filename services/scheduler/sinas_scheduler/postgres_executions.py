@@ -78,7 +78,7 @@ UNION ALL
 SELECT l.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, true
 FROM lost AS l CROSS JOIN LATERAL (SELECT pg_notify(:channel, l.id)) AS notified
 """
-).columns(sa.column("input", JSON_DATA))
+).columns(input=JSON_DATA)
 
 _COMPLETE = sa.text(
     """

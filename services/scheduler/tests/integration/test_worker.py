@@ -1,0 +1,238 @@
+"""Worker RPCs over gRPC: claim, complete, redelivery, lost workers, waiting for the end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from sinas_common.grpc_client import invoke
+from sinas_common.jsoncodec import dump_json
+from sinas_proto.scheduler.v1 import scheduler_pb2 as pb
+from sinas_scheduler.models import worker_lost_error
+from sinas_scheduler.testing import RunningScheduler, bearer
+
+DEADLINE_SECONDS = 30.0
+
+
+async def claim(
+    scheduler: RunningScheduler, *items: tuple[str, int], worker_id: str = "w1"
+) -> pb.ClaimExecutionsResponse:
+    request = pb.ClaimExecutionsRequest(
+        worker_id=worker_id,
+        items=[pb.ClaimRequestItem(execution_id=i, delivery_attempt=a) for i, a in items],
+    )
+    response: pb.ClaimExecutionsResponse = await invoke(scheduler.worker.ClaimExecutions, request)
+    return response
+
+
+async def complete(scheduler: RunningScheduler, *outcomes: pb.ExecutionOutcome) -> list[str]:
+    response = await invoke(
+        scheduler.worker.CompleteExecutions, pb.CompleteExecutionsRequest(outcomes=outcomes)
+    )
+    return list(response.applied_execution_ids)
+
+
+def done(execution_id: str, attempt: int, output: Any = None, **fields: Any) -> pb.ExecutionOutcome:
+    return pb.ExecutionOutcome(
+        execution_id=execution_id,
+        attempt=attempt,
+        status=fields.pop("status", pb.EXECUTION_STATUS_COMPLETED),
+        output_json=b"" if output is None else dump_json(output),
+        **fields,
+    )
+
+
+async def test_claim_returns_work_token_and_function_once(scheduler: RunningScheduler) -> None:
+    function = await scheduler.create_function(timeout_seconds=60)
+    user, key = await scheduler.create_user(["Users"])
+    ids = [await scheduler.submit(bearer(key), {"i": i}, trigger_id="t") for i in range(3)]
+
+    response = await claim(scheduler, *[(i, 1) for i in ids], ("no-such-id", 1))
+    assert sorted(c.execution_id for c in response.claimed) == sorted(ids)
+    assert list(response.skipped_execution_ids) == ["no-such-id"]
+    [version] = response.functions
+    assert (version.function_id, version.version, version.timeout_seconds) == (
+        function.id,
+        1,
+        60,
+    )
+    assert version.code == function.code
+    first = next(c for c in response.claimed if c.execution_id == ids[0])
+    assert (first.attempt, first.user_id, first.user_email) == (1, user.id, user.email)
+    assert json.loads(first.input_json) == {"i": 0}
+    assert (first.trigger_type, first.trigger_id, first.depth) == ("API", "t", 0)
+
+    # The token acts as the user, and a submit made with it is one level deeper.
+    me = await invoke(
+        scheduler.identity.GetMe, pb.GetMeRequest(), metadata=bearer(first.access_token)
+    )
+    assert me.user.id == user.id
+    child = await scheduler.submit(bearer(first.access_token), {})
+    assert (await scheduler.get(bearer(key), child)).depth == 1
+
+    running = await scheduler.get(bearer(key), ids[0])
+    assert running.status == pb.EXECUTION_STATUS_RUNNING and running.attempts == 1
+    assert running.HasField("started_at")
+    # A second claim of the same delivery loses.
+    again = await claim(scheduler, (ids[0], 1), worker_id="w2")
+    assert list(again.claimed) == [] and list(again.skipped_execution_ids) == [ids[0]]
+
+
+async def test_complete_applies_once_and_terminal_never_changes(
+    scheduler: RunningScheduler,
+) -> None:
+    await scheduler.create_function()
+    ok_id = await scheduler.submit(scheduler.admin, {})
+    bad_id = await scheduler.submit(scheduler.admin, {})
+    await claim(scheduler, (ok_id, 1), (bad_id, 1))
+
+    output = {"big": 2**60, "f": 0.5, "s": "✓"}
+    applied = await complete(
+        scheduler,
+        done(ok_id, 1, output),
+        done(
+            bad_id,
+            1,
+            status=pb.EXECUTION_STATUS_FAILED,
+            error="boom",
+            traceback="Traceback ...",
+            timed_out=True,
+        ),
+        done(ok_id, 2, {"stale": True}),
+    )
+    assert sorted(applied) == sorted([ok_id, bad_id])
+    finished = await scheduler.get(scheduler.admin, ok_id)
+    assert finished.status == pb.EXECUTION_STATUS_COMPLETED
+    assert json.loads(finished.output_json) == output
+    assert finished.HasField("completed_at") and finished.duration_ms >= 0
+    failed = await scheduler.get(scheduler.admin, bad_id)
+    assert (failed.status, failed.error, failed.traceback, failed.timed_out) == (
+        pb.EXECUTION_STATUS_FAILED,
+        "boom",
+        "Traceback ...",
+        True,
+    )
+
+    # Terminal: neither another outcome nor a redelivered claim changes it.
+    assert await complete(scheduler, done(ok_id, 1, {"again": 1})) == []
+    redelivered = await claim(scheduler, (ok_id, 2), (bad_id, 9))
+    assert sorted(redelivered.skipped_execution_ids) == sorted([ok_id, bad_id])
+    assert (await scheduler.get(scheduler.admin, ok_id)).status == pb.EXECUTION_STATUS_COMPLETED
+    assert json.loads((await scheduler.get(scheduler.admin, ok_id)).output_json) == output
+    failed_again = await scheduler.get(scheduler.admin, bad_id)
+    assert (failed_again.status, failed_again.error) == (pb.EXECUTION_STATUS_FAILED, "boom")
+
+
+async def test_redelivery_reclaims_and_the_last_attempt_fails(
+    scheduler: RunningScheduler,
+) -> None:
+    await scheduler.create_function()
+    execution_id = await scheduler.submit(scheduler.admin, {})
+    assert [c.attempt for c in (await claim(scheduler, (execution_id, 1))).claimed] == [1]
+    # The worker died; JetStream redelivers with a higher count to another worker.
+    second = await claim(scheduler, (execution_id, 2), worker_id="w2")
+    assert [c.attempt for c in second.claimed] == [2]
+    # The first worker's late outcome no longer holds the execution.
+    assert await complete(scheduler, done(execution_id, 1, {"late": 1})) == []
+    third = await claim(scheduler, (execution_id, 3), worker_id="w3")
+    assert [c.attempt for c in third.claimed] == [3]
+    lost = await claim(scheduler, (execution_id, 4), worker_id="w4")
+    assert list(lost.claimed) == [] and list(lost.skipped_execution_ids) == [execution_id]
+    execution = await scheduler.get(scheduler.admin, execution_id)
+    assert execution.status == pb.EXECUTION_STATUS_FAILED
+    assert execution.error == worker_lost_error(3)
+    assert await complete(scheduler, done(execution_id, 3, {})) == []
+
+
+async def test_outcome_status_must_be_terminal(scheduler: RunningScheduler) -> None:
+    from sinas_common.errors import InvalidArgument
+
+    await scheduler.create_function()
+    execution_id = await scheduler.submit(scheduler.admin, {})
+    await claim(scheduler, (execution_id, 1))
+    for status in (pb.EXECUTION_STATUS_RUNNING, pb.EXECUTION_STATUS_UNSPECIFIED):
+        try:
+            await complete(scheduler, done(execution_id, 1, status=status))
+        except InvalidArgument as exc:
+            assert exc.violations[0].field == "outcomes[0].status"
+        else:
+            raise AssertionError("a non-terminal outcome was accepted")
+
+
+async def test_wait_returns_on_completion_from_another_replica(
+    start_scheduler: Any,
+) -> None:
+    waiter_side: RunningScheduler = await start_scheduler(SCHEDULER_DISPATCHER_ENABLED=False)
+    worker_side: RunningScheduler = await start_scheduler()
+    await waiter_side.create_function()
+    execution_id = await waiter_side.submit(waiter_side.admin, {})
+
+    timed_out = await invoke(
+        waiter_side.executions.WaitExecution,
+        pb.WaitExecutionRequest(execution_id=execution_id, timeout_seconds=0.2),
+        metadata=waiter_side.admin,
+    )
+    assert not timed_out.finished
+    assert timed_out.execution.status == pb.EXECUTION_STATUS_PENDING
+
+    wait = asyncio.ensure_future(
+        invoke(
+            waiter_side.executions.WaitExecution,
+            pb.WaitExecutionRequest(execution_id=execution_id, timeout_seconds=60),
+            metadata=waiter_side.admin,
+            timeout=90,
+        )
+    )
+    await claim(worker_side, (execution_id, 1))
+    assert await complete(worker_side, done(execution_id, 1, {"ok": True})) == [execution_id]
+    response = await wait
+    assert response.finished
+    assert response.execution.status == pb.EXECUTION_STATUS_COMPLETED
+    assert json.loads(response.execution.output_json) == {"ok": True}
+
+
+async def test_reaper_fails_lost_last_attempts(start_scheduler: Any, db: AsyncEngine) -> None:
+    scheduler: RunningScheduler = await start_scheduler(
+        EXECUTION_LEASE_SECONDS=0.5,
+        EXECUTION_MAX_ATTEMPTS=2,
+        SCHEDULER_REAPER_INTERVAL_SECONDS=0.2,
+    )
+    await scheduler.create_function()
+    last, early, alive = [await scheduler.submit(scheduler.admin, {}) for _ in range(3)]
+    await claim(scheduler, (last, 2), (early, 1), (alive, 2))
+
+    async def heartbeat_alive() -> None:
+        while True:
+            await invoke(
+                scheduler.worker.Heartbeat,
+                pb.HeartbeatRequest(worker_id="w1", execution_ids=[alive]),
+            )
+            await asyncio.sleep(0.1)
+
+    beating = asyncio.ensure_future(heartbeat_alive())
+    try:
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while time.monotonic() < deadline:
+            if (await scheduler.get(scheduler.admin, last)).status != pb.EXECUTION_STATUS_RUNNING:
+                break
+            await asyncio.sleep(0.1)
+        reaped = await scheduler.get(scheduler.admin, last)
+        assert reaped.status == pb.EXECUTION_STATUS_FAILED
+        assert reaped.error == worker_lost_error(2)
+        # Not its last attempt: JetStream redelivers it, so the reaper leaves it.
+        assert (await scheduler.get(scheduler.admin, early)).status == (pb.EXECUTION_STATUS_RUNNING)
+        assert (await scheduler.get(scheduler.admin, alive)).status == (pb.EXECUTION_STATUS_RUNNING)
+    finally:
+        beating.cancel()
+    async with db.connect() as conn:
+        worker_ids = (
+            (await conn.execute(sa.text("SELECT DISTINCT worker_id FROM executions")))
+            .scalars()
+            .all()
+        )
+    assert list(worker_ids) == ["w1"]
