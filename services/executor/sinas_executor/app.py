@@ -90,7 +90,7 @@ async def run_executor(settings: ExecutorSettings) -> None:
         stopped.cancel()
     finally:
         await health.stop(settings.shutdown_grace_seconds)
-        await nc.drain()
+        await nc.close()
         await channel.close()
         await pool.close()
     logger.info("executor stopped", extra={"action": "stopped"})
