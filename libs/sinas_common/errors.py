@@ -18,7 +18,7 @@ Exception tree::
     ├── ServiceUnavailable          unavailable (503)
     └── DeadlineExceeded            deadline_exceeded (504)
 
-The class docstring is the default message. The server side turns an error into a rich gRPC
+The class docstring, without its full stop, is the default message. The server side turns an error into a rich gRPC
 status (`to_status`); the client side turns the status back into the same class
 (`from_rpc_error`), so callers never switch on raw status codes.
 """
@@ -55,7 +55,9 @@ class SinasError(Exception):
     def __init__(
         self, message: str | None = None, *, violations: Sequence[FieldViolation] = ()
     ) -> None:
-        self.message = message or (type(self).__doc__ or "").strip() or self.reason
+        # Docstrings end with a full stop; API messages (as upstream's) do not.
+        default = (type(self).__doc__ or "").strip().rstrip(".")
+        self.message = message or default or self.reason
         self.violations = tuple(violations)
         super().__init__(self.message)
 

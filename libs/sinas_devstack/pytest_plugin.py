@@ -7,6 +7,7 @@ database cloned from it. NATS: one JetStream server; each test gets its own stre
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -37,6 +38,7 @@ def scratch_root() -> Iterator[Path]:
     # The embedded PostgreSQL runs as its own system user when we are root: let it in.
     os.chmod(root, 0o755)
     yield root
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -66,7 +66,7 @@ def stack(stack_factory: StackFactory) -> Stack:
 @pytest.fixture
 def isolated_stack(stack_factory: StackFactory) -> Stack:
     """A system of this test's own, not started: the test starts and kills what it needs."""
-    return stack_factory(EXECUTOR_ACK_WAIT_SECONDS="2")
+    return stack_factory(EXECUTOR_ACK_WAIT_SECONDS="3")
 
 
 def admin_client_for(stack: Stack) -> httpx.AsyncClient:
@@ -89,5 +89,8 @@ def create_function(admin: httpx.AsyncClient) -> FunctionFactory:
 
 
 @pytest.fixture
-def create_user(admin: httpx.AsyncClient, stack: Stack) -> UserFactory:
-    return make_user_factory(admin, stack.gateway_url)
+async def create_user(admin: httpx.AsyncClient, stack: Stack) -> AsyncIterator[UserFactory]:
+    opened: list[httpx.AsyncClient] = []
+    yield make_user_factory(admin, stack.gateway_url, opened)
+    for client in opened:
+        await client.aclose()

@@ -79,7 +79,11 @@ class CreatedUser:
 UserFactory = Callable[..., Awaitable[CreatedUser]]
 
 
-def make_user_factory(admin: httpx.AsyncClient, base_url: str) -> UserFactory:
+def make_user_factory(
+    admin: httpx.AsyncClient, base_url: str, opened: list[httpx.AsyncClient]
+) -> UserFactory:
+    """Users with one role of the given permissions; their clients are appended to `opened`."""
+
     async def create(permissions: list[str]) -> CreatedUser:
         role = f"role_{uuid.uuid4().hex[:8]}"
         reply = await admin.post("/api/v1/roles", json={"name": role, "permissions": permissions})
@@ -96,6 +100,7 @@ def make_user_factory(admin: httpx.AsyncClient, base_url: str) -> UserFactory:
             headers={"Authorization": f"Bearer {key}"},
             timeout=httpx.Timeout(60.0),
         )
+        opened.append(client)
         return CreatedUser(user_id, email, key, client)
 
     return create

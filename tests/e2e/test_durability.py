@@ -84,7 +84,7 @@ async def test_delayed_execution_survives_a_scheduler_restart(
     isolated_stack.wait_ready(scheduler)
 
     document = await wait_for_status(isolated_admin, execution_id)
-    assert document["status"] == "COMPLETED", document
+    assert document["status"] == "COMPLETED", (document["error"], document["traceback"])
 
 
 async def test_executor_killed_mid_run_is_redelivered_and_completes(
@@ -101,7 +101,7 @@ async def test_executor_killed_mid_run_is_redelivered_and_completes(
     isolated_stack.wait_ready(executor)
 
     document = await wait_for_status(isolated_admin, execution_id)
-    assert document["status"] == "COMPLETED", document
+    assert document["status"] == "COMPLETED", (document["error"], document["traceback"])
     assert document["attempts"] == 2
 
 
@@ -146,7 +146,7 @@ async def test_scheduler_killed_between_commit_and_publish_still_runs_the_job(
     isolated_stack.wait_ready(replacement)
 
     document = await wait_for_status(isolated_admin, execution_id)
-    assert document["status"] == "COMPLETED", document
+    assert document["status"] == "COMPLETED", (document["error"], document["traceback"])
     assert document["attempts"] == 1
 
 

@@ -82,7 +82,7 @@ async def test_context_and_token_act_as_the_user(
     )
     execution_id = await enqueue(user.client, fn, trigger_id="ctx-test")
     document = await wait_for_status(user.client, execution_id)
-    assert document["status"] == "COMPLETED", document
+    assert document["status"] == "COMPLETED", (document["error"], document["traceback"])
     output = document["output_data"]
     context = output["context"]
     assert context["user_id"] == user.id
@@ -142,7 +142,7 @@ async def test_one_execution_cannot_read_anothers_files(
         document = await wait_for_status(
             client, await enqueue(client, reader, input={"path": path})
         )
-        assert document["status"] == "COMPLETED", document
+        assert document["status"] == "COMPLETED", (document["error"], document["traceback"])
         assert "read" not in document["output_data"], document
 
 
@@ -177,7 +177,7 @@ async def test_recursion_is_bounded_by_max_execution_depth(
     document = await wait_for_status(admin, await enqueue(admin, fn, input={"level": 0}))
     levels = []
     while True:
-        assert document["status"] == "COMPLETED", document
+        assert document["status"] == "COMPLETED", (document["error"], document["traceback"])
         output = document["output_data"]
         levels.append(output["level"])
         if "refused" in output:
@@ -187,3 +187,20 @@ async def test_recursion_is_bounded_by_max_execution_depth(
     assert levels == [0, 1, 2, 3, 4]
     assert output["refused"] == 400
     assert "depth" in output["detail"].lower()
+
+
+async def test_standard_library_imports_work_in_the_sandbox(
+    admin: httpx.AsyncClient, create_function: FunctionFactory
+) -> None:
+    fn = await create_function(
+        "def handler(input_data, context):\n"
+        "    import sqlite3, xml.dom.minidom, zoneinfo, encodings.idna\n"
+        "    db = sqlite3.connect(':memory:')\n"
+        "    (value,) = db.execute('select 6 * 7').fetchone()\n"
+        "    node = xml.dom.minidom.parseString('<a>b</a>').documentElement.tagName\n"
+        "    idna = 'b\\u00fccher.de'.encode('idna').decode()\n"
+        "    return {'value': value, 'node': node, 'idna': idna}\n"
+    )
+    document = await wait_for_status(admin, await enqueue(admin, fn))
+    assert document["status"] == "COMPLETED", (document["error"], document["traceback"])
+    assert document["output_data"] == {"value": 42, "node": "a", "idna": "xn--bcher-kva.de"}

@@ -57,7 +57,7 @@ async def test_async_handler_and_custom_trigger_id(
 
     document = await wait_for_status(admin, execution_id)
 
-    assert document["status"] == "COMPLETED", document
+    assert document["status"] == "COMPLETED", (document["error"], document["traceback"])
     assert document["output_data"] == {"n": 42}
     assert document["trigger_id"] == "order-42"
 

@@ -126,7 +126,7 @@ async def test_json_survives_exactly(
         "nested": [{"a": None, "b": True}],
     }
     document = await wait_for_status(admin, await enqueue(admin, fn, input=payload))
-    assert document["status"] == "COMPLETED", document
+    assert document["status"] == "COMPLETED", (document["error"], document["traceback"])
     assert document["input_data"] == payload
     assert document["output_data"] == {"same": payload, "doubled": (2**60 + 1) * 2}
     assert document["output_data"]["same"]["big"] == 2**60 + 1

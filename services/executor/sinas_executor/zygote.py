@@ -24,6 +24,7 @@ import sys
 from typing import Any
 
 from sinas_executor import worker
+from sinas_executor.interpreter_access import expose_interpreter_to_workers
 
 # Imported once here so that forked workers don't pay for them on every start; a worker
 # running under a dropped uid may not be able to read the interpreter's files at all.
@@ -186,6 +187,7 @@ class Zygote:
 def main(argv: list[str]) -> int:
     control = socket.socket(fileno=int(argv[1]))
     worker_pdeathsig(int(argv[2]))
+    expose_interpreter_to_workers()
     _preimport()
     Zygote(control).run()
     return 0
