@@ -19,9 +19,16 @@ def generate(out_dir: Path) -> None:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
     subprocess.run(
         [
-            sys.executable, "-m", "grpc_tools.protoc", "-I", str(PROTO_ROOT),
-            f"--python_out={out_dir}", f"--grpc_python_out={out_dir}",
-            f"--mypy_out={out_dir}", f"--mypy_grpc_out={out_dir}", *protos,
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            "-I",
+            str(PROTO_ROOT),
+            f"--python_out={out_dir}",
+            f"--grpc_python_out={out_dir}",
+            f"--mypy_out={out_dir}",
+            f"--mypy_grpc_out={out_dir}",
+            *protos,
         ],
         check=True,
         env=env,

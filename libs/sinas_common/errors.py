@@ -18,9 +18,9 @@ Exception tree::
     ├── ServiceUnavailable          unavailable (503)
     └── DeadlineExceeded            deadline_exceeded (504)
 
-The class docstring, without its full stop, is the default message. The server side turns an error into a rich gRPC
-status (`to_status`); the client side turns the status back into the same class
-(`from_rpc_error`), so callers never switch on raw status codes.
+The class docstring, without its full stop, is the default message. The server side turns an
+error into a rich gRPC status (`to_status`); the client side turns the status back into the
+same class (`from_rpc_error`), so callers never switch on raw status codes.
 """
 
 from __future__ import annotations
@@ -213,7 +213,9 @@ def _all_error_classes(root: type[SinasError]) -> list[type[SinasError]]:
     return found
 
 
-_BY_REASON: dict[str, type[SinasError]] = {cls.reason: cls for cls in _all_error_classes(SinasError)}
+_BY_REASON: dict[str, type[SinasError]] = {
+    cls.reason: cls for cls in _all_error_classes(SinasError)
+}
 # Errors that did not come from our own servers (a transport failure, a proxy) map by code.
 _BY_CODE: dict[grpc.StatusCode, type[SinasError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
@@ -269,4 +271,3 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> SinasError:
 def is_retryable(error: BaseException) -> bool:
     """The one retry predicate: only transient unavailability is worth another try."""
     return isinstance(error, ServiceUnavailable | DeadlineExceeded)
-

@@ -155,7 +155,7 @@ async def test_unknown_function_is_404(
     response = await client.post(ASYNC_PATH, json={"input": {}})
 
     assert response.status_code == 404
-    assert response.json() == {"detail": "Function not found.", "reason": "function_not_found"}
+    assert response.json() == {"detail": "Function not found", "reason": "function_not_found"}
 
 
 def _finished(status: pb.ExecutionStatus.ValueType, **fields: object) -> pb.WaitExecutionResponse:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from pydantic import ValidationError
 
-from sinas_common.settings import SchedulerClientSettings
 from sinas_gateway.settings import GatewaySettings
 
 
@@ -59,28 +56,3 @@ def test_bad_values_fail_fast(monkeypatch: pytest.MonkeyPatch, name: str, value:
 
     with pytest.raises(ValidationError):
         GatewaySettings()
-
-
-def test_env_example_lists_every_setting_with_its_default(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    example = Path(__file__).parents[2] / ".env.example"
-    documented = dict(
-        line.split("=", 1)
-        for line in example.read_text().splitlines()
-        if line and not line.startswith("#")
-    )
-    for name in documented:
-        monkeypatch.delenv(name, raising=False)
-
-    from_example = GatewaySettings.model_validate(documented)
-
-    aliases = {
-        str(field.validation_alias)
-        for model in (GatewaySettings, SchedulerClientSettings)
-        for field in model.model_fields.values()
-        if field.validation_alias is not None
-    }
-    assert set(documented) == aliases
-    assert from_example == GatewaySettings()
-    assert SchedulerClientSettings.model_validate(documented) == SchedulerClientSettings()
