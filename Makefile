@@ -31,12 +31,12 @@ proto-check: $(STAMP) ## Fail when the committed stubs differ from what proto/ g
 	$(BIN)/python scripts/proto_check.py
 
 fmt: $(STAMP) ## Format and autofix
-	$(BIN)/ruff format libs/sinas_common libs/sinas_devstack services tests scripts
-	$(BIN)/ruff check --fix libs/sinas_common libs/sinas_devstack services tests scripts
+	$(BIN)/ruff format libs/sinas_common libs/sinas_devstack services tests scripts bench
+	$(BIN)/ruff check --fix libs/sinas_common libs/sinas_devstack services tests scripts bench
 
 lint: $(STAMP) ## ruff and mypy --strict
-	$(BIN)/ruff check libs/sinas_common libs/sinas_devstack services tests scripts
-	$(BIN)/ruff format --check libs/sinas_common libs/sinas_devstack services tests scripts
+	$(BIN)/ruff check libs/sinas_common libs/sinas_devstack services tests scripts bench
+	$(BIN)/ruff format --check libs/sinas_common libs/sinas_devstack services tests scripts bench
 	$(BIN)/mypy libs/sinas_common libs/sinas_devstack services/scheduler/sinas_scheduler services/executor/sinas_executor services/gateway/sinas_gateway
 
 test: $(STAMP) ## Install what is needed and run the whole suite (starts its own servers)
@@ -45,6 +45,9 @@ test: $(STAMP) ## Install what is needed and run the whole suite (starts its own
 
 run: $(STAMP) ## Start the whole system (embedded PostgreSQL and NATS unless configured)
 	$(BIN)/python -m sinas_devstack
+
+bench: $(STAMP) ## Measure drain, enqueue and sync round trip on embedded servers
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean: ## Remove the virtual environment and local data
 	rm -rf $(VENV) .sinas

@@ -57,7 +57,7 @@ async def execute(
     if function is None:
         return _failed(claimed, "The function version of this execution is unavailable")
     try:
-        validate(claimed.input_data, function.input_schema)
+        validate(claimed.input_data, function.input_schema, root="input")
     except ValidationFailed as exc:
         return _failed(claimed, f"Input validation failed: {exc}")
     request = RunRequest(
@@ -78,7 +78,7 @@ async def execute(
             claimed, result.error, traceback=result.traceback, timed_out=result.timed_out
         )
     try:
-        validate(result.output, function.output_schema)
+        validate(result.output, function.output_schema, root="output")
     except ValidationFailed as exc:
         return _failed(claimed, f"Output validation failed: {exc}")
     return ExecutionOutcome(

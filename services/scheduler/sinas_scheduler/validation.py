@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Iterable, Sequence
 from typing import Any
 
-from jsonschema import Draft202012Validator, ValidationError, validators
-from jsonschema.exceptions import SchemaError
-from jsonschema.protocols import Validator
-
 from sinas_common.errors import FieldViolation, InvalidArgument, SchemaViolation
+from sinas_common.json_schema import schema_problem, violations
 from sinas_common.jsoncodec import load_json
 from sinas_scheduler.models import FunctionSpec
 
@@ -56,13 +52,8 @@ def code_violations(code: str) -> list[FieldViolation]:
 
 
 def schema_violations(field: str, schema: Any) -> list[FieldViolation]:
-    if not isinstance(schema, dict):
-        return [FieldViolation(field=field, description="must be a JSON object")]
-    try:
-        validator_class(schema).check_schema(schema)
-    except SchemaError as exc:
-        return [FieldViolation(field=field, description=f"not a valid JSON Schema: {exc.message}")]
-    return []
+    problem = schema_problem(schema)
+    return [] if problem is None else [FieldViolation(field=field, description=problem)]
 
 
 def timeout_violations(timeout_seconds: int, max_seconds: int) -> list[FieldViolation]:
@@ -99,41 +90,11 @@ def parse_json_field(field: str, raw: bytes, *, empty: Any) -> Any:
         ) from exc
 
 
-def validator_class(schema: dict[str, Any]) -> type[Validator]:
-    """The validator of the schema's `$schema` draft, Draft 2020-12 when unspecified."""
-    found: type[Validator] = validators.validator_for(schema, default=Draft202012Validator)
-    return found
-
-
 def input_violations(schema: Any, value: Any, *, root: str = "input") -> list[FieldViolation]:
     """Every way `value` breaks `schema`, each with a path such as `input.items[2].name`."""
     if not isinstance(value, dict):
         return [FieldViolation(field=root, description="must be a JSON object")]
-    if not isinstance(schema, dict):
-        return []
-    validator = validator_class(schema)(schema)
-    errors = sorted(validator.iter_errors(value), key=lambda e: [str(p) for p in e.absolute_path])
-    return [
-        FieldViolation(field=error_path(root, error), description=error.message) for error in errors
-    ]
-
-
-def error_path(root: str, error: ValidationError) -> str:
-    path: list[str | int] = list(error.absolute_path)
-    # `required` reports at the parent object; point at the missing property itself.
-    if error.validator == "required" and isinstance(error.validator_value, Sequence):
-        for prop in error.validator_value:
-            if isinstance(prop, str) and error.message.startswith(repr(prop)):
-                path.append(prop)
-                break
-    return join_path(root, path)
-
-
-def join_path(root: str, parts: Iterable[str | int]) -> str:
-    text = root
-    for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return text
+    return violations(schema, value, root=root)
 
 
 def check_trigger_id(trigger_id: str) -> None:

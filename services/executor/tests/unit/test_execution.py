@@ -106,7 +106,7 @@ async def test_invalid_input_fails_without_running() -> None:
         claimed(input_data={"n": "one"}), function(), runner, api_url="http://x"
     )
     assert outcome.status is OutcomeStatus.FAILED
-    assert outcome.error == "Input validation failed: n: 'one' is not of type 'integer'"
+    assert outcome.error == "Input validation failed: input.n: 'one' is not of type 'integer'"
     assert runner.requests == []
 
 
@@ -114,7 +114,7 @@ async def test_output_breaking_its_schema_fails() -> None:
     runner = RecordingRunner(result=RunResult(output={"ok": "yes"}))
     outcome = await execute(claimed(), function(), runner, api_url="http://x")
     assert outcome.status is OutcomeStatus.FAILED
-    assert outcome.error == "Output validation failed: ok: 'yes' is not of type 'boolean'"
+    assert outcome.error == "Output validation failed: output.ok: 'yes' is not of type 'boolean'"
 
 
 async def test_runner_failure_keeps_error_traceback_and_timeout_flag() -> None:
@@ -133,10 +133,10 @@ async def test_missing_function_version_fails() -> None:
 
 
 def test_validation_names_nested_paths() -> None:
-    with pytest.raises(ValidationFailed, match=r"^items\[1\]: 5 is not of type 'string'$"):
-        validate({"n": 1, "items": ["a", 5]}, SCHEMA_IN)
+    with pytest.raises(ValidationFailed, match=r"^input\.items\[1\]: 5 is not of type 'string'$"):
+        validate({"n": 1, "items": ["a", 5]}, SCHEMA_IN, root="input")
 
 
 def test_empty_schema_accepts_anything() -> None:
-    validate({"anything": [1, 2]}, {})
-    validate(2**70, None)
+    validate({"anything": [1, 2]}, {}, root="input")
+    validate(2**70, None, root="output")
