@@ -36,3 +36,19 @@ class SchedulerClientSettings(BaseSettings):
 
     scheduler_addr: str = Field(default="127.0.0.1:50051", validation_alias="SCHEDULER_ADDR")
     rpc_timeout_seconds: float = Field(default=30.0, gt=0, validation_alias="RPC_TIMEOUT_SECONDS")
+
+
+class CallbackPolicySettings(BaseSettings):
+    """Which callback URLs are accepted: checked at submit (scheduler) and again at delivery
+    (notifier), so both read the same variables."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    # Unset or empty: callbacks disabled; "*": any host; else a comma-separated host list.
+    url_hosts: str = Field(default="", validation_alias="CALLBACK_URL_HOSTS")
+    # Comma-separated ports allowed besides the default 443.
+    url_ports: str = Field(default="443", validation_alias="CALLBACK_URL_PORTS")
+    # Local development and tests only: lifts the globally-routable address rule.
+    allow_private_networks: bool = Field(
+        default=False, validation_alias="CALLBACK_ALLOW_PRIVATE_NETWORKS"
+    )

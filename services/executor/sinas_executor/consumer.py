@@ -150,10 +150,13 @@ class ExecutionConsumer:
             logger.warning("fetch failed", extra={"action": "fetch"}, exc_info=True)
             await asyncio.sleep(0.5)
             return []
-        if wanted > 1:
+        # Top up only when the stream says more is waiting: a top-up fetch on a quiet stream
+        # lingers for its whole timeout, which would delay every lone job.
+        pending = msgs[-1].metadata.num_pending if msgs else 0
+        if wanted > 1 and pending:
             with contextlib.suppress(TimeoutError, nats.errors.TimeoutError):
                 msgs += await self._sub.fetch(
-                    wanted - 1, timeout=self._options.top_up_fetch_seconds
+                    min(wanted - 1, pending), timeout=self._options.top_up_fetch_seconds
                 )
         return msgs
 

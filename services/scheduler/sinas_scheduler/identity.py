@@ -75,10 +75,13 @@ class Authenticator:
                 execution_id=claims.execution_id,
                 execution_depth=claims.execution_depth,
             )
-        user_id = await self._store.user_id_for_api_key(hash_api_key(credential))
-        if user_id is None:
+        found = await self._store.user_with_permissions_for_api_key(hash_api_key(credential))
+        if found is None:
             raise Unauthenticated()
-        return await self._principal(user_id, execution_id=None, execution_depth=None)
+        user, permissions = found
+        return Principal(
+            user=user, permissions=permissions, execution_id=None, execution_depth=None
+        )
 
     async def _principal(
         self, user_id: str, *, execution_id: str | None, execution_depth: int | None

@@ -25,6 +25,26 @@ class PostgresIdentityStore:
         self._engine = engine
 
     async def user_with_permissions(self, user_id: str) -> tuple[User, frozenset[str]] | None:
+        return await self._user_with_permissions(users.c.id == user_id)
+
+    async def user_with_permissions_for_api_key(
+        self, key_hash: str
+    ) -> tuple[User, frozenset[str]] | None:
+        """The key's user and permissions in one round trip; None for unknown or dead keys."""
+        live_key = (
+            sa.select(api_keys.c.user_id)
+            .where(
+                api_keys.c.key_hash == key_hash,
+                api_keys.c.revoked_at.is_(None),
+                sa.or_(api_keys.c.expires_at.is_(None), api_keys.c.expires_at > sa.func.now()),
+            )
+            .scalar_subquery()
+        )
+        return await self._user_with_permissions(users.c.id == live_key)
+
+    async def _user_with_permissions(
+        self, which: sa.ColumnElement[bool]
+    ) -> tuple[User, frozenset[str]] | None:
         query = (
             sa.select(users, roles.c.name.label("role_name"), roles.c.permissions)
             .select_from(
@@ -32,7 +52,7 @@ class PostgresIdentityStore:
                     roles, roles.c.id == user_roles.c.role_id
                 )
             )
-            .where(users.c.id == user_id)
+            .where(which)
             .order_by(roles.c.name)
         )
         async with self._engine.connect() as conn:
@@ -46,16 +66,6 @@ class PostgresIdentityStore:
                 role_names.append(row["role_name"])
                 permissions.update(str(p) for p in row["permissions"] or [])
         return _user(rows[0], tuple(role_names)), frozenset(permissions)
-
-    async def user_id_for_api_key(self, key_hash: str) -> str | None:
-        query = sa.select(api_keys.c.user_id).where(
-            api_keys.c.key_hash == key_hash,
-            api_keys.c.revoked_at.is_(None),
-            sa.or_(api_keys.c.expires_at.is_(None), api_keys.c.expires_at > sa.func.now()),
-        )
-        async with self._engine.connect() as conn:
-            found: str | None = (await conn.execute(query)).scalar_one_or_none()
-        return found
 
     async def create_role(self, name: str, permissions: Sequence[str]) -> Role:
         role_id = uuid7()

@@ -37,7 +37,9 @@ Publish = Callable[[Sequence[DueExecution]], Awaitable[None]]
 class IdentityStore(Protocol):
     async def user_with_permissions(self, user_id: str) -> tuple[User, frozenset[str]] | None: ...
 
-    async def user_id_for_api_key(self, key_hash: str) -> str | None: ...
+    async def user_with_permissions_for_api_key(
+        self, key_hash: str
+    ) -> tuple[User, frozenset[str]] | None: ...
 
     async def create_role(self, name: str, permissions: Sequence[str]) -> Role: ...
 
@@ -108,7 +110,8 @@ def create_engine(database_url: str, *, pool_size: int) -> AsyncEngine:
         database_url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No pre-ping: it costs a round trip per checkout; dead connections are recycled.
+        pool_recycle=1800,
         json_serializer=lambda value: dump_json(value).decode(),
         json_deserializer=json.loads,
     )

@@ -649,6 +649,8 @@ class Execution(_message.Message):
     CALLBACK_RESPONSE_CODE_FIELD_NUMBER: _builtins.int
     TIMED_OUT_FIELD_NUMBER: _builtins.int
     DEPTH_FIELD_NUMBER: _builtins.int
+    CALLBACK_ERROR_FIELD_NUMBER: _builtins.int
+    CALLBACK_ATTEMPTED_AT_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     user_id: _builtins.str
     kind: _builtins.str
@@ -673,6 +675,7 @@ class Execution(_message.Message):
     callback_response_code: _builtins.int
     timed_out: _builtins.bool
     depth: _builtins.int
+    callback_error: _builtins.str
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -681,6 +684,10 @@ class Execution(_message.Message):
     def started_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def completed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def callback_attempted_at(self) -> _timestamp_pb2.Timestamp:
+        """When the single delivery attempt was made; unset before it."""
+
     def __init__(
         self,
         *,
@@ -710,10 +717,12 @@ class Execution(_message.Message):
         callback_response_code: _builtins.int | None = ...,
         timed_out: _builtins.bool = ...,
         depth: _builtins.int = ...,
+        callback_error: _builtins.str = ...,
+        callback_attempted_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_callback_response_code", b"_callback_response_code", "_duration_ms", b"_duration_ms", "callback_response_code", b"callback_response_code", "completed_at", b"completed_at", "created_at", b"created_at", "duration_ms", b"duration_ms", "run_at", b"run_at", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_callback_response_code", b"_callback_response_code", "_duration_ms", b"_duration_ms", "callback_attempted_at", b"callback_attempted_at", "callback_response_code", b"callback_response_code", "completed_at", b"completed_at", "created_at", b"created_at", "duration_ms", b"duration_ms", "run_at", b"run_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_callback_response_code", b"_callback_response_code", "_duration_ms", b"_duration_ms", "attempts", b"attempts", "batch_id", b"batch_id", "callback_response_code", b"callback_response_code", "callback_status", b"callback_status", "callback_url", b"callback_url", "chat_id", b"chat_id", "completed_at", b"completed_at", "created_at", b"created_at", "depth", b"depth", "duration_ms", b"duration_ms", "error", b"error", "execution_id", b"execution_id", "function_name", b"function_name", "function_version", b"function_version", "input_json", b"input_json", "kind", b"kind", "namespace", b"namespace", "output_json", b"output_json", "run_at", b"run_at", "started_at", b"started_at", "status", b"status", "timed_out", b"timed_out", "traceback", b"traceback", "trigger_id", b"trigger_id", "trigger_type", b"trigger_type", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_callback_response_code", b"_callback_response_code", "_duration_ms", b"_duration_ms", "attempts", b"attempts", "batch_id", b"batch_id", "callback_attempted_at", b"callback_attempted_at", "callback_error", b"callback_error", "callback_response_code", b"callback_response_code", "callback_status", b"callback_status", "callback_url", b"callback_url", "chat_id", b"chat_id", "completed_at", b"completed_at", "created_at", b"created_at", "depth", b"depth", "duration_ms", b"duration_ms", "error", b"error", "execution_id", b"execution_id", "function_name", b"function_name", "function_version", b"function_version", "input_json", b"input_json", "kind", b"kind", "namespace", b"namespace", "output_json", b"output_json", "run_at", b"run_at", "started_at", b"started_at", "status", b"status", "timed_out", b"timed_out", "traceback", b"traceback", "trigger_id", b"trigger_id", "trigger_type", b"trigger_type", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__callback_response_code: _TypeAlias = _typing.Literal["callback_response_code"]  # noqa: Y015
     _WhichOneofArgType__callback_response_code: _TypeAlias = _typing.Literal["_callback_response_code", b"_callback_response_code"]  # noqa: Y015
@@ -920,6 +929,163 @@ class ListExecutionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListExecutionsResponse: _TypeAlias = ListExecutionsResponse  # noqa: Y015
+
+@_typing.final
+class ClaimCallbacksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTIFIER_ID_FIELD_NUMBER: _builtins.int
+    EXECUTION_IDS_FIELD_NUMBER: _builtins.int
+    notifier_id: _builtins.str
+    @_builtins.property
+    def execution_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        notifier_id: _builtins.str = ...,
+        execution_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_ids", b"execution_ids", "notifier_id", b"notifier_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClaimCallbacksRequest: _TypeAlias = ClaimCallbacksRequest  # noqa: Y015
+
+@_typing.final
+class CallbackDelivery(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    CALLBACK_URL_FIELD_NUMBER: _builtins.int
+    WEBHOOK_ID_FIELD_NUMBER: _builtins.int
+    ACCESS_TOKEN_FIELD_NUMBER: _builtins.int
+    PAYLOAD_JSON_FIELD_NUMBER: _builtins.int
+    execution_id: _builtins.str
+    callback_url: _builtins.str
+    webhook_id: _builtins.str
+    """Stable per execution: the Standard Webhooks `webhook-id`."""
+    access_token: _builtins.str
+    """A 5-minute token for the submitting user that only GET /auth/me accepts."""
+    payload_json: _builtins.bytes
+    """The exact JSON body to POST."""
+    def __init__(
+        self,
+        *,
+        execution_id: _builtins.str = ...,
+        callback_url: _builtins.str = ...,
+        webhook_id: _builtins.str = ...,
+        access_token: _builtins.str = ...,
+        payload_json: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "callback_url", b"callback_url", "execution_id", b"execution_id", "payload_json", b"payload_json", "webhook_id", b"webhook_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallbackDelivery: _TypeAlias = CallbackDelivery  # noqa: Y015
+
+@_typing.final
+class ClaimCallbacksResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERIES_FIELD_NUMBER: _builtins.int
+    SKIPPED_EXECUTION_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def deliveries(self) -> _containers.RepeatedCompositeFieldContainer[Global___CallbackDelivery]: ...
+    @_builtins.property
+    def skipped_execution_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        deliveries: _abc.Iterable[Global___CallbackDelivery] | None = ...,
+        skipped_execution_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deliveries", b"deliveries", "skipped_execution_ids", b"skipped_execution_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClaimCallbacksResponse: _TypeAlias = ClaimCallbacksResponse  # noqa: Y015
+
+@_typing.final
+class CallbackOutcome(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    SENT_FIELD_NUMBER: _builtins.int
+    RESPONSE_CODE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    ATTEMPTED_AT_FIELD_NUMBER: _builtins.int
+    execution_id: _builtins.str
+    sent: _builtins.bool
+    """True for a 2xx answer; anything else (another code, no answer, refused) is a failure."""
+    response_code: _builtins.int
+    """Unset when no response arrived."""
+    error: _builtins.str
+    @_builtins.property
+    def attempted_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        execution_id: _builtins.str = ...,
+        sent: _builtins.bool = ...,
+        response_code: _builtins.int | None = ...,
+        error: _builtins.str = ...,
+        attempted_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_response_code", b"_response_code", "attempted_at", b"attempted_at", "response_code", b"response_code"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_response_code", b"_response_code", "attempted_at", b"attempted_at", "error", b"error", "execution_id", b"execution_id", "response_code", b"response_code", "sent", b"sent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__response_code: _TypeAlias = _typing.Literal["response_code"]  # noqa: Y015
+    _WhichOneofArgType__response_code: _TypeAlias = _typing.Literal["_response_code", b"_response_code"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__response_code) -> _WhichOneofReturnType__response_code | None: ...
+
+Global___CallbackOutcome: _TypeAlias = CallbackOutcome  # noqa: Y015
+
+@_typing.final
+class RecordCallbackOutcomesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOMES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___CallbackOutcome]: ...
+    def __init__(
+        self,
+        *,
+        outcomes: _abc.Iterable[Global___CallbackOutcome] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcomes", b"outcomes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordCallbackOutcomesRequest: _TypeAlias = RecordCallbackOutcomesRequest  # noqa: Y015
+
+@_typing.final
+class RecordCallbackOutcomesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLIED_EXECUTION_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def applied_execution_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        applied_execution_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_execution_ids", b"applied_execution_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordCallbackOutcomesResponse: _TypeAlias = RecordCallbackOutcomesResponse  # noqa: Y015
 
 @_typing.final
 class ClaimRequestItem(_message.Message):

@@ -705,6 +705,138 @@ class ExecutionService:
             _registered_method=True)
 
 
+class NotifierServiceStub:
+    """---------------------------------------------------------------------------------------
+    Notifiers: deliver each callback at most once. Every call takes lists.
+    ---------------------------------------------------------------------------------------
+
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ClaimCallbacks = channel.unary_unary(
+                '/sinas.scheduler.v1.NotifierService/ClaimCallbacks',
+                request_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ClaimCallbacksRequest.SerializeToString,
+                response_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ClaimCallbacksResponse.FromString,
+                _registered_method=True)
+        self.RecordCallbackOutcomes = channel.unary_unary(
+                '/sinas.scheduler.v1.NotifierService/RecordCallbackOutcomes',
+                request_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.RecordCallbackOutcomesRequest.SerializeToString,
+                response_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.RecordCallbackOutcomesResponse.FromString,
+                _registered_method=True)
+
+
+class NotifierServiceServicer:
+    """---------------------------------------------------------------------------------------
+    Notifiers: deliver each callback at most once. Every call takes lists.
+    ---------------------------------------------------------------------------------------
+
+    """
+
+    def ClaimCallbacks(self, request, context):
+        """callback_status pending → in_flight, as one conditional UPDATE for the list, before any
+        POST, so a crash can never cause a second one. What is not pending (already claimed,
+        already delivered, no callback) is skipped. An in_flight claim left past its deadline is
+        marked failed by the scheduler.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordCallbackOutcomes(self, request, context):
+        """Records delivery outcomes; only in_flight claims change.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_NotifierServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ClaimCallbacks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClaimCallbacks,
+                    request_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ClaimCallbacksRequest.FromString,
+                    response_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ClaimCallbacksResponse.SerializeToString,
+            ),
+            'RecordCallbackOutcomes': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordCallbackOutcomes,
+                    request_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.RecordCallbackOutcomesRequest.FromString,
+                    response_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.RecordCallbackOutcomesResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'sinas.scheduler.v1.NotifierService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('sinas.scheduler.v1.NotifierService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class NotifierService:
+    """---------------------------------------------------------------------------------------
+    Notifiers: deliver each callback at most once. Every call takes lists.
+    ---------------------------------------------------------------------------------------
+
+    """
+
+    @staticmethod
+    def ClaimCallbacks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sinas.scheduler.v1.NotifierService/ClaimCallbacks',
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ClaimCallbacksRequest.SerializeToString,
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ClaimCallbacksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordCallbackOutcomes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sinas.scheduler.v1.NotifierService/RecordCallbackOutcomes',
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.RecordCallbackOutcomesRequest.SerializeToString,
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.RecordCallbackOutcomesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class WorkerServiceStub:
     """---------------------------------------------------------------------------------------
     Workers (executors). Every call takes lists so one round trip serves a fetched batch.

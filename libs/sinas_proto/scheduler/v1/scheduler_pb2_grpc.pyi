@@ -255,6 +255,70 @@ class ExecutionServiceServicer(metaclass=_abc_1.ABCMeta):
 
 def add_ExecutionServiceServicer_to_server(servicer: ExecutionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
+class NotifierServiceStub:
+    """---------------------------------------------------------------------------------------
+    Notifiers: deliver each callback at most once. Every call takes lists.
+    ---------------------------------------------------------------------------------------
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> NotifierServiceAsyncStub: ...
+    ClaimCallbacks: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ClaimCallbacksRequest, _scheduler_pb2.ClaimCallbacksResponse]
+    """callback_status pending → in_flight, as one conditional UPDATE for the list, before any
+    POST, so a crash can never cause a second one. What is not pending (already claimed,
+    already delivered, no callback) is skipped. An in_flight claim left past its deadline is
+    marked failed by the scheduler.
+    """
+    RecordCallbackOutcomes: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.RecordCallbackOutcomesRequest, _scheduler_pb2.RecordCallbackOutcomesResponse]
+    """Records delivery outcomes; only in_flight claims change."""
+
+@_typing.type_check_only
+class NotifierServiceAsyncStub(NotifierServiceStub):
+    """---------------------------------------------------------------------------------------
+    Notifiers: deliver each callback at most once. Every call takes lists.
+    ---------------------------------------------------------------------------------------
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    ClaimCallbacks: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ClaimCallbacksRequest, _scheduler_pb2.ClaimCallbacksResponse]  # type: ignore[assignment]
+    """callback_status pending → in_flight, as one conditional UPDATE for the list, before any
+    POST, so a crash can never cause a second one. What is not pending (already claimed,
+    already delivered, no callback) is skipped. An in_flight claim left past its deadline is
+    marked failed by the scheduler.
+    """
+    RecordCallbackOutcomes: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.RecordCallbackOutcomesRequest, _scheduler_pb2.RecordCallbackOutcomesResponse]  # type: ignore[assignment]
+    """Records delivery outcomes; only in_flight claims change."""
+
+class NotifierServiceServicer(metaclass=_abc_1.ABCMeta):
+    """---------------------------------------------------------------------------------------
+    Notifiers: deliver each callback at most once. Every call takes lists.
+    ---------------------------------------------------------------------------------------
+    """
+
+    @_abc_1.abstractmethod
+    def ClaimCallbacks(
+        self,
+        request: _scheduler_pb2.ClaimCallbacksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.ClaimCallbacksResponse, _abc.Awaitable[_scheduler_pb2.ClaimCallbacksResponse]]:
+        """callback_status pending → in_flight, as one conditional UPDATE for the list, before any
+        POST, so a crash can never cause a second one. What is not pending (already claimed,
+        already delivered, no callback) is skipped. An in_flight claim left past its deadline is
+        marked failed by the scheduler.
+        """
+
+    @_abc_1.abstractmethod
+    def RecordCallbackOutcomes(
+        self,
+        request: _scheduler_pb2.RecordCallbackOutcomesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.RecordCallbackOutcomesResponse, _abc.Awaitable[_scheduler_pb2.RecordCallbackOutcomesResponse]]:
+        """Records delivery outcomes; only in_flight claims change."""
+
+def add_NotifierServiceServicer_to_server(servicer: NotifierServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
 class WorkerServiceStub:
     """---------------------------------------------------------------------------------------
     Workers (executors). Every call takes lists so one round trip serves a fetched batch.

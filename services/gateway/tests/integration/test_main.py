@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 
 import httpx
@@ -58,3 +59,13 @@ async def test_module_entry_point(fake_scheduler: FakeScheduler) -> None:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+def test_listening_socket_disables_nagle_for_keep_alive_responses() -> None:
+    from sinas_gateway.app import bind_socket
+
+    sock = bind_socket("127.0.0.1", 0)
+    try:
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        sock.close()
