@@ -8,13 +8,21 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
+import nats
+from nats.aio.client import Client as NatsClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from sinas_common.callback_policy import CallbackPolicy, Resolver, SystemResolver
 from sinas_common.grpc_server import GrpcServer
+from sinas_common.jobstream import ensure_job_stream
 from sinas_proto.scheduler.v1 import scheduler_pb2_grpc as pb_grpc
+from sinas_scheduler.callback_urls import PolicyCallbackUrlCheck
+from sinas_scheduler.callbacks import CallbackLimits, CallbackUseCases
 from sinas_scheduler.dispatch import DispatchLoop, JetStreamDispatcher
+from sinas_scheduler.events import EventOutboxLoop, JetStreamEventPublisher
 from sinas_scheduler.identity import Authenticator
 from sinas_scheduler.notifications import PostgresListener
+from sinas_scheduler.postgres_callbacks import PostgresCallbackStore
 from sinas_scheduler.postgres_executions import PostgresExecutionStore
 from sinas_scheduler.postgres_functions import PostgresFunctionStore
 from sinas_scheduler.postgres_identity import PostgresIdentityStore
@@ -26,6 +34,7 @@ from sinas_scheduler.server import (
     ExecutionServicer,
     FunctionServicer,
     IdentityServicer,
+    NotifierServicer,
     WorkerServicer,
 )
 from sinas_scheduler.settings import SchedulerSettings
@@ -38,13 +47,15 @@ LISTEN_READY_TIMEOUT_SECONDS = 30.0
 
 
 class SchedulerApp:
-    """The running scheduler: gRPC server, LISTEN connection, dispatcher and reaper loops."""
+    """The running scheduler: gRPC server, LISTEN connection, dispatcher, event publisher and
+    reaper loops. `resolver` answers the submit-time callback host lookups (tests pass a fake)."""
 
-    def __init__(self, settings: SchedulerSettings) -> None:
+    def __init__(self, settings: SchedulerSettings, *, resolver: Resolver | None = None) -> None:
         self._settings = settings
+        self._resolver: Resolver = resolver or SystemResolver()
         self._engine: AsyncEngine | None = None
         self._server: GrpcServer | None = None
-        self._dispatcher: JetStreamDispatcher | None = None
+        self._nats: NatsClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -59,7 +70,7 @@ class SchedulerApp:
 
     @property
     def dispatching(self) -> bool:
-        return self._dispatcher is not None
+        return self._nats is not None
 
     async def start(self) -> None:
         try:
@@ -76,6 +87,9 @@ class SchedulerApp:
         identity_store = PostgresIdentityStore(engine)
         function_store = PostgresFunctionStore(engine)
         execution_store = PostgresExecutionStore(engine)
+        callback_store = PostgresCallbackStore(engine)
+        # Fails fast on a malformed CALLBACK_URL_PORTS.
+        policy = CallbackPolicy.from_settings(settings.callbacks)
 
         keys = await identity_store.ensure_signing_key(generate_signing_key())
         tokens = TokenService(keys[0], keys[1:])
@@ -102,23 +116,46 @@ class SchedulerApp:
             ),
         )
         executions = ExecutionUseCases(
-            executions=execution_store, functions=functions, signals=listener, limits=limits
+            executions=execution_store,
+            functions=functions,
+            signals=listener,
+            limits=limits,
+            callback_urls=PolicyCallbackUrlCheck(policy, self._resolver),
         )
         worker = WorkerUseCases(
             executions=execution_store, functions=function_store, tokens=tokens, limits=limits
         )
+        callbacks = CallbackUseCases(
+            callbacks=callback_store,
+            tokens=tokens,
+            limits=CallbackLimits(
+                claim_timeout_seconds=settings.callback_claim_timeout_seconds,
+                token_seconds=settings.callback_token_seconds,
+            ),
+        )
         auth = Authenticator(identity_store, tokens)
 
+        # Both outboxes publish to NATS, so an API-only replica runs neither.
         if settings.dispatcher_enabled:
-            self._dispatcher = await JetStreamDispatcher.connect(settings.nats)
-            loop = DispatchLoop(
+            self._nats = client = await nats.connect(settings.nats.url, name="sinas-scheduler")
+            dispatcher = JetStreamDispatcher(
+                client, await ensure_job_stream(client.jetstream(), settings.nats)
+            )
+            dispatch_loop = DispatchLoop(
                 store=execution_store,
-                dispatcher=self._dispatcher,
+                dispatcher=dispatcher,
                 wakeup=listener.dispatch_wakeup,
                 batch_size=settings.dispatch_batch,
             )
-            self._spawn(loop.run(), "dispatcher")
-        self._spawn(run_reaper(worker, settings.reaper_interval_seconds), "reaper")
+            self._spawn(dispatch_loop.run(), "dispatcher")
+            event_loop = EventOutboxLoop(
+                store=callback_store,
+                publisher=await JetStreamEventPublisher.create(client, settings.nats),
+                wakeup=listener.events_wakeup,
+                batch_size=settings.dispatch_batch,
+            )
+            self._spawn(event_loop.run(), "events")
+        self._spawn(run_reaper(worker, callbacks, settings.reaper_interval_seconds), "reaper")
 
         self._server = GrpcServer(
             bind=settings.grpc_bind,
@@ -133,6 +170,9 @@ class SchedulerApp:
                     ExecutionServicer(auth, executions), s
                 ),
                 lambda s: pb_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(worker), s),
+                lambda s: pb_grpc.add_NotifierServiceServicer_to_server(
+                    NotifierServicer(callbacks), s
+                ),
             ],
             service_names=SERVICE_NAMES,
         )
@@ -160,10 +200,10 @@ class SchedulerApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        if self._dispatcher is not None:
+        if self._nats is not None:
             with contextlib.suppress(Exception):
-                await self._dispatcher.close()
-            self._dispatcher = None
+                await self._nats.drain()
+            self._nats = None
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None

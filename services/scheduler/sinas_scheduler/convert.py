@@ -11,6 +11,8 @@ from sinas_common.jsoncodec import dump_json
 from sinas_common.timeconv import from_timestamp, to_timestamp
 from sinas_proto.scheduler.v1 import scheduler_pb2 as pb
 from sinas_scheduler.models import (
+    CallbackClaim,
+    CallbackOutcome,
     ClaimItem,
     ClaimResult,
     Execution,
@@ -161,6 +163,7 @@ def execution_to_proto(execution: Execution) -> pb.Execution:
         attempts=execution.attempts,
         callback_url=execution.callback_url or "",
         callback_status=execution.callback_status or "",
+        callback_error=execution.callback_error or "",
         timed_out=execution.timed_out,
         depth=execution.depth,
     )
@@ -172,6 +175,7 @@ def execution_to_proto(execution: Execution) -> pb.Execution:
     _set_time(message, "run_at", execution.run_at)
     _set_time(message, "started_at", execution.started_at)
     _set_time(message, "completed_at", execution.completed_at)
+    _set_time(message, "callback_attempted_at", execution.callback_attempted_at)
     return message
 
 
@@ -248,3 +252,34 @@ def outcomes_from_proto(items: Sequence[pb.ExecutionOutcome]) -> list[Outcome]:
             )
         )
     return outcomes
+
+
+def callback_claim_to_proto(claim: CallbackClaim) -> pb.ClaimCallbacksResponse:
+    return pb.ClaimCallbacksResponse(
+        deliveries=[
+            pb.CallbackDelivery(
+                execution_id=d.execution_id,
+                callback_url=d.callback_url,
+                webhook_id=d.webhook_id,
+                access_token=d.access_token,
+                payload_json=d.payload,
+            )
+            for d in claim.deliveries
+        ],
+        skipped_execution_ids=list(claim.skipped),
+    )
+
+
+def callback_outcomes_from_proto(
+    request: pb.RecordCallbackOutcomesRequest,
+) -> list[CallbackOutcome]:
+    return [
+        CallbackOutcome(
+            execution_id=item.execution_id,
+            sent=item.sent,
+            response_code=item.response_code if item.HasField("response_code") else None,
+            error=item.error or None,
+            attempted_at=from_timestamp(item.attempted_at, present=item.HasField("attempted_at")),
+        )
+        for item in request.outcomes
+    ]

@@ -9,10 +9,13 @@ from collections.abc import Iterable
 from sinas_common.errors import MissingCredentials, Unauthenticated
 from sinas_scheduler.models import Principal
 from sinas_scheduler.store import IdentityStore
-from sinas_scheduler.tokens import SCOPE_EXECUTION, TokenService
+from sinas_scheduler.tokens import SCOPE_CALLBACK, SCOPE_EXECUTION, TokenService
 
 API_KEY_PREFIX = "sk-"
 KEY_PREFIX_LENGTH = 8
+# Tokens every RPC accepts; only GetMe adds callback tokens (ME_SCOPES).
+DEFAULT_SCOPES = frozenset({SCOPE_EXECUTION})
+ME_SCOPES = frozenset({SCOPE_EXECUTION, SCOPE_CALLBACK})
 
 
 def new_api_key() -> str:
@@ -63,7 +66,7 @@ class Authenticator:
         self,
         metadata: Iterable[tuple[str, str | bytes]],
         *,
-        scopes: frozenset[str] = frozenset({SCOPE_EXECUTION}),
+        scopes: frozenset[str] = DEFAULT_SCOPES,
     ) -> Principal:
         credential = credential_from_metadata(metadata)
         if _looks_like_jwt(credential):

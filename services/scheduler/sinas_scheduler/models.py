@@ -61,6 +61,17 @@ def worker_lost_error(attempts: int) -> str:
     return f"{WORKER_LOST_PREFIX}{attempts}{WORKER_LOST_SUFFIX}"
 
 
+class CallbackStatus(enum.StrEnum):
+    """A callback's delivery state; NULL on the row means the execution has no callback."""
+
+    PENDING = "pending"
+    IN_FLIGHT = "in_flight"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+NOTIFIER_LOST_ERROR = "notifier lost before the delivery outcome was recorded"
+
 DEFAULT_TRIGGER_ID = "runtime-api"
 TRIGGER_TYPE_API = "API"
 KIND_FUNCTION = "function"
@@ -217,6 +228,8 @@ class Execution:
     callback_url: str | None
     callback_status: str | None
     callback_response_code: int | None
+    callback_error: str | None = None
+    callback_attempted_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -306,3 +319,51 @@ class SigningKey:
     algorithm: str
     private_key_pem: str
     public_jwk: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallbackRow:
+    """A terminal execution whose callback was just claimed, as stored."""
+
+    execution_id: str
+    callback_url: str
+    user_id: str
+    user_email: str
+    namespace: str
+    name: str
+    trigger_id: str
+    status: ExecutionStatus
+    timed_out: bool
+    output: Any
+    error: str | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    duration_ms: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallbackDelivery:
+    """What a notifier needs to POST one callback."""
+
+    execution_id: str
+    callback_url: str
+    webhook_id: str
+    access_token: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallbackClaim:
+    deliveries: tuple[CallbackDelivery, ...]
+    skipped: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallbackOutcome:
+    """A notifier's report of its single attempt; `response_code` None when none came."""
+
+    execution_id: str
+    sent: bool
+    response_code: int | None = None
+    error: str | None = None
+    attempted_at: datetime | None = None

@@ -1,4 +1,5 @@
-"""One LISTEN connection per process: wakes the dispatcher and the WaitExecution waiters."""
+"""One LISTEN connection per process: wakes the dispatcher, the event publisher and the
+WaitExecution waiters."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from contextlib import contextmanager
 import psycopg
 from sqlalchemy.engine import make_url
 
-from sinas_scheduler.store import COMPLETION_CHANNEL, DISPATCH_CHANNEL
+from sinas_scheduler.store import COMPLETION_CHANNEL, DISPATCH_CHANNEL, EVENTS_CHANNEL
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ class PostgresListener:
     def __init__(self, database_url: str) -> None:
         self._url = libpq_url(database_url)
         self.dispatch_wakeup = asyncio.Event()
+        self.events_wakeup = asyncio.Event()
         self.listening = asyncio.Event()
         self._waiters: dict[str, set[asyncio.Event]] = {}
 
@@ -51,6 +53,7 @@ class PostgresListener:
     def _wake_everyone(self) -> None:
         # After a reconnect, notifications sent meanwhile are lost: let everyone re-check.
         self.dispatch_wakeup.set()
+        self.events_wakeup.set()
         for events in self._waiters.values():
             for event in events:
                 event.set()
@@ -70,6 +73,7 @@ class PostgresListener:
         async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
             await conn.execute(f"LISTEN {DISPATCH_CHANNEL}")
             await conn.execute(f"LISTEN {COMPLETION_CHANNEL}")
+            await conn.execute(f"LISTEN {EVENTS_CHANNEL}")
             self.listening.set()
             self._wake_everyone()
             async for notify in conn.notifies():
@@ -77,3 +81,5 @@ class PostgresListener:
                     self.dispatch_wakeup.set()
                 elif notify.channel == COMPLETION_CHANNEL:
                     self._ended(notify.payload)
+                elif notify.channel == EVENTS_CHANNEL:
+                    self.events_wakeup.set()

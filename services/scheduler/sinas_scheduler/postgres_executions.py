@@ -17,6 +17,7 @@ from sinas_common.jsoncodec import dump_json
 from sinas_scheduler.models import (
     WORKER_LOST_PREFIX,
     WORKER_LOST_SUFFIX,
+    CallbackStatus,
     ClaimedRow,
     ClaimItem,
     ClaimOutcome,
@@ -27,15 +28,22 @@ from sinas_scheduler.models import (
     NewExecution,
     Outcome,
 )
-from sinas_scheduler.store import COMPLETION_CHANNEL, DISPATCH_CHANNEL, Publish
+from sinas_scheduler.store import COMPLETION_CHANNEL, DISPATCH_CHANNEL, EVENTS_CHANNEL, Publish
 from sinas_scheduler.tables import JSON_DATA, executions
 
 _NOTIFY_DISPATCH = sa.text("SELECT pg_notify(:channel, '')").bindparams(channel=DISPATCH_CHANNEL)
 
+# Every statement that ends executions wakes the event publishers in its own transaction when
+# an ended row has a callback (its event is owed). PostgreSQL folds identical notifications
+# of one transaction into one, so a batch costs one wake-up.
+_NOTIFY_EVENT = (
+    f"CASE WHEN {{row}}.callback_status IS NOT NULL THEN pg_notify('{EVENTS_CHANNEL}', '') END"
+)
+
 # Delivery attempts past the limit fail a still-RUNNING execution instead of claiming it; a
 # PENDING one is claimable whatever the count, since no worker ever started it.
 _CLAIM = sa.text(
-    """
+    f"""
 WITH items AS (
     SELECT DISTINCT ON (i.id) i.id, i.delivery_attempt
     FROM unnest(CAST(:ids AS text[]), CAST(:attempts AS int[])) AS i(id, delivery_attempt)
@@ -65,7 +73,7 @@ lost AS (
         heartbeat_at = NULL
     FROM items AS i
     WHERE e.id = i.id AND e.status = 'RUNNING' AND i.delivery_attempt > :max_attempts
-    RETURNING e.id
+    RETURNING e.id, e.callback_status
 )
 SELECT c.id, c.attempts, c.user_id, u.email, c.function_id, c.function_version,
        fv.timeout_seconds, c.input, c.trigger_type, c.trigger_id, c.batch_id, c.chat_id,
@@ -77,11 +85,12 @@ JOIN function_versions AS fv
 UNION ALL
 SELECT l.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, true
 FROM lost AS l CROSS JOIN LATERAL (SELECT pg_notify(:channel, l.id)) AS notified
+CROSS JOIN LATERAL (SELECT {_NOTIFY_EVENT.format(row="l")}) AS evented
 """
 ).columns(input=JSON_DATA)
 
 _COMPLETE = sa.text(
-    """
+    f"""
 WITH o AS (
     SELECT * FROM unnest(
         CAST(:ids AS text[]), CAST(:attempts AS int[]), CAST(:statuses AS text[]),
@@ -102,9 +111,10 @@ done AS (
         heartbeat_at = NULL
     FROM o
     WHERE e.id = o.id AND e.status = 'RUNNING' AND e.attempts = o.attempt
-    RETURNING e.id
+    RETURNING e.id, e.callback_status
 )
 SELECT d.id FROM done AS d CROSS JOIN LATERAL (SELECT pg_notify(:channel, d.id)) AS notified
+CROSS JOIN LATERAL (SELECT {_NOTIFY_EVENT.format(row="d")}) AS evented
 """
 )
 
@@ -116,7 +126,7 @@ WHERE id = ANY(CAST(:ids AS text[])) AND status = 'RUNNING' AND worker_id = :wor
 )
 
 _REAP = sa.text(
-    """
+    f"""
 WITH lost AS (
     UPDATE executions AS e
     SET status = 'FAILED',
@@ -127,9 +137,10 @@ WITH lost AS (
     WHERE e.status = 'RUNNING'
       AND e.heartbeat_at < now() - make_interval(secs => :lease_seconds)
       AND e.attempts >= :max_attempts
-    RETURNING e.id
+    RETURNING e.id, e.callback_status
 )
 SELECT l.id FROM lost AS l CROSS JOIN LATERAL (SELECT pg_notify(:channel, l.id)) AS notified
+CROSS JOIN LATERAL (SELECT {_NOTIFY_EVENT.format(row="l")}) AS evented
 """
 )
 
@@ -181,6 +192,9 @@ class PostgresExecutionStore:
                     run_at=now + timedelta(seconds=new.delay_seconds),
                     parent_execution_id=new.parent_execution_id,
                     callback_url=new.callback_url,
+                    callback_status=(
+                        None if new.callback_url is None else CallbackStatus.PENDING.value
+                    ),
                 )
             )
             await conn.execute(_NOTIFY_DISPATCH)
@@ -342,4 +356,6 @@ def _execution(row: Any) -> Execution:
         callback_url=row["callback_url"],
         callback_status=row["callback_status"],
         callback_response_code=row["callback_response_code"],
+        callback_error=row["callback_error"],
+        callback_attempted_at=row["callback_attempted_at"],
     )

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sinas_common.errors import (
-    CallbackUrlRejected,
     ExecutionDepthExceeded,
     ExecutionNotFound,
     FieldViolation,
@@ -42,7 +41,6 @@ from sinas_scheduler.validation import check_delay, check_trigger_id, input_viol
 
 logger = logging.getLogger(__name__)
 
-CALLBACKS_DISABLED = "Callbacks are not enabled on this instance (CALLBACK_URL_HOSTS is not set)"
 MAX_LIST_LIMIT = 1000
 MAX_WAIT_SECONDS = 3600.0
 # A lost notification must not hang a waiter: re-read the row at least this often.
@@ -53,6 +51,14 @@ class CompletionSignals(Protocol):
     """Wakes waiters when an execution ends (on any replica)."""
 
     def watch(self, execution_id: str) -> AbstractContextManager[asyncio.Event]: ...
+
+
+class CallbackUrlCheck(Protocol):
+    """The callback policy and address rule at submit time."""
+
+    async def check(self, url: str) -> str:
+        """The URL to store; raises CallbackUrlRejected naming the reason."""
+        ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,11 +88,13 @@ class ExecutionUseCases:
         functions: FunctionUseCases,
         signals: CompletionSignals,
         limits: ExecutionLimits,
+        callback_urls: CallbackUrlCheck,
     ) -> None:
         self._executions = executions
         self._functions = functions
         self._signals = signals
         self._limits = limits
+        self._callback_urls = callback_urls
 
     async def submit(self, principal: Principal, request: SubmitRequest) -> str:
         """Checks in upstream's order, then stores one PENDING row; returns its id."""
@@ -96,8 +104,10 @@ class ExecutionUseCases:
             perms.function_permission(function.namespace, function.name, "execute"),
             "Not authorized to execute this function",
         )
-        if request.callback_url:
-            raise CallbackUrlRejected(CALLBACKS_DISABLED)
+        # An empty URL means no callback, as upstream.
+        callback_url = (
+            await self._callback_urls.check(request.callback_url) if request.callback_url else None
+        )
         depth = 0 if principal.execution_depth is None else principal.execution_depth + 1
         if self._limits.max_depth > 0 and depth > self._limits.max_depth:
             raise ExecutionDepthExceeded(
@@ -126,6 +136,7 @@ class ExecutionUseCases:
                 depth=depth,
                 delay_seconds=delay,
                 parent_execution_id=principal.execution_id,
+                callback_url=callback_url,
             )
         )
         logger.info(

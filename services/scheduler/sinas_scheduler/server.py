@@ -8,7 +8,8 @@ from sinas_common.jsoncodec import dump_json
 from sinas_proto.scheduler.v1 import scheduler_pb2 as pb
 from sinas_proto.scheduler.v1 import scheduler_pb2_grpc as pb_grpc
 from sinas_scheduler import convert
-from sinas_scheduler.identity import Authenticator
+from sinas_scheduler.callbacks import CallbackUseCases
+from sinas_scheduler.identity import ME_SCOPES, Authenticator
 from sinas_scheduler.models import ExecutionQuery, Principal
 from sinas_scheduler.registry import FunctionUseCases, IdentityUseCases
 from sinas_scheduler.scheduler import ExecutionUseCases, SubmitRequest, WorkerUseCases
@@ -21,6 +22,7 @@ SERVICE_NAMES = (
     "sinas.scheduler.v1.FunctionService",
     "sinas.scheduler.v1.ExecutionService",
     "sinas.scheduler.v1.WorkerService",
+    "sinas.scheduler.v1.NotifierService",
 )
 
 
@@ -34,7 +36,10 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         self._identity = identity
 
     async def GetMe(self, request: pb.GetMeRequest, context: Context) -> pb.GetMeResponse:
-        principal = await _caller(self._auth, context)
+        # The one RPC a callback token works on: it proves who the job ran for, nothing more.
+        principal = await self._auth.authenticate(
+            context.invocation_metadata() or (), scopes=ME_SCOPES
+        )
         return pb.GetMeResponse(user=convert.user_to_proto(principal.user))
 
     async def GetJwks(self, request: pb.GetJwksRequest, context: Context) -> pb.GetJwksResponse:
@@ -185,3 +190,22 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
     ) -> pb.HeartbeatResponse:
         await self._worker.heartbeat(request.worker_id, list(request.execution_ids))
         return pb.HeartbeatResponse()
+
+
+class NotifierServicer(pb_grpc.NotifierServiceServicer):
+    """For notifiers inside the cluster; takes no user credential."""
+
+    def __init__(self, callbacks: CallbackUseCases) -> None:
+        self._callbacks = callbacks
+
+    async def ClaimCallbacks(
+        self, request: pb.ClaimCallbacksRequest, context: Context
+    ) -> pb.ClaimCallbacksResponse:
+        claim = await self._callbacks.claim(request.notifier_id, list(request.execution_ids))
+        return convert.callback_claim_to_proto(claim)
+
+    async def RecordCallbackOutcomes(
+        self, request: pb.RecordCallbackOutcomesRequest, context: Context
+    ) -> pb.RecordCallbackOutcomesResponse:
+        applied = await self._callbacks.record(convert.callback_outcomes_from_proto(request))
+        return pb.RecordCallbackOutcomesResponse(applied_execution_ids=applied)

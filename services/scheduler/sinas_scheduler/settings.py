@@ -5,11 +5,12 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from sinas_common.settings import NatsSettings, ServiceSettings
+from sinas_common.settings import CallbackPolicySettings, NatsSettings, ServiceSettings
 
 
 class SchedulerSettings(ServiceSettings):
-    """Everything the scheduler process needs; NATS_* variables fill the `nats` section."""
+    """Everything the scheduler process needs; NATS_* variables fill the `nats` section and
+    CALLBACK_URL_* ones the `callbacks` section."""
 
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
@@ -43,6 +44,13 @@ class SchedulerSettings(ServiceSettings):
     )
     reaper_interval_seconds: float = Field(
         default=5.0, gt=0, validation_alias="SCHEDULER_REAPER_INTERVAL_SECONDS"
+    )
+    callbacks: CallbackPolicySettings = Field(default_factory=CallbackPolicySettings)
+    callback_claim_timeout_seconds: float = Field(
+        default=60.0, gt=0, validation_alias="CALLBACK_CLAIM_TIMEOUT_SECONDS"
+    )
+    callback_token_seconds: int = Field(
+        default=300, ge=1, le=86400, validation_alias="CALLBACK_TOKEN_SECONDS"
     )
 
     @field_validator("bootstrap_admin_key")

@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sinas_common.jsoncodec import dump_json
 from sinas_scheduler.models import (
     ApiKeyRecord,
+    CallbackOutcome,
+    CallbackRow,
     ClaimItem,
     ClaimOutcome,
     DueExecution,
@@ -27,11 +29,14 @@ from sinas_scheduler.models import (
     User,
 )
 
-# NOTIFY channels: new work for the dispatchers, ended executions for the waiters.
+# NOTIFY channels: new work for the dispatchers, ended executions for the waiters, ended
+# executions with a callback for the event publishers.
 DISPATCH_CHANNEL = "sinas_dispatch"
 COMPLETION_CHANNEL = "sinas_execution_done"
+EVENTS_CHANNEL = "sinas_events"
 
 Publish = Callable[[Sequence[DueExecution]], Awaitable[None]]
+PublishTerminated = Callable[[Sequence[str]], Awaitable[None]]
 
 
 class IdentityStore(Protocol):
@@ -102,6 +107,16 @@ class ExecutionStore(Protocol):
     async def dispatch_due(self, *, limit: int, publish: Publish) -> int: ...
 
     async def seconds_until_next_due(self) -> float | None: ...
+
+
+class CallbackStore(Protocol):
+    async def claim_callbacks(self, execution_ids: Sequence[str]) -> list[CallbackRow]: ...
+
+    async def record_callback_outcomes(self, outcomes: Sequence[CallbackOutcome]) -> list[str]: ...
+
+    async def fail_stale_claims(self, *, claim_timeout_seconds: float, error: str) -> list[str]: ...
+
+    async def publish_terminated(self, *, limit: int, publish: PublishTerminated) -> int: ...
 
 
 def create_engine(database_url: str, *, pool_size: int) -> AsyncEngine:

@@ -152,6 +152,9 @@ executions = sa.Table(
     sa.Column("callback_status", sa.String(20)),
     sa.Column("callback_response_code", sa.Integer),
     sa.Column("callback_error", sa.Text),
+    sa.Column("callback_claimed_at", TZ),
+    sa.Column("callback_attempted_at", TZ),
+    sa.Column("event_published_at", TZ),
     sa.CheckConstraint(
         "status IN (" + ", ".join(f"'{s}'" for s in EXECUTION_STATUSES) + ")", name="status"
     ),
@@ -170,4 +173,19 @@ executions = sa.Table(
         postgresql_where=sa.text("status = 'RUNNING'"),
     ),
     sa.Index("ix_executions_batch_status", "batch_id", "status"),
+    # The event publisher's sweep reads only ended rows whose callback event is still owed.
+    sa.Index(
+        "ix_executions_event_outbox",
+        "completed_at",
+        postgresql_where=sa.text(
+            "event_published_at IS NULL AND callback_status IS NOT NULL"
+            " AND status IN ('COMPLETED', 'FAILED', 'CANCELLED')"
+        ),
+    ),
+    # The reaper finds callback claims whose notifier never recorded an outcome.
+    sa.Index(
+        "ix_executions_callback_in_flight",
+        "callback_claimed_at",
+        postgresql_where=sa.text("callback_status = 'in_flight'"),
+    ),
 )

@@ -1,4 +1,4 @@
-"""EdDSA (Ed25519) JWTs: signing keys, per-execution tokens, verification and the JWKS."""
+"""EdDSA (Ed25519) JWTs: signing keys, per-execution and callback tokens, verification, JWKS."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from sinas_scheduler.models import SigningKey
 ALGORITHM = "EdDSA"
 ISSUER = "sinas"
 SCOPE_EXECUTION = "execution"
+# A callback's token proves who the job ran for; only GetMe accepts it.
+SCOPE_CALLBACK = "callback"
 _REQUIRED_CLAIMS = ["iss", "sub", "iat", "exp", "jti"]
 
 

@@ -91,7 +91,7 @@ async def test_check_order_and_nothing_stored_on_failure(
         await scheduler.submit(bearer(guest), {}, name="missing")
     with pytest.raises(PermissionDenied, match="Not authorized to execute this function"):
         await scheduler.submit(bearer(guest), {"items": []}, callback_url="https://x.example")
-    with pytest.raises(CallbackUrlRejected, match="CALLBACK_URL_HOSTS is not set"):
+    with pytest.raises(CallbackUrlRejected, match="callbacks are not enabled on this instance"):
         await scheduler.submit(admin, {"bad": 1}, callback_url="https://x.example")
     with pytest.raises(InvalidArgument, match="trigger_id") as caught:
         await scheduler.submit(admin, {"items": []}, trigger_id="t" * 256)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from sinas_common.callback_policy import CallbackPolicy
 from sinas_common.errors import (
     CallbackUrlRejected,
     ExecutionDepthExceeded,
@@ -26,6 +27,7 @@ from sinas_scheduler.models import (
     Principal,
     User,
 )
+from sinas_scheduler.callback_urls import PolicyCallbackUrlCheck
 from sinas_scheduler.registry import FunctionLimits, FunctionUseCases
 from sinas_scheduler.scheduler import ExecutionLimits, ExecutionUseCases, SubmitRequest
 
@@ -66,6 +68,22 @@ class RecordingExecutionStore:
 
     async def insert_execution(self, new: NewExecution) -> None:
         self.inserted.append(new)
+
+
+class FixedResolver:
+    """Answers every lookup from a fixed table and records what was asked."""
+
+    def __init__(self, answers: dict[str, list[str]]) -> None:
+        self.answers = answers
+        self.asked: list[tuple[str, int]] = []
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        self.asked.append((host, port))
+        return self.answers[host]
+
+
+HOOK_HOST = "hooks.example"
+PRIVATE_HOST = "private.example"
 
 
 class NoSignals:
@@ -109,7 +127,15 @@ def store() -> RecordingExecutionStore:
 
 
 @pytest.fixture
-def use_cases(store: RecordingExecutionStore) -> ExecutionUseCases:
+def resolver() -> FixedResolver:
+    return FixedResolver(
+        {HOOK_HOST: ["93.184.215.14"], PRIVATE_HOST: ["93.184.215.14", "10.0.0.7"]}
+    )
+
+
+def build_use_cases(
+    store: RecordingExecutionStore, resolver: FixedResolver, policy: CallbackPolicy
+) -> ExecutionUseCases:
     functions = FunctionUseCases(
         InMemoryFunctionStore(FUNCTION),  # type: ignore[arg-type]
         FunctionLimits(default_timeout_seconds=300, max_timeout_seconds=86400),
@@ -125,7 +151,14 @@ def use_cases(store: RecordingExecutionStore) -> ExecutionUseCases:
             token_buffer_seconds=300,
             max_token_seconds=86400,
         ),
+        callback_urls=PolicyCallbackUrlCheck(policy, resolver),
     )
+
+
+@pytest.fixture
+def use_cases(store: RecordingExecutionStore, resolver: FixedResolver) -> ExecutionUseCases:
+    policy = CallbackPolicy(hosts=[HOOK_HOST, PRIVATE_HOST])
+    return build_use_cases(store, resolver, policy)
 
 
 RUNNER = "sinas.functions/*/*.execute:own"
@@ -142,6 +175,47 @@ async def test_stores_one_pending_row(
     assert (row.function_id, row.function_version, row.user_id) == ("f1", 3, "u1")
     assert (row.trigger_type, row.trigger_id, row.depth) == ("API", "runtime-api", 2)
     assert (row.parent_execution_id, row.delay_seconds) == ("parent", 0)
+    assert row.callback_url is None
+
+
+async def test_an_accepted_callback_url_is_stored_after_a_lookup(
+    use_cases: ExecutionUseCases, store: RecordingExecutionStore, resolver: FixedResolver
+) -> None:
+    url = f"https://{HOOK_HOST.upper()}/hooks/done?x=1"
+    await use_cases.submit(
+        principal(RUNNER),
+        SubmitRequest(namespace="ns", name="fn", input={"n": 1}, callback_url=url),
+    )
+    [row] = store.inserted
+    assert row.callback_url == url
+    assert resolver.asked == [(HOOK_HOST, 443)]
+
+
+@pytest.mark.parametrize(
+    ("policy", "url", "says"),
+    [
+        (CallbackPolicy(), f"https://{HOOK_HOST}/h", "callbacks are not enabled on this instance"),
+        (CallbackPolicy(hosts=[HOOK_HOST]), "https://other.example/h", "not in the allowed"),
+        (CallbackPolicy(hosts=[HOOK_HOST]), f"http://{HOOK_HOST}/h", "only https"),
+        (CallbackPolicy(any_host=True), f"https://{PRIVATE_HOST}/h", "10.0.0.7"),
+    ],
+)
+async def test_a_rejected_callback_url_names_the_reason_and_stores_nothing(
+    store: RecordingExecutionStore,
+    resolver: FixedResolver,
+    policy: CallbackPolicy,
+    url: str,
+    says: str,
+) -> None:
+    use_cases = build_use_cases(store, resolver, policy)
+    with pytest.raises(CallbackUrlRejected) as caught:
+        await use_cases.submit(
+            principal(RUNNER),
+            SubmitRequest(namespace="ns", name="fn", input={"n": 1}, callback_url=url),
+        )
+    assert says in caught.value.message
+    assert [v.field for v in caught.value.violations] == ["callback_url"]
+    assert store.inserted == []
 
 
 @pytest.mark.parametrize(
