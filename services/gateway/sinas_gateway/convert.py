@@ -16,6 +16,7 @@ from sinas_gateway.schemas import (
     ApiKeyCreate,
     ApiKeyDocument,
     AsyncExecuteRequest,
+    CallbackStatusName,
     ExecutionDocument,
     ExecutionStatusName,
     FunctionCreate,
@@ -47,6 +48,19 @@ def encode_json(field: str, value: Any) -> bytes:
 def _text(value: str) -> str | None:
     """Proto strings can't be null; an empty one means the field is unset."""
     return value or None
+
+
+_CALLBACK_STATUSES: dict[str, CallbackStatusName] = {
+    "pending": "pending",
+    "in_flight": "in_flight",
+    "sent": "sent",
+    "failed": "failed",
+}
+
+
+def _callback_status(value: str) -> CallbackStatusName | None:
+    """None when the execution has no callback; the scheduler stores only the four states."""
+    return _CALLBACK_STATUSES[value] if value else None
 
 
 def _time(message: Message, field: str) -> datetime | None:
@@ -143,8 +157,10 @@ def execution_document(execution: pb.Execution) -> ExecutionDocument:
         duration_ms=_optional_int(execution, "duration_ms"),
         attempts=execution.attempts,
         callback_url=_text(execution.callback_url),
-        callback_status=_text(execution.callback_status),
+        callback_status=_callback_status(execution.callback_status),
         callback_response_code=_optional_int(execution, "callback_response_code"),
+        callback_error=_text(execution.callback_error),
+        callback_attempted_at=_time(execution, "callback_attempted_at"),
     )
 
 

@@ -98,6 +98,10 @@ class SyncExecuteResponse(BaseModel):
 # --- runtime: executions -----------------------------------------------------------------
 
 
+# A callback's delivery state; null when the execution has no callback.
+CallbackStatusName = Literal["pending", "in_flight", "sent", "failed"]
+
+
 class ExecutionDocument(BaseModel):
     """One execution, as `GET /executions/{execution_id}` returns it."""
 
@@ -119,8 +123,10 @@ class ExecutionDocument(BaseModel):
     duration_ms: int | None = None
     attempts: int = 0
     callback_url: str | None = None
-    callback_status: str | None = None
+    callback_status: CallbackStatusName | None = None
     callback_response_code: int | None = None
+    callback_error: str | None = None
+    callback_attempted_at: datetime | None = None
 
 
 # --- auth --------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from sinas_proto.scheduler.v1 import scheduler_pb2 as pb
 CREATED = datetime(2025, 3, 1, 12, 0, 0, 250000, tzinfo=UTC)
 STARTED = datetime(2025, 3, 1, 12, 0, 1, tzinfo=UTC)
 COMPLETED = datetime(2025, 3, 1, 12, 0, 3, tzinfo=UTC)
+ATTEMPTED = datetime(2025, 3, 1, 12, 0, 4, 500000, tzinfo=UTC)
 
 
 def _completed_execution() -> pb.Execution:
@@ -35,8 +36,10 @@ def _completed_execution() -> pb.Execution:
         duration_ms=2000,
         attempts=1,
         callback_url="https://app.example/hook",
-        callback_status="sent",
-        callback_response_code=204,
+        callback_status="failed",
+        callback_response_code=500,
+        callback_error="the receiver answered 500",
+        callback_attempted_at=to_timestamp(ATTEMPTED),
     )
     return execution
 
@@ -68,8 +71,10 @@ async def test_execution_document_has_every_field(
         "duration_ms": 2000,
         "attempts": 1,
         "callback_url": "https://app.example/hook",
-        "callback_status": "sent",
-        "callback_response_code": 204,
+        "callback_status": "failed",
+        "callback_response_code": 500,
+        "callback_error": "the receiver answered 500",
+        "callback_attempted_at": "2025-03-01T12:00:04.500000Z",
     }
     (call,) = scheduler.calls_to("get_execution")
     assert call.request == pb.GetExecutionRequest(execution_id="exec-1")
@@ -102,6 +107,8 @@ async def test_pending_execution_has_nulls_where_unset(
         "callback_url",
         "callback_status",
         "callback_response_code",
+        "callback_error",
+        "callback_attempted_at",
     ):
         assert document[field] is None, field
     assert document["attempts"] == 0
@@ -195,3 +202,16 @@ async def test_list_rejects_bad_query_naming_the_field(
     assert response.json()["reason"] == "schema_violation"
     assert response.json()["detail"][0]["loc"] == ["query", field]
     assert scheduler.calls == []
+
+
+@pytest.mark.parametrize("state", ["pending", "in_flight", "sent", "failed"])
+async def test_every_callback_state_is_reported(
+    client: httpx.AsyncClient, scheduler: RecordingSchedulerClient, state: str
+) -> None:
+    execution = _completed_execution()
+    execution.callback_status = state
+    scheduler.script("get_execution", pb.GetExecutionResponse(execution=execution))
+
+    document = (await client.get("/executions/exec-1")).json()
+
+    assert document["callback_status"] == state

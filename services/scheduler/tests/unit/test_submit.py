@@ -18,6 +18,7 @@ from sinas_common.errors import (
     PermissionDenied,
     SchemaViolation,
 )
+from sinas_scheduler.callback_urls import PolicyCallbackUrlCheck
 from sinas_scheduler.models import (
     Function,
     FunctionChanges,
@@ -27,7 +28,6 @@ from sinas_scheduler.models import (
     Principal,
     User,
 )
-from sinas_scheduler.callback_urls import PolicyCallbackUrlCheck
 from sinas_scheduler.registry import FunctionLimits, FunctionUseCases
 from sinas_scheduler.scheduler import ExecutionLimits, ExecutionUseCases, SubmitRequest
 
