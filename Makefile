@@ -37,7 +37,7 @@ fmt: $(STAMP) ## Format and autofix
 lint: $(STAMP) ## ruff and mypy --strict
 	$(BIN)/ruff check libs/sinas_common libs/sinas_devstack services tests scripts bench
 	$(BIN)/ruff format --check libs/sinas_common libs/sinas_devstack services tests scripts bench
-	$(BIN)/mypy libs/sinas_common libs/sinas_devstack services/scheduler/sinas_scheduler services/executor/sinas_executor services/gateway/sinas_gateway
+	$(BIN)/mypy libs/sinas_common libs/sinas_devstack services/scheduler/sinas_scheduler services/executor/sinas_executor services/gateway/sinas_gateway services/notifier/sinas_notifier
 
 test: $(STAMP) ## Install what is needed and run the whole suite (starts its own servers)
 	$(MAKE) --no-print-directory proto-check

@@ -9,14 +9,18 @@ from pydantic_settings import BaseSettings
 
 from sinas_executor.settings import ExecutorSettings
 from sinas_gateway.settings import GatewaySettings
+from sinas_notifier.settings import NotifierSettings
 from sinas_scheduler.settings import SchedulerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 # Settings with no default (or one computed per host) are documented with an example value.
 EXAMPLE_VALUES = {
+    "CALLBACK_CA_FILE",
+    "CALLBACK_SIGNING_SECRET",
     "DATABASE_URL",
     "EXECUTOR_ID",
     "EXECUTOR_SANDBOX_ROOT",
+    "NOTIFIER_ID",
     "SINAS_BOOTSTRAP_ADMIN_KEY",
 }
 
@@ -45,6 +49,7 @@ def documented(path: Path) -> dict[str, str]:
         ("scheduler", SchedulerSettings),
         ("executor", ExecutorSettings),
         ("gateway", GatewaySettings),
+        ("notifier", NotifierSettings),
     ],
 )
 def test_env_example_lists_every_setting_with_its_default(

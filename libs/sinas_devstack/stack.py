@@ -117,12 +117,13 @@ class StackConfig:
 
 
 class Stack:
-    """Scheduler, executor and gateway wired together on free ports."""
+    """Scheduler, executor, notifier and gateway wired together on free ports."""
 
     def __init__(self, config: StackConfig) -> None:
         self.config = config
         self.scheduler_port = free_port()
         self.executor_health_port = free_port()
+        self.notifier_health_port = free_port()
         self.gateway_port = config.gateway_port or free_port()
         self.scheduler_addr = f"127.0.0.1:{self.scheduler_port}"
         self.gateway_url = f"http://127.0.0.1:{self.gateway_port}"
@@ -167,6 +168,15 @@ class Stack:
         )
         return self._add(service)
 
+    def notifier(self, *, name: str = "notifier", **overrides: str) -> ServiceProcess:
+        port = self.notifier_health_port if name == "notifier" else free_port()
+        addr = f"127.0.0.1:{port}"
+        env = self.base_env() | {"NOTIFIER_GRPC_BIND": addr, "NOTIFIER_ID": name} | overrides
+        service = ServiceProcess(
+            name, "sinas_notifier", env, self._log(name), lambda: grpc_serving(addr)
+        )
+        return self._add(service)
+
     def gateway(self, *, name: str = "gateway", **overrides: str) -> ServiceProcess:
         env = self.base_env() | {
             "GATEWAY_HOST": "127.0.0.1",
@@ -197,13 +207,13 @@ class Stack:
         raise TimeoutError(f"{service.name} not ready within {timeout} s:\n{service.log_tail()}")
 
     def start_all(self) -> None:
-        """Scheduler first (it migrates), then executor and gateway."""
+        """Scheduler first (it migrates), then executor, notifier and gateway."""
         scheduler = self.scheduler()
         scheduler.start()
         self.wait_ready(scheduler, timeout=120)
-        for service in (self.executor(), self.gateway()):
+        for service in (self.executor(), self.notifier(), self.gateway()):
             service.start()
-        for name in ("executor", "gateway"):
+        for name in ("executor", "notifier", "gateway"):
             self.wait_ready(self.services[name])
 
     def stop_all(self) -> None:

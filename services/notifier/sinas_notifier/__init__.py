@@ -1,0 +1,1 @@
+"""The notifier: delivers one signed HTTPS callback per finished execution."""

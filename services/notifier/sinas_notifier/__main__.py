@@ -1,0 +1,19 @@
+"""`python -m sinas_notifier`: builds settings once and runs the notifier."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sinas_common.logs import configure_logging
+from sinas_notifier.app import run_notifier
+from sinas_notifier.settings import NotifierSettings
+
+
+def main() -> None:
+    settings = NotifierSettings()
+    configure_logging("notifier", settings.log_level)
+    asyncio.run(run_notifier(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,312 @@
+"""The JetStream pull loop: fetch terminal events, claim callbacks in one call per batch,
+deliver them concurrently, record outcomes in batches, then ack."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from sinas_common.eventstream import EXECUTION_TERMINATED, ExecutionTerminated, ensure_event_stream
+from sinas_common.settings import NatsSettings
+from sinas_common.timeconv import utcnow
+from sinas_notifier.models import CallbackClaim, DeliveryOutcome
+from sinas_notifier.scheduler_client import CallbackSchedulerPort, call_with_retry
+
+logger = logging.getLogger(__name__)
+
+# An event whose claim or outcome could not be recorded comes back after this.
+RETRY_NAK_DELAY_SECONDS = 1.0
+
+
+def consumer_name(settings: NatsSettings) -> str:
+    return f"{settings.stream_prefix}_notifier"
+
+
+async def subscribe(
+    js: JetStreamContext, settings: NatsSettings, *, ack_wait_seconds: float
+) -> JetStreamContext.PullSubscription:
+    """The durable pull consumer every notifier replica shares."""
+    names = await ensure_event_stream(js, settings)
+    subject = names.subject(EXECUTION_TERMINATED)
+    config = ConsumerConfig(
+        durable_name=consumer_name(settings),
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=ack_wait_seconds,
+        # A redelivered event is harmless: the claim skips what was already taken.
+        max_deliver=-1,
+        filter_subject=subject,
+    )
+    return await js.pull_subscribe(
+        subject, durable=consumer_name(settings), stream=names.stream, config=config
+    )
+
+
+class Deliverer(Protocol):
+    async def deliver(self, claim: CallbackClaim) -> DeliveryOutcome: ...
+
+
+class EventSource(Protocol):
+    """The part of a JetStream pull subscription the loop uses."""
+
+    async def fetch(self, batch: int = 1, timeout: float | None = 5) -> list[Msg]: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConsumerOptions:
+    """How the pull loop paces itself."""
+
+    notifier_id: str
+    concurrency: int = 64
+    fetch_batch: int = 100
+    ack_wait_seconds: float = 60.0
+    shutdown_grace_seconds: float = 30.0
+    # One long-polled message, then a top-up only when more is waiting (a fetch(n>1) with a
+    # long timeout on a quiet stream would wait for the whole batch).
+    idle_fetch_seconds: float = 1.0
+    top_up_fetch_seconds: float = 0.02
+    flush_max_outcomes: int = 100
+    flush_delay_seconds: float = 0.005
+
+
+class CallbackConsumer:
+    """Delivers callbacks for terminal events until `stop()`, then finishes what it holds."""
+
+    def __init__(
+        self,
+        *,
+        subscription: EventSource,
+        scheduler: CallbackSchedulerPort,
+        deliverer: Deliverer,
+        options: ConsumerOptions,
+    ) -> None:
+        self._sub = subscription
+        self._scheduler = scheduler
+        self._deliverer = deliverer
+        self._options = options
+        self._stopping = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        # Every event this notifier holds, by execution id, until it is acked or nakked.
+        self._held: dict[str, Msg] = {}
+        self._delivering: dict[str, asyncio.Task[None]] = {}
+        self._outcomes: asyncio.Queue[tuple[DeliveryOutcome, Msg]] = asyncio.Queue()
+
+    def stop(self) -> None:
+        """Stops fetching; `run` then finishes in-flight deliveries, records them and returns."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        recorder = asyncio.create_task(self._record_loop(), name="notifier-recorder")
+        ticker = asyncio.create_task(self._keepalive_loop(), name="notifier-keepalive")
+        try:
+            await self._fetch_loop()
+        finally:
+            await self._shutdown(recorder, ticker)
+
+    # -- fetching and claiming ---------------------------------------------------------------
+
+    async def _fetch_loop(self) -> None:
+        while not self._stopping.is_set():
+            free = self._options.concurrency - len(self._delivering)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._wait_for_slot()
+                continue
+            msgs = await self._fetch(min(free, self._options.fetch_batch))
+            if not msgs:
+                continue
+            if self._stopping.is_set():
+                for msg in msgs:
+                    await _settle(msg.nak())
+                return
+            await self._claim_and_deliver(msgs)
+
+    async def _wait_for_slot(self) -> None:
+        waiters = [
+            asyncio.create_task(self._slot_freed.wait()),
+            asyncio.create_task(self._stopping.wait()),
+        ]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _fetch(self, wanted: int) -> list[Msg]:
+        try:
+            msgs = await self._sub.fetch(1, timeout=self._options.idle_fetch_seconds)
+        except (TimeoutError, nats.errors.TimeoutError):
+            return []
+        except nats.errors.Error:
+            logger.warning("fetch failed", extra={"action": "fetch"}, exc_info=True)
+            await asyncio.sleep(0.5)
+            return []
+        # Top up only when the stream says more is waiting: a top-up on a quiet stream
+        # lingers for its whole timeout.
+        pending = msgs[-1].metadata.num_pending if msgs else 0
+        if wanted > 1 and pending:
+            with contextlib.suppress(TimeoutError, nats.errors.TimeoutError):
+                msgs += await self._sub.fetch(
+                    min(wanted - 1, pending), timeout=self._options.top_up_fetch_seconds
+                )
+        return msgs
+
+    async def _claim_and_deliver(self, msgs: Sequence[Msg]) -> None:
+        batch: dict[str, Msg] = {}
+        for msg in msgs:
+            try:
+                event = ExecutionTerminated.decode(msg.data)
+            except (ValueError, KeyError, TypeError):
+                logger.error("undecodable event dropped", extra={"action": "decode"})
+                await _settle(msg.term())
+                continue
+            if event.execution_id in batch or event.execution_id in self._held:
+                # Another delivery of an event already held: the held one settles it.
+                await _settle(msg.ack())
+                continue
+            batch[event.execution_id] = msg
+        if not batch:
+            return
+        try:
+            result = await call_with_retry(
+                lambda: self._scheduler.claim_callbacks(self._options.notifier_id, list(batch))
+            )
+        except Exception:
+            logger.exception("claim failed", extra={"action": "claim", "count": len(batch)})
+            for msg in batch.values():
+                await _settle(msg.nak(delay=RETRY_NAK_DELAY_SECONDS))
+            return
+        for execution_id in result.skipped_execution_ids:
+            if execution_id in batch:
+                await _settle(batch.pop(execution_id).ack())
+        for claim in result.claims:
+            if claim.execution_id in batch:
+                self._start(claim, batch.pop(claim.execution_id))
+        for msg in batch.values():
+            # Neither claimed nor skipped: let the scheduler see it again later.
+            await _settle(msg.nak(delay=RETRY_NAK_DELAY_SECONDS))
+
+    def _start(self, claim: CallbackClaim, msg: Msg) -> None:
+        self._held[claim.execution_id] = msg
+        self._delivering[claim.execution_id] = asyncio.create_task(
+            self._deliver_one(claim, msg), name=f"callback-{claim.execution_id}"
+        )
+
+    async def _deliver_one(self, claim: CallbackClaim, msg: Msg) -> None:
+        try:
+            outcome = await self._deliverer.deliver(claim)
+        except Exception as exc:
+            # The claim is spent either way; record the failure rather than leave it in flight.
+            logger.exception(
+                "callback delivery crashed",
+                extra={"action": "deliver", "execution_id": claim.execution_id},
+            )
+            outcome = DeliveryOutcome(
+                execution_id=claim.execution_id,
+                sent=False,
+                response_code=None,
+                error=f"notifier error: {type(exc).__name__}",
+                attempted_at=utcnow(),
+            )
+        finally:
+            self._delivering.pop(claim.execution_id, None)
+            self._slot_freed.set()
+        logger.info(
+            "callback attempted",
+            extra={
+                "action": "deliver",
+                "execution_id": claim.execution_id,
+                "sent": outcome.sent,
+                "response_code": outcome.response_code,
+            },
+        )
+        await self._outcomes.put((outcome, msg))
+
+    # -- recording outcomes --------------------------------------------------------------------
+
+    async def _record_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._outcomes.get()]
+            deadline = loop.time() + self._options.flush_delay_seconds
+            while len(batch) < self._options.flush_max_outcomes:
+                if not self._outcomes.empty():
+                    batch.append(self._outcomes.get_nowait())
+                    continue
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._outcomes.get(), remaining))
+                except TimeoutError:
+                    break
+            try:
+                await self._record(batch)
+            finally:
+                for _ in batch:
+                    self._outcomes.task_done()
+
+    async def _record(self, batch: list[tuple[DeliveryOutcome, Msg]]) -> None:
+        outcomes = [outcome for outcome, _ in batch]
+        try:
+            await call_with_retry(lambda: self._scheduler.record_outcomes(outcomes), attempts=None)
+        except Exception:
+            # The claims stay in flight and the scheduler's reaper fails them; the events come
+            # back and are skipped by the claim, so nothing is sent twice.
+            logger.exception(
+                "outcomes could not be recorded", extra={"action": "record", "count": len(batch)}
+            )
+            for outcome, msg in batch:
+                self._held.pop(outcome.execution_id, None)
+                await _settle(msg.nak(delay=RETRY_NAK_DELAY_SECONDS))
+            return
+        for outcome, msg in batch:
+            self._held.pop(outcome.execution_id, None)
+            await _settle(msg.ack())
+
+    # -- keeping leases alive ------------------------------------------------------------------
+
+    async def _keepalive_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._options.ack_wait_seconds / 3)
+            for msg in list(self._held.values()):
+                await _settle(msg.in_progress())
+
+    # -- shutting down ---------------------------------------------------------------------------
+
+    async def _shutdown(self, recorder: asyncio.Task[None], ticker: asyncio.Task[None]) -> None:
+        grace = self._options.shutdown_grace_seconds
+        tasks = list(self._delivering.values())
+        if tasks:
+            _, unfinished = await asyncio.wait(tasks, timeout=grace)
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
+        try:
+            await asyncio.wait_for(self._outcomes.join(), timeout=grace)
+        except TimeoutError:
+            logger.error("outcomes not recorded before stop", extra={"action": "shutdown"})
+        for task in (recorder, ticker):
+            task.cancel()
+        await asyncio.gather(recorder, ticker, return_exceptions=True)
+        # What is still held was not recorded: its claim is failed by the scheduler's reaper.
+        for execution_id, msg in list(self._held.items()):
+            await _settle(msg.nak())
+            self._held.pop(execution_id, None)
+
+
+async def _settle(ack: Awaitable[Any]) -> None:
+    """Awaits an ack/nak/in-progress; a lost one is recovered by JetStream's redelivery."""
+    try:
+        await ack
+    except Exception:
+        logger.warning("message acknowledgement failed", extra={"action": "ack"}, exc_info=True)

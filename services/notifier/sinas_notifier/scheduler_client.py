@@ -1,0 +1,105 @@
+"""The scheduler port the notifier needs, and its gRPC adapter over NotifierService."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol, TypeVar
+
+import grpc
+
+from sinas_common.errors import is_retryable
+from sinas_common.grpc_client import invoke
+from sinas_common.timeconv import to_timestamp
+from sinas_notifier.models import CallbackClaim, ClaimResult, DeliveryOutcome
+from sinas_proto.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class CallbackSchedulerPort(Protocol):
+    """What the notifier asks of the scheduler; every call takes a whole batch."""
+
+    async def claim_callbacks(
+        self, notifier_id: str, execution_ids: Sequence[str]
+    ) -> ClaimResult: ...
+
+    async def record_outcomes(self, outcomes: Sequence[DeliveryOutcome]) -> list[str]: ...
+
+
+async def call_with_retry(
+    call: Callable[[], Awaitable[T]],
+    *,
+    attempts: int | None = 5,
+    first_delay: float = 0.05,
+    max_delay: float = 2.0,
+) -> T:
+    """Calls `call`, retrying transient failures with capped backoff; None = forever."""
+    delay = first_delay
+    tried = 0
+    while True:
+        try:
+            return await call()
+        except Exception as exc:
+            tried += 1
+            if not is_retryable(exc) or (attempts is not None and tried >= attempts):
+                raise
+            logger.warning(
+                "scheduler call failed, retrying",
+                extra={"action": "rpc_retry", "attempt": tried, "error": str(exc)},
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, max_delay)
+
+
+def _outcome_to_proto(outcome: DeliveryOutcome) -> scheduler_pb2.CallbackOutcome:
+    message = scheduler_pb2.CallbackOutcome(
+        execution_id=outcome.execution_id,
+        sent=outcome.sent,
+        error=outcome.error,
+        attempted_at=to_timestamp(outcome.attempted_at),
+    )
+    if outcome.response_code is not None:
+        message.response_code = outcome.response_code
+    return message
+
+
+class GrpcCallbackScheduler:
+    """CallbackSchedulerPort over the scheduler's NotifierService; every call has a deadline."""
+
+    def __init__(self, channel: grpc.aio.Channel, *, timeout_seconds: float = 30.0) -> None:
+        self._stub = scheduler_pb2_grpc.NotifierServiceStub(channel)
+        self._timeout = timeout_seconds
+
+    async def claim_callbacks(self, notifier_id: str, execution_ids: Sequence[str]) -> ClaimResult:
+        request = scheduler_pb2.ClaimCallbacksRequest(
+            notifier_id=notifier_id, execution_ids=list(execution_ids)
+        )
+        response: scheduler_pb2.ClaimCallbacksResponse = await invoke(
+            self._stub.ClaimCallbacks, request, timeout=self._timeout
+        )
+        return ClaimResult(
+            claims=tuple(
+                CallbackClaim(
+                    execution_id=d.execution_id,
+                    callback_url=d.callback_url,
+                    webhook_id=d.webhook_id,
+                    access_token=d.access_token,
+                    payload_json=d.payload_json,
+                )
+                for d in response.deliveries
+            ),
+            skipped_execution_ids=tuple(response.skipped_execution_ids),
+        )
+
+    async def record_outcomes(self, outcomes: Sequence[DeliveryOutcome]) -> list[str]:
+        request = scheduler_pb2.RecordCallbackOutcomesRequest(
+            outcomes=[_outcome_to_proto(o) for o in outcomes]
+        )
+        response: scheduler_pb2.RecordCallbackOutcomesResponse = await invoke(
+            self._stub.RecordCallbackOutcomes, request, timeout=self._timeout
+        )
+        return list(response.applied_execution_ids)
