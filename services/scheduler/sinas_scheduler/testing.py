@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 
+from sinas_common.callback_policy import Resolver
 from sinas_common.grpc_client import invoke, open_channel
 from sinas_common.jsoncodec import dump_json
 from sinas_proto.scheduler.v1 import scheduler_pb2 as pb
@@ -28,6 +29,7 @@ class RunningScheduler:
     functions: pb_grpc.FunctionServiceStub
     executions: pb_grpc.ExecutionServiceStub
     worker: pb_grpc.WorkerServiceStub
+    notifier: pb_grpc.NotifierServiceStub
     admin_key: str
 
     @property
@@ -108,9 +110,12 @@ def bearer(credential: str) -> list[tuple[str, str]]:
     return [("authorization", f"Bearer {credential}")]
 
 
-async def start_in_process(settings: SchedulerSettings, admin_key: str) -> RunningScheduler:
-    """Starts a scheduler (bind it to port 0 for a free port) and opens a channel to it."""
-    app = SchedulerApp(settings)
+async def start_in_process(
+    settings: SchedulerSettings, admin_key: str, *, resolver: Resolver | None = None
+) -> RunningScheduler:
+    """Starts a scheduler (bind it to port 0 for a free port) and opens a channel to it;
+    `resolver` answers its callback host lookups (the system's when None)."""
+    app = SchedulerApp(settings, resolver=resolver)
     await app.start()
     channel = open_channel(f"127.0.0.1:{app.port}")
     return RunningScheduler(
@@ -120,6 +125,7 @@ async def start_in_process(settings: SchedulerSettings, admin_key: str) -> Runni
         functions=pb_grpc.FunctionServiceStub(channel),
         executions=pb_grpc.ExecutionServiceStub(channel),
         worker=pb_grpc.WorkerServiceStub(channel),
+        notifier=pb_grpc.NotifierServiceStub(channel),
         admin_key=admin_key,
     )
 

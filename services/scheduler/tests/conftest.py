@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from sinas_common.callback_policy import Resolver
 from sinas_common.settings import NatsSettings
 from sinas_scheduler.settings import SchedulerSettings
 from sinas_scheduler.testing import RunningScheduler, start_in_process, stop_in_process
@@ -50,8 +51,10 @@ async def start_scheduler(
     """Starts schedulers on free ports; every one still running stops at the end."""
     running: list[RunningScheduler] = []
 
-    async def start(**overrides: Any) -> RunningScheduler:
-        scheduler = await start_in_process(scheduler_settings(**overrides), admin_key)
+    async def start(*, resolver: Resolver | None = None, **overrides: Any) -> RunningScheduler:
+        scheduler = await start_in_process(
+            scheduler_settings(**overrides), admin_key, resolver=resolver
+        )
         running.append(scheduler)
         return scheduler
 
