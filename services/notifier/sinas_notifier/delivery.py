@@ -106,7 +106,10 @@ class HttpxSender:
         async with httpx.AsyncClient(
             verify=self._context,
             follow_redirects=False,
-            timeout=httpx.Timeout(self._timeout),
+            # The connect phase (TCP and TLS handshake) ends a little before the overall
+            # deadline so httpx closes a stalled handshake itself: cancelling one from outside
+            # leaves its socket open.
+            timeout=httpx.Timeout(self._timeout, connect=self._timeout * 0.9),
             trust_env=False,
         ) as client:
             built = client.build_request(
