@@ -1,0 +1,173 @@
+"""The pull loop over real JetStream: one claim per batch, one POST per claim, ack after record."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+
+import nats
+import pytest
+from nats.js import JetStreamContext
+
+from sinas_common.callback_policy import CallbackPolicy, SystemResolver
+from sinas_common.eventstream import EXECUTION_TERMINATED, ExecutionTerminated, ensure_event_stream
+from sinas_common.settings import CallbackPolicySettings, NatsSettings
+from sinas_devstack.callback_receiver import CallbackReceiver, ReceiverCertificates
+from sinas_notifier.consumer import CallbackConsumer, ConsumerOptions, subscribe
+from sinas_notifier.delivery import CallbackDeliverer, HttpxSender, ssl_context
+from sinas_notifier.models import CallbackClaim, ClaimResult, DeliveryOutcome
+from sinas_notifier.signing import WebhookSigner, parse_signing_secret
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+class RecordingScheduler:
+    """Claims each known execution once, like the scheduler's conditional UPDATE."""
+
+    def __init__(self, urls: dict[str, str]) -> None:
+        self.urls = urls
+        self.claimed: set[str] = set()
+        self.claim_calls: list[list[str]] = []
+        self.recorded: list[DeliveryOutcome] = []
+
+    async def claim_callbacks(self, notifier_id: str, execution_ids: Sequence[str]) -> ClaimResult:
+        self.claim_calls.append(list(execution_ids))
+        claims, skipped = [], []
+        for execution_id in execution_ids:
+            if execution_id in self.urls and execution_id not in self.claimed:
+                self.claimed.add(execution_id)
+                claims.append(
+                    CallbackClaim(
+                        execution_id=execution_id,
+                        callback_url=self.urls[execution_id],
+                        webhook_id=f"msg_{execution_id}",
+                        access_token="t",
+                        payload_json=json.dumps({"execution_id": execution_id}).encode(),
+                    )
+                )
+            else:
+                skipped.append(execution_id)
+        return ClaimResult(claims=tuple(claims), skipped_execution_ids=tuple(skipped))
+
+    async def record_outcomes(self, outcomes: Sequence[DeliveryOutcome]) -> list[str]:
+        self.recorded.extend(outcomes)
+        return [o.execution_id for o in outcomes]
+
+
+@pytest.fixture
+async def js(nats_url: str) -> AsyncIterator[JetStreamContext]:
+    nc = await nats.connect(nats_url)
+    yield nc.jetstream()
+    await nc.close()
+
+
+async def publish(js: JetStreamContext, settings: NatsSettings, execution_id: str) -> None:
+    names = await ensure_event_stream(js, settings)
+    event = ExecutionTerminated(execution_id=execution_id)
+    await js.publish(
+        names.subject(EXECUTION_TERMINATED),
+        event.encode(),
+        headers={"Nats-Msg-Id": event.message_id},
+    )
+
+
+def deliverer(certificates: ReceiverCertificates, port: int) -> CallbackDeliverer:
+    policy = CallbackPolicy.from_settings(
+        CallbackPolicySettings.model_validate(
+            {
+                "CALLBACK_URL_HOSTS": "localhost",
+                "CALLBACK_URL_PORTS": str(port),
+                "CALLBACK_ALLOW_PRIVATE_NETWORKS": True,
+            }
+        )
+    )
+    return CallbackDeliverer(
+        policy=policy,
+        resolver=SystemResolver(),
+        sender=HttpxSender(ssl_context(str(certificates.ca_file)), timeout_seconds=10),
+        signer=WebhookSigner(parse_signing_secret(SECRET)),
+        timeout_seconds=10,
+    )
+
+
+async def wait_for(predicate: object, *, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_each_event_is_claimed_delivered_recorded_and_acked_once(
+    js: JetStreamContext,
+    nats_settings: NatsSettings,
+    receiver: CallbackReceiver,
+    certificates: ReceiverCertificates,
+) -> None:
+    run = uuid.uuid4().hex
+    with_callback = [str(uuid.uuid4()) for _ in range(40)]
+    statuses = {eid: ("status/500" if i % 4 == 0 else "ok") for i, eid in enumerate(with_callback)}
+    urls = {eid: receiver.url(f"/{statuses[eid]}/{run}/{eid}") for eid in with_callback}
+    scheduler = RecordingScheduler(urls)
+    unknown = [str(uuid.uuid4()) for _ in range(5)]
+    for execution_id in [*with_callback, *unknown, with_callback[0]]:
+        await publish(js, nats_settings, execution_id)
+
+    consumer = CallbackConsumer(
+        subscription=await subscribe(js, nats_settings, ack_wait_seconds=30),
+        scheduler=scheduler,
+        deliverer=deliverer(certificates, receiver.port),
+        options=ConsumerOptions(notifier_id="n1", concurrency=8, fetch_batch=16),
+    )
+    running = asyncio.create_task(consumer.run())
+    await wait_for(lambda: len(scheduler.recorded) == len(with_callback))
+    names = await ensure_event_stream(js, nats_settings)
+    stream = names.stream
+
+    async def stream_empty() -> bool:
+        return (await js.stream_info(stream)).state.messages == 0
+
+    deadline = time.monotonic() + 30
+    while not await stream_empty():
+        assert time.monotonic() < deadline, "events not all acked"
+        await asyncio.sleep(0.05)
+    consumer.stop()
+    await running
+
+    posts = [r for r in receiver.requests if f"/{run}/" in r.target]
+    assert sorted(r.target.rsplit("/", 1)[1] for r in posts) == sorted(with_callback)
+    recorded = {o.execution_id: o for o in scheduler.recorded}
+    assert set(recorded) == set(with_callback)
+    for execution_id, outcome in recorded.items():
+        if statuses[execution_id] == "ok":
+            assert (outcome.sent, outcome.response_code) == (True, 200)
+        else:
+            assert (outcome.sent, outcome.response_code) == (False, 500)
+    # Several events share a claim call: the scheduler sees batches, not one call per event.
+    assert len(scheduler.claim_calls) < len(with_callback) + len(unknown)
+    # The duplicate event was published inside the window and dropped by JetStream.
+    assert sum(len(call) for call in scheduler.claim_calls) == len(with_callback) + len(unknown)
+
+
+async def test_stop_finishes_in_flight_deliveries_before_returning(
+    js: JetStreamContext,
+    nats_settings: NatsSettings,
+    receiver: CallbackReceiver,
+    certificates: ReceiverCertificates,
+) -> None:
+    execution_id = str(uuid.uuid4())
+    scheduler = RecordingScheduler({execution_id: receiver.url(f"/hang/1/{execution_id}")})
+    await publish(js, nats_settings, execution_id)
+    consumer = CallbackConsumer(
+        subscription=await subscribe(js, nats_settings, ack_wait_seconds=30),
+        scheduler=scheduler,
+        deliverer=deliverer(certificates, receiver.port),
+        options=ConsumerOptions(notifier_id="n1", shutdown_grace_seconds=30),
+    )
+    running = asyncio.create_task(consumer.run())
+    await wait_for(lambda: receiver.requests_to(f"/hang/1/{execution_id}"))
+    consumer.stop()
+    await running
+    assert [(o.execution_id, o.sent) for o in scheduler.recorded] == [(execution_id, True)]
