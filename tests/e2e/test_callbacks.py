@@ -182,7 +182,7 @@ async def test_each_outcome_posts_once_signed_with_its_payload(
 async def test_unsuccessful_answers_get_one_attempt(
     admin: httpx.AsyncClient, receiver: CallbackReceiver, route: str, code: int | None, error: str
 ) -> None:
-    fn = await function(admin, "def handler(input_data, context):\n    return 1\n")
+    fn = await function(admin, "def handler(input_data, context):\n    return {'ok': True}\n")
     path = f"/{route}/{uuid.uuid4()}"
     execution_id = await enqueue(admin, fn, callback_url=receiver.url(path))
     await posts_to(receiver, path)
@@ -202,7 +202,7 @@ async def test_unsuccessful_answers_get_one_attempt(
 async def test_rejected_urls_are_400_at_submit(
     admin: httpx.AsyncClient, receiver: CallbackReceiver
 ) -> None:
-    fn = await function(admin, "def handler(input_data, context):\n    return 1\n")
+    fn = await function(admin, "def handler(input_data, context):\n    return {'ok': True}\n")
     for url in [
         receiver.url("/x").replace("https://", "http://"),
         f"https://user:pw@localhost:{receiver.port}/x",
@@ -220,7 +220,7 @@ async def test_callbacks_disabled_and_private_addresses_are_400(
     strict = stack_factory(CALLBACK_URL_HOSTS="*", CALLBACK_SIGNING_SECRET=SECRET)
     strict.start_all()
     async with admin_client_for(strict) as admin:
-        fn = await function(admin, "def handler(input_data, context):\n    return 1\n")
+        fn = await function(admin, "def handler(input_data, context):\n    return {'ok': True}\n")
         for url in [
             "https://localhost/x",
             "https://127.0.0.1/x",
@@ -238,7 +238,7 @@ async def test_callbacks_disabled_and_private_addresses_are_400(
     disabled = stack_factory()
     disabled.start_all()
     async with admin_client_for(disabled) as admin:
-        fn = await function(admin, "def handler(input_data, context):\n    return 1\n")
+        fn = await function(admin, "def handler(input_data, context):\n    return {'ok': True}\n")
         reply = await admin.post(
             fn.async_path, json={"input": {}, "callback_url": "https://example.com/x"}
         )
@@ -262,7 +262,7 @@ async def test_notifier_killed_between_claim_and_post_never_posts_twice(
     )
     stack.start_all()
     async with admin_client_for(stack) as admin:
-        fn = await function(admin, "def handler(input_data, context):\n    return 1\n")
+        fn = await function(admin, "def handler(input_data, context):\n    return {'ok': True}\n")
         before = stalling.connections
         execution_id = await enqueue(admin, fn, callback_url=f"https://localhost:{stalling.port}/x")
         deadline = time.monotonic() + 60
@@ -284,7 +284,7 @@ async def test_notifier_killed_between_claim_and_post_never_posts_twice(
 async def test_a_thousand_callbacks_arrive_once_each(
     admin: httpx.AsyncClient, receiver: CallbackReceiver
 ) -> None:
-    fn = await function(admin, "def handler(input_data, context):\n    return 1\n")
+    fn = await function(admin, "def handler(input_data, context):\n    return {'ok': True}\n")
     run = f"/ok/{uuid.uuid4()}"
 
     async def submit(index: int) -> str:
