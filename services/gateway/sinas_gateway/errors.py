@@ -13,12 +13,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sinas_common.errors import FieldViolation, SchemaViolation, SinasError
+from sinas_common.errors import CallbackUrlRejected, FieldViolation, SchemaViolation, SinasError
 from sinas_common.jsoncodec import dump_json
 
 logger = logging.getLogger(__name__)
 
 SCHEMA_VIOLATION = SchemaViolation.reason
+# Upstream answers these with its message as a string `detail`, and apps read it that way.
+_MESSAGE_DETAIL_REASONS = frozenset({CallbackUrlRejected.reason})
 INVALID_JSON = "invalid_json"
 _HTTP_REASONS = {
     400: "invalid_argument",
@@ -59,7 +61,9 @@ def _violation_items(
 def error_response(exc: SinasError) -> JSONResponse:
     """The HTTP response for an error the scheduler (or the gateway itself) raised."""
     detail: str | list[dict[str, Any]] = exc.message
-    if exc.violations or isinstance(exc, SchemaViolation):
+    if (exc.violations and exc.reason not in _MESSAGE_DETAIL_REASONS) or isinstance(
+        exc, SchemaViolation
+    ):
         detail = _violation_items(exc.violations, exc.reason, exc.message)
     headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
     return JSONResponse(

@@ -136,6 +136,8 @@ class SchedulerApp:
         auth = Authenticator(identity_store, tokens)
 
         # Both outboxes publish to NATS, so an API-only replica runs neither.
+        dispatch_loop: DispatchLoop | None = None
+        event_loop: EventOutboxLoop | None = None
         if settings.dispatcher_enabled:
             self._nats = client = await nats.connect(settings.nats.url, name="sinas-scheduler")
             dispatcher = JetStreamDispatcher(
@@ -147,15 +149,12 @@ class SchedulerApp:
                 wakeup=listener.dispatch_wakeup,
                 batch_size=settings.dispatch_batch,
             )
-            self._spawn(dispatch_loop.run(), "dispatcher")
             event_loop = EventOutboxLoop(
                 store=callback_store,
                 publisher=await JetStreamEventPublisher.create(client, settings.nats),
                 wakeup=listener.events_wakeup,
                 batch_size=settings.dispatch_batch,
             )
-            self._spawn(event_loop.run(), "events")
-        self._spawn(run_reaper(worker, callbacks, settings.reaper_interval_seconds), "reaper")
 
         self._server = GrpcServer(
             bind=settings.grpc_bind,
@@ -177,6 +176,12 @@ class SchedulerApp:
             service_names=SERVICE_NAMES,
         )
         await self._server.start()
+        # Publish only once claims can be served: a job published earlier reaches an executor
+        # whose claim fails, and comes back as a needless redelivery.
+        if dispatch_loop is not None and event_loop is not None:
+            self._spawn(dispatch_loop.run(), "dispatcher")
+            self._spawn(event_loop.run(), "events")
+        self._spawn(run_reaper(worker, callbacks, settings.reaper_interval_seconds), "reaper")
         logger.info(
             "scheduler listening",
             extra={

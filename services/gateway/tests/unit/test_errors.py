@@ -80,8 +80,28 @@ async def test_violations_on_a_400_render_as_a_field_list(
 ) -> None:
     scheduler.script(
         "submit_execution",
+        errors.InvalidArgument(
+            "trigger_id is too long",
+            violations=[errors.FieldViolation(field="trigger_id", description="too long")],
+        ),
+    )
+
+    response = await client.post("/functions/a/b/execute/async", json={"input": {}})
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "detail": [{"loc": ["body", "trigger_id"], "msg": "too long", "type": "invalid_argument"}],
+        "reason": "invalid_argument",
+    }
+
+
+async def test_a_rejected_callback_url_keeps_upstreams_message_detail(
+    client: httpx.AsyncClient, scheduler: RecordingSchedulerClient
+) -> None:
+    scheduler.script(
+        "submit_execution",
         errors.CallbackUrlRejected(
-            "Callbacks are disabled",
+            "callback_url rejected: callbacks are not enabled on this instance",
             violations=[errors.FieldViolation(field="callback_url", description="disabled")],
         ),
     )
@@ -92,9 +112,7 @@ async def test_violations_on_a_400_render_as_a_field_list(
 
     assert response.status_code == 400
     assert response.json() == {
-        "detail": [
-            {"loc": ["body", "callback_url"], "msg": "disabled", "type": "callback_url_rejected"}
-        ],
+        "detail": "callback_url rejected: callbacks are not enabled on this instance",
         "reason": "callback_url_rejected",
     }
 
