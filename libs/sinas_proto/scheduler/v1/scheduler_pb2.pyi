@@ -651,6 +651,9 @@ class Execution(_message.Message):
     DEPTH_FIELD_NUMBER: _builtins.int
     CALLBACK_ERROR_FIELD_NUMBER: _builtins.int
     CALLBACK_ATTEMPTED_AT_FIELD_NUMBER: _builtins.int
+    BATCH_INDEX_FIELD_NUMBER: _builtins.int
+    INPUT_PROMPT_FIELD_NUMBER: _builtins.int
+    INPUT_DEADLINE_AT_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     user_id: _builtins.str
     kind: _builtins.str
@@ -676,6 +679,10 @@ class Execution(_message.Message):
     timed_out: _builtins.bool
     depth: _builtins.int
     callback_error: _builtins.str
+    batch_index: _builtins.int
+    """The child's position in its batch; unset outside a batch."""
+    input_prompt: _builtins.str
+    """What `input(prompt)` asked, while AWAITING_INPUT."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -687,6 +694,10 @@ class Execution(_message.Message):
     @_builtins.property
     def callback_attempted_at(self) -> _timestamp_pb2.Timestamp:
         """When the single delivery attempt was made; unset before it."""
+
+    @_builtins.property
+    def input_deadline_at(self) -> _timestamp_pb2.Timestamp:
+        """When a paused execution fails unless continued."""
 
     def __init__(
         self,
@@ -719,15 +730,22 @@ class Execution(_message.Message):
         depth: _builtins.int = ...,
         callback_error: _builtins.str = ...,
         callback_attempted_at: _timestamp_pb2.Timestamp | None = ...,
+        batch_index: _builtins.int | None = ...,
+        input_prompt: _builtins.str = ...,
+        input_deadline_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_callback_response_code", b"_callback_response_code", "_duration_ms", b"_duration_ms", "callback_attempted_at", b"callback_attempted_at", "callback_response_code", b"callback_response_code", "completed_at", b"completed_at", "created_at", b"created_at", "duration_ms", b"duration_ms", "run_at", b"run_at", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_batch_index", b"_batch_index", "_callback_response_code", b"_callback_response_code", "_duration_ms", b"_duration_ms", "batch_index", b"batch_index", "callback_attempted_at", b"callback_attempted_at", "callback_response_code", b"callback_response_code", "completed_at", b"completed_at", "created_at", b"created_at", "duration_ms", b"duration_ms", "input_deadline_at", b"input_deadline_at", "run_at", b"run_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_callback_response_code", b"_callback_response_code", "_duration_ms", b"_duration_ms", "attempts", b"attempts", "batch_id", b"batch_id", "callback_attempted_at", b"callback_attempted_at", "callback_error", b"callback_error", "callback_response_code", b"callback_response_code", "callback_status", b"callback_status", "callback_url", b"callback_url", "chat_id", b"chat_id", "completed_at", b"completed_at", "created_at", b"created_at", "depth", b"depth", "duration_ms", b"duration_ms", "error", b"error", "execution_id", b"execution_id", "function_name", b"function_name", "function_version", b"function_version", "input_json", b"input_json", "kind", b"kind", "namespace", b"namespace", "output_json", b"output_json", "run_at", b"run_at", "started_at", b"started_at", "status", b"status", "timed_out", b"timed_out", "traceback", b"traceback", "trigger_id", b"trigger_id", "trigger_type", b"trigger_type", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_batch_index", b"_batch_index", "_callback_response_code", b"_callback_response_code", "_duration_ms", b"_duration_ms", "attempts", b"attempts", "batch_id", b"batch_id", "batch_index", b"batch_index", "callback_attempted_at", b"callback_attempted_at", "callback_error", b"callback_error", "callback_response_code", b"callback_response_code", "callback_status", b"callback_status", "callback_url", b"callback_url", "chat_id", b"chat_id", "completed_at", b"completed_at", "created_at", b"created_at", "depth", b"depth", "duration_ms", b"duration_ms", "error", b"error", "execution_id", b"execution_id", "function_name", b"function_name", "function_version", b"function_version", "input_deadline_at", b"input_deadline_at", "input_json", b"input_json", "input_prompt", b"input_prompt", "kind", b"kind", "namespace", b"namespace", "output_json", b"output_json", "run_at", b"run_at", "started_at", b"started_at", "status", b"status", "timed_out", b"timed_out", "traceback", b"traceback", "trigger_id", b"trigger_id", "trigger_type", b"trigger_type", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__batch_index: _TypeAlias = _typing.Literal["batch_index"]  # noqa: Y015
+    _WhichOneofArgType__batch_index: _TypeAlias = _typing.Literal["_batch_index", b"_batch_index"]  # noqa: Y015
     _WhichOneofReturnType__callback_response_code: _TypeAlias = _typing.Literal["callback_response_code"]  # noqa: Y015
     _WhichOneofArgType__callback_response_code: _TypeAlias = _typing.Literal["_callback_response_code", b"_callback_response_code"]  # noqa: Y015
     _WhichOneofReturnType__duration_ms: _TypeAlias = _typing.Literal["duration_ms"]  # noqa: Y015
     _WhichOneofArgType__duration_ms: _TypeAlias = _typing.Literal["_duration_ms", b"_duration_ms"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__batch_index) -> _WhichOneofReturnType__batch_index | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__callback_response_code) -> _WhichOneofReturnType__callback_response_code | None: ...
     @_typing.overload
@@ -745,6 +763,7 @@ class SubmitExecutionRequest(_message.Message):
     TRIGGER_ID_FIELD_NUMBER: _builtins.int
     DELAY_SECONDS_FIELD_NUMBER: _builtins.int
     CALLBACK_URL_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     name: _builtins.str
     input_json: _builtins.bytes
@@ -752,6 +771,10 @@ class SubmitExecutionRequest(_message.Message):
     """Empty: "runtime-api"."""
     delay_seconds: _builtins.int
     callback_url: _builtins.str
+    idempotency_key: _builtins.str
+    """Per user, kept 24 h: a retry with the same key and request returns the original answer;
+    the same key with a different request is ALREADY_EXISTS.
+    """
     def __init__(
         self,
         *,
@@ -761,10 +784,11 @@ class SubmitExecutionRequest(_message.Message):
         trigger_id: _builtins.str = ...,
         delay_seconds: _builtins.int | None = ...,
         callback_url: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_delay_seconds", b"_delay_seconds", "delay_seconds", b"delay_seconds"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_delay_seconds", b"_delay_seconds", "callback_url", b"callback_url", "delay_seconds", b"delay_seconds", "input_json", b"input_json", "name", b"name", "namespace", b"namespace", "trigger_id", b"trigger_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_delay_seconds", b"_delay_seconds", "callback_url", b"callback_url", "delay_seconds", b"delay_seconds", "idempotency_key", b"idempotency_key", "input_json", b"input_json", "name", b"name", "namespace", b"namespace", "trigger_id", b"trigger_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__delay_seconds: _TypeAlias = _typing.Literal["delay_seconds"]  # noqa: Y015
     _WhichOneofArgType__delay_seconds: _TypeAlias = _typing.Literal["_delay_seconds", b"_delay_seconds"]  # noqa: Y015
@@ -931,23 +955,466 @@ class ListExecutionsResponse(_message.Message):
 Global___ListExecutionsResponse: _TypeAlias = ListExecutionsResponse  # noqa: Y015
 
 @_typing.final
+class ContinueExecutionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    INPUT_JSON_FIELD_NUMBER: _builtins.int
+    execution_id: _builtins.str
+    input_json: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        execution_id: _builtins.str = ...,
+        input_json: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "input_json", b"input_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContinueExecutionRequest: _TypeAlias = ContinueExecutionRequest  # noqa: Y015
+
+@_typing.final
+class ContinueExecutionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def execution(self) -> Global___Execution: ...
+    def __init__(
+        self,
+        *,
+        execution: Global___Execution | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContinueExecutionResponse: _TypeAlias = ContinueExecutionResponse  # noqa: Y015
+
+@_typing.final
+class CancelExecutionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    execution_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        execution_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelExecutionRequest: _TypeAlias = CancelExecutionRequest  # noqa: Y015
+
+@_typing.final
+class CancelExecutionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_FIELD_NUMBER: _builtins.int
+    CANCELLED_FIELD_NUMBER: _builtins.int
+    cancelled: _builtins.bool
+    @_builtins.property
+    def execution(self) -> Global___Execution: ...
+    def __init__(
+        self,
+        *,
+        execution: Global___Execution | None = ...,
+        cancelled: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "execution", b"execution"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelExecutionResponse: _TypeAlias = CancelExecutionResponse  # noqa: Y015
+
+@_typing.final
+class Batch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    RUNNING_FIELD_NUMBER: _builtins.int
+    COMPLETED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    CANCELLED_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    FINISHED_AT_FIELD_NUMBER: _builtins.int
+    CANCELLED_AT_FIELD_NUMBER: _builtins.int
+    TRIGGER_ID_PREFIX_FIELD_NUMBER: _builtins.int
+    CALLBACK_URL_FIELD_NUMBER: _builtins.int
+    BATCH_CALLBACK_URL_FIELD_NUMBER: _builtins.int
+    BATCH_CALLBACK_STATUS_FIELD_NUMBER: _builtins.int
+    BATCH_CALLBACK_RESPONSE_CODE_FIELD_NUMBER: _builtins.int
+    BATCH_CALLBACK_ERROR_FIELD_NUMBER: _builtins.int
+    BATCH_CALLBACK_ATTEMPTED_AT_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    kind: _builtins.str
+    """"function" or "agent"."""
+    namespace: _builtins.str
+    name: _builtins.str
+    user_id: _builtins.str
+    total: _builtins.int
+    queued: _builtins.int
+    """PENDING + AWAITING_INPUT children."""
+    running: _builtins.int
+    completed: _builtins.int
+    failed: _builtins.int
+    cancelled: _builtins.int
+    status: _builtins.str
+    """queued | running | completed | partial | failed | cancelled"""
+    trigger_id_prefix: _builtins.str
+    callback_url: _builtins.str
+    batch_callback_url: _builtins.str
+    batch_callback_status: _builtins.str
+    batch_callback_response_code: _builtins.int
+    batch_callback_error: _builtins.str
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def finished_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def cancelled_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def batch_callback_attempted_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        total: _builtins.int = ...,
+        queued: _builtins.int = ...,
+        running: _builtins.int = ...,
+        completed: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        cancelled: _builtins.int = ...,
+        status: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        finished_at: _timestamp_pb2.Timestamp | None = ...,
+        cancelled_at: _timestamp_pb2.Timestamp | None = ...,
+        trigger_id_prefix: _builtins.str = ...,
+        callback_url: _builtins.str = ...,
+        batch_callback_url: _builtins.str = ...,
+        batch_callback_status: _builtins.str = ...,
+        batch_callback_response_code: _builtins.int | None = ...,
+        batch_callback_error: _builtins.str = ...,
+        batch_callback_attempted_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_batch_callback_response_code", b"_batch_callback_response_code", "batch_callback_attempted_at", b"batch_callback_attempted_at", "batch_callback_response_code", b"batch_callback_response_code", "cancelled_at", b"cancelled_at", "created_at", b"created_at", "finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_batch_callback_response_code", b"_batch_callback_response_code", "batch_callback_attempted_at", b"batch_callback_attempted_at", "batch_callback_error", b"batch_callback_error", "batch_callback_response_code", b"batch_callback_response_code", "batch_callback_status", b"batch_callback_status", "batch_callback_url", b"batch_callback_url", "batch_id", b"batch_id", "callback_url", b"callback_url", "cancelled", b"cancelled", "cancelled_at", b"cancelled_at", "completed", b"completed", "created_at", b"created_at", "failed", b"failed", "finished_at", b"finished_at", "kind", b"kind", "name", b"name", "namespace", b"namespace", "queued", b"queued", "running", b"running", "started_at", b"started_at", "status", b"status", "total", b"total", "trigger_id_prefix", b"trigger_id_prefix", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__batch_callback_response_code: _TypeAlias = _typing.Literal["batch_callback_response_code"]  # noqa: Y015
+    _WhichOneofArgType__batch_callback_response_code: _TypeAlias = _typing.Literal["_batch_callback_response_code", b"_batch_callback_response_code"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__batch_callback_response_code) -> _WhichOneofReturnType__batch_callback_response_code | None: ...
+
+Global___Batch: _TypeAlias = Batch  # noqa: Y015
+
+@_typing.final
+class SubmitBatchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    INPUTS_JSON_FIELD_NUMBER: _builtins.int
+    TRIGGER_ID_PREFIX_FIELD_NUMBER: _builtins.int
+    DELAY_SECONDS_FIELD_NUMBER: _builtins.int
+    CALLBACK_URL_FIELD_NUMBER: _builtins.int
+    BATCH_CALLBACK_URL_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    name: _builtins.str
+    trigger_id_prefix: _builtins.str
+    """Child i gets trigger id "{prefix}:{i}", or "batch:{i}" without a prefix."""
+    delay_seconds: _builtins.int
+    callback_url: _builtins.str
+    """Per child."""
+    batch_callback_url: _builtins.str
+    """One summary when the last child ends."""
+    idempotency_key: _builtins.str
+    @_builtins.property
+    def inputs_json(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """One JSON document per child, in order."""
+
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+        inputs_json: _abc.Iterable[_builtins.bytes] | None = ...,
+        trigger_id_prefix: _builtins.str = ...,
+        delay_seconds: _builtins.int | None = ...,
+        callback_url: _builtins.str = ...,
+        batch_callback_url: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_delay_seconds", b"_delay_seconds", "delay_seconds", b"delay_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_delay_seconds", b"_delay_seconds", "batch_callback_url", b"batch_callback_url", "callback_url", b"callback_url", "delay_seconds", b"delay_seconds", "idempotency_key", b"idempotency_key", "inputs_json", b"inputs_json", "name", b"name", "namespace", b"namespace", "trigger_id_prefix", b"trigger_id_prefix"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__delay_seconds: _TypeAlias = _typing.Literal["delay_seconds"]  # noqa: Y015
+    _WhichOneofArgType__delay_seconds: _TypeAlias = _typing.Literal["_delay_seconds", b"_delay_seconds"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__delay_seconds) -> _WhichOneofReturnType__delay_seconds | None: ...
+
+Global___SubmitBatchRequest: _TypeAlias = SubmitBatchRequest  # noqa: Y015
+
+@_typing.final
+class SubmitBatchResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    EXECUTION_IDS_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    total: _builtins.int
+    @_builtins.property
+    def execution_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """In input order."""
+
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+        execution_ids: _abc.Iterable[_builtins.str] | None = ...,
+        total: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "execution_ids", b"execution_ids", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitBatchResponse: _TypeAlias = SubmitBatchResponse  # noqa: Y015
+
+@_typing.final
+class GetBatchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBatchRequest: _TypeAlias = GetBatchRequest  # noqa: Y015
+
+@_typing.final
+class GetBatchResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def batch(self) -> Global___Batch: ...
+    def __init__(
+        self,
+        *,
+        batch: Global___Batch | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBatchResponse: _TypeAlias = GetBatchResponse  # noqa: Y015
+
+@_typing.final
+class ListBatchesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMIT_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    limit: _builtins.int
+    offset: _builtins.int
+    def __init__(
+        self,
+        *,
+        limit: _builtins.int = ...,
+        offset: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "offset", b"offset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBatchesRequest: _TypeAlias = ListBatchesRequest  # noqa: Y015
+
+@_typing.final
+class ListBatchesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCHES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def batches(self) -> _containers.RepeatedCompositeFieldContainer[Global___Batch]: ...
+    def __init__(
+        self,
+        *,
+        batches: _abc.Iterable[Global___Batch] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batches", b"batches"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBatchesResponse: _TypeAlias = ListBatchesResponse  # noqa: Y015
+
+@_typing.final
+class ListBatchExecutionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    status: Global___ExecutionStatus.ValueType
+    limit: _builtins.int
+    offset: _builtins.int
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+        status: Global___ExecutionStatus.ValueType = ...,
+        limit: _builtins.int = ...,
+        offset: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "limit", b"limit", "offset", b"offset", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBatchExecutionsRequest: _TypeAlias = ListBatchExecutionsRequest  # noqa: Y015
+
+@_typing.final
+class ListBatchExecutionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTIONS_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    NEXT_OFFSET_FIELD_NUMBER: _builtins.int
+    total: _builtins.int
+    next_offset: _builtins.int
+    """Unset on the last page."""
+    @_builtins.property
+    def executions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Execution]: ...
+    def __init__(
+        self,
+        *,
+        executions: _abc.Iterable[Global___Execution] | None = ...,
+        total: _builtins.int = ...,
+        next_offset: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_next_offset", b"_next_offset", "next_offset", b"next_offset"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_next_offset", b"_next_offset", "executions", b"executions", "next_offset", b"next_offset", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__next_offset: _TypeAlias = _typing.Literal["next_offset"]  # noqa: Y015
+    _WhichOneofArgType__next_offset: _TypeAlias = _typing.Literal["_next_offset", b"_next_offset"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__next_offset) -> _WhichOneofReturnType__next_offset | None: ...
+
+Global___ListBatchExecutionsResponse: _TypeAlias = ListBatchExecutionsResponse  # noqa: Y015
+
+@_typing.final
+class CancelBatchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelBatchRequest: _TypeAlias = CancelBatchRequest  # noqa: Y015
+
+@_typing.final
+class CancelBatchResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CANCELLED_CHILDREN_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    status: _builtins.str
+    cancelled_children: _builtins.int
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+        status: _builtins.str = ...,
+        cancelled_children: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "cancelled_children", b"cancelled_children", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelBatchResponse: _TypeAlias = CancelBatchResponse  # noqa: Y015
+
+@_typing.final
 class ClaimCallbacksRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NOTIFIER_ID_FIELD_NUMBER: _builtins.int
     EXECUTION_IDS_FIELD_NUMBER: _builtins.int
+    BATCH_IDS_FIELD_NUMBER: _builtins.int
     notifier_id: _builtins.str
     @_builtins.property
     def execution_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def batch_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Batch-summary callbacks."""
+
     def __init__(
         self,
         *,
         notifier_id: _builtins.str = ...,
         execution_ids: _abc.Iterable[_builtins.str] | None = ...,
+        batch_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_ids", b"execution_ids", "notifier_id", b"notifier_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_ids", b"batch_ids", "execution_ids", b"execution_ids", "notifier_id", b"notifier_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -962,6 +1429,7 @@ class CallbackDelivery(_message.Message):
     WEBHOOK_ID_FIELD_NUMBER: _builtins.int
     ACCESS_TOKEN_FIELD_NUMBER: _builtins.int
     PAYLOAD_JSON_FIELD_NUMBER: _builtins.int
+    BATCH_ID_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     callback_url: _builtins.str
     webhook_id: _builtins.str
@@ -970,6 +1438,8 @@ class CallbackDelivery(_message.Message):
     """A 5-minute token for the submitting user that only GET /auth/me accepts."""
     payload_json: _builtins.bytes
     """The exact JSON body to POST."""
+    batch_id: _builtins.str
+    """Set (and execution_id empty) for a batch-summary callback."""
     def __init__(
         self,
         *,
@@ -978,10 +1448,11 @@ class CallbackDelivery(_message.Message):
         webhook_id: _builtins.str = ...,
         access_token: _builtins.str = ...,
         payload_json: _builtins.bytes = ...,
+        batch_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "callback_url", b"callback_url", "execution_id", b"execution_id", "payload_json", b"payload_json", "webhook_id", b"webhook_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "batch_id", b"batch_id", "callback_url", b"callback_url", "execution_id", b"execution_id", "payload_json", b"payload_json", "webhook_id", b"webhook_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -993,19 +1464,23 @@ class ClaimCallbacksResponse(_message.Message):
 
     DELIVERIES_FIELD_NUMBER: _builtins.int
     SKIPPED_EXECUTION_IDS_FIELD_NUMBER: _builtins.int
+    SKIPPED_BATCH_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def deliveries(self) -> _containers.RepeatedCompositeFieldContainer[Global___CallbackDelivery]: ...
     @_builtins.property
     def skipped_execution_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def skipped_batch_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
         deliveries: _abc.Iterable[Global___CallbackDelivery] | None = ...,
         skipped_execution_ids: _abc.Iterable[_builtins.str] | None = ...,
+        skipped_batch_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deliveries", b"deliveries", "skipped_execution_ids", b"skipped_execution_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deliveries", b"deliveries", "skipped_batch_ids", b"skipped_batch_ids", "skipped_execution_ids", b"skipped_execution_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1020,12 +1495,15 @@ class CallbackOutcome(_message.Message):
     RESPONSE_CODE_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     ATTEMPTED_AT_FIELD_NUMBER: _builtins.int
+    BATCH_ID_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     sent: _builtins.bool
     """True for a 2xx answer; anything else (another code, no answer, refused) is a failure."""
     response_code: _builtins.int
     """Unset when no response arrived."""
     error: _builtins.str
+    batch_id: _builtins.str
+    """Set (and execution_id empty) for a batch-summary callback."""
     @_builtins.property
     def attempted_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -1036,10 +1514,11 @@ class CallbackOutcome(_message.Message):
         response_code: _builtins.int | None = ...,
         error: _builtins.str = ...,
         attempted_at: _timestamp_pb2.Timestamp | None = ...,
+        batch_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_response_code", b"_response_code", "attempted_at", b"attempted_at", "response_code", b"response_code"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_response_code", b"_response_code", "attempted_at", b"attempted_at", "error", b"error", "execution_id", b"execution_id", "response_code", b"response_code", "sent", b"sent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_response_code", b"_response_code", "attempted_at", b"attempted_at", "batch_id", b"batch_id", "error", b"error", "execution_id", b"execution_id", "response_code", b"response_code", "sent", b"sent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__response_code: _TypeAlias = _typing.Literal["response_code"]  # noqa: Y015
     _WhichOneofArgType__response_code: _TypeAlias = _typing.Literal["_response_code", b"_response_code"]  # noqa: Y015
@@ -1072,16 +1551,20 @@ class RecordCallbackOutcomesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     APPLIED_EXECUTION_IDS_FIELD_NUMBER: _builtins.int
+    APPLIED_BATCH_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def applied_execution_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def applied_batch_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
         applied_execution_ids: _abc.Iterable[_builtins.str] | None = ...,
+        applied_batch_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_execution_ids", b"applied_execution_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_batch_ids", b"applied_batch_ids", "applied_execution_ids", b"applied_execution_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1365,16 +1848,118 @@ class HeartbeatRequest(_message.Message):
 Global___HeartbeatRequest: _TypeAlias = HeartbeatRequest  # noqa: Y015
 
 @_typing.final
-class HeartbeatResponse(_message.Message):
+class ResumedInput(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    INPUT_JSON_FIELD_NUMBER: _builtins.int
+    execution_id: _builtins.str
+    input_json: _builtins.bytes
     def __init__(
         self,
+        *,
+        execution_id: _builtins.str = ...,
+        input_json: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "input_json", b"input_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumedInput: _TypeAlias = ResumedInput  # noqa: Y015
+
+@_typing.final
+class HeartbeatResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CANCELLED_EXECUTION_IDS_FIELD_NUMBER: _builtins.int
+    RESUMED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def cancelled_execution_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Held executions that were cancelled: end their workers."""
+
+    @_builtins.property
+    def resumed(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResumedInput]:
+        """Held paused executions that were continued: hand the input to their workers."""
+
+    def __init__(
+        self,
+        *,
+        cancelled_execution_ids: _abc.Iterable[_builtins.str] | None = ...,
+        resumed: _abc.Iterable[Global___ResumedInput] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled_execution_ids", b"cancelled_execution_ids", "resumed", b"resumed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HeartbeatResponse: _TypeAlias = HeartbeatResponse  # noqa: Y015
+
+@_typing.final
+class AwaitingInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    PROMPT_FIELD_NUMBER: _builtins.int
+    execution_id: _builtins.str
+    attempt: _builtins.int
+    prompt: _builtins.str
+    def __init__(
+        self,
+        *,
+        execution_id: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        prompt: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "execution_id", b"execution_id", "prompt", b"prompt"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AwaitingInput: _TypeAlias = AwaitingInput  # noqa: Y015
+
+@_typing.final
+class ReportAwaitingInputRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___AwaitingInput]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___AwaitingInput] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportAwaitingInputRequest: _TypeAlias = ReportAwaitingInputRequest  # noqa: Y015
+
+@_typing.final
+class ReportAwaitingInputResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAUSED_EXECUTION_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def paused_execution_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Paused as asked; others were cancelled meanwhile and their workers should end."""
+
+    def __init__(
+        self,
+        *,
+        paused_execution_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["paused_execution_ids", b"paused_execution_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportAwaitingInputResponse: _TypeAlias = ReportAwaitingInputResponse  # noqa: Y015

@@ -530,6 +530,16 @@ class ExecutionServiceStub:
                 request_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ListExecutionsRequest.SerializeToString,
                 response_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ListExecutionsResponse.FromString,
                 _registered_method=True)
+        self.ContinueExecution = channel.unary_unary(
+                '/sinas.scheduler.v1.ExecutionService/ContinueExecution',
+                request_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ContinueExecutionRequest.SerializeToString,
+                response_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ContinueExecutionResponse.FromString,
+                _registered_method=True)
+        self.CancelExecution = channel.unary_unary(
+                '/sinas.scheduler.v1.ExecutionService/CancelExecution',
+                request_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.CancelExecutionRequest.SerializeToString,
+                response_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.CancelExecutionResponse.FromString,
+                _registered_method=True)
 
 
 class ExecutionServiceServicer:
@@ -562,6 +572,21 @@ class ExecutionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ContinueExecution(self, request, context):
+        """AWAITING_INPUT → RUNNING: the input is handed to the worker waiting in `input()`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelExecution(self, request, context):
+        """PENDING or AWAITING_INPUT → CANCELLED (a waiting worker is ended); a RUNNING or finished
+        execution is left as it is and reported with cancelled = false.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExecutionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -584,6 +609,16 @@ def add_ExecutionServiceServicer_to_server(servicer, server):
                     servicer.ListExecutions,
                     request_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ListExecutionsRequest.FromString,
                     response_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ListExecutionsResponse.SerializeToString,
+            ),
+            'ContinueExecution': grpc.unary_unary_rpc_method_handler(
+                    servicer.ContinueExecution,
+                    request_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ContinueExecutionRequest.FromString,
+                    response_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ContinueExecutionResponse.SerializeToString,
+            ),
+            'CancelExecution': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelExecution,
+                    request_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.CancelExecutionRequest.FromString,
+                    response_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.CancelExecutionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -694,6 +729,320 @@ class ExecutionService:
             '/sinas.scheduler.v1.ExecutionService/ListExecutions',
             sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ListExecutionsRequest.SerializeToString,
             sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ListExecutionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ContinueExecution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sinas.scheduler.v1.ExecutionService/ContinueExecution',
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ContinueExecutionRequest.SerializeToString,
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ContinueExecutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelExecution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sinas.scheduler.v1.ExecutionService/CancelExecution',
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.CancelExecutionRequest.SerializeToString,
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.CancelExecutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class BatchServiceStub:
+    """---------------------------------------------------------------------------------------
+    Batches: one request, up to MAX_BATCH_SIZE children, one aggregate, one summary callback.
+    ---------------------------------------------------------------------------------------
+
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.SubmitBatch = channel.unary_unary(
+                '/sinas.scheduler.v1.BatchService/SubmitBatch',
+                request_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitBatchRequest.SerializeToString,
+                response_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitBatchResponse.FromString,
+                _registered_method=True)
+        self.GetBatch = channel.unary_unary(
+                '/sinas.scheduler.v1.BatchService/GetBatch',
+                request_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.GetBatchRequest.SerializeToString,
+                response_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.GetBatchResponse.FromString,
+                _registered_method=True)
+        self.ListBatches = channel.unary_unary(
+                '/sinas.scheduler.v1.BatchService/ListBatches',
+                request_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ListBatchesRequest.SerializeToString,
+                response_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ListBatchesResponse.FromString,
+                _registered_method=True)
+        self.ListBatchExecutions = channel.unary_unary(
+                '/sinas.scheduler.v1.BatchService/ListBatchExecutions',
+                request_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ListBatchExecutionsRequest.SerializeToString,
+                response_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ListBatchExecutionsResponse.FromString,
+                _registered_method=True)
+        self.CancelBatch = channel.unary_unary(
+                '/sinas.scheduler.v1.BatchService/CancelBatch',
+                request_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.CancelBatchRequest.SerializeToString,
+                response_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.CancelBatchResponse.FromString,
+                _registered_method=True)
+
+
+class BatchServiceServicer:
+    """---------------------------------------------------------------------------------------
+    Batches: one request, up to MAX_BATCH_SIZE children, one aggregate, one summary callback.
+    ---------------------------------------------------------------------------------------
+
+    """
+
+    def SubmitBatch(self, request, context):
+        """Validates every input first; the batch and all children commit in one transaction.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBatch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBatches(self, request, context):
+        """The caller's batches (all with sinas.executions.read:all), newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBatchExecutions(self, request, context):
+        """Children in batch order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelBatch(self, request, context):
+        """PENDING and AWAITING_INPUT children become CANCELLED; running ones finish and count.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_BatchServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'SubmitBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitBatch,
+                    request_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitBatchRequest.FromString,
+                    response_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitBatchResponse.SerializeToString,
+            ),
+            'GetBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBatch,
+                    request_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.GetBatchRequest.FromString,
+                    response_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.GetBatchResponse.SerializeToString,
+            ),
+            'ListBatches': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBatches,
+                    request_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ListBatchesRequest.FromString,
+                    response_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ListBatchesResponse.SerializeToString,
+            ),
+            'ListBatchExecutions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBatchExecutions,
+                    request_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ListBatchExecutionsRequest.FromString,
+                    response_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ListBatchExecutionsResponse.SerializeToString,
+            ),
+            'CancelBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelBatch,
+                    request_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.CancelBatchRequest.FromString,
+                    response_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.CancelBatchResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'sinas.scheduler.v1.BatchService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('sinas.scheduler.v1.BatchService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class BatchService:
+    """---------------------------------------------------------------------------------------
+    Batches: one request, up to MAX_BATCH_SIZE children, one aggregate, one summary callback.
+    ---------------------------------------------------------------------------------------
+
+    """
+
+    @staticmethod
+    def SubmitBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sinas.scheduler.v1.BatchService/SubmitBatch',
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitBatchRequest.SerializeToString,
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sinas.scheduler.v1.BatchService/GetBatch',
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.GetBatchRequest.SerializeToString,
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.GetBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sinas.scheduler.v1.BatchService/ListBatches',
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ListBatchesRequest.SerializeToString,
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ListBatchesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBatchExecutions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sinas.scheduler.v1.BatchService/ListBatchExecutions',
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ListBatchExecutionsRequest.SerializeToString,
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ListBatchExecutionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sinas.scheduler.v1.BatchService/CancelBatch',
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.CancelBatchRequest.SerializeToString,
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.CancelBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -865,6 +1214,11 @@ class WorkerServiceStub:
                 request_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.HeartbeatRequest.SerializeToString,
                 response_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.HeartbeatResponse.FromString,
                 _registered_method=True)
+        self.ReportAwaitingInput = channel.unary_unary(
+                '/sinas.scheduler.v1.WorkerService/ReportAwaitingInput',
+                request_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ReportAwaitingInputRequest.SerializeToString,
+                response_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ReportAwaitingInputResponse.FromString,
+                _registered_method=True)
 
 
 class WorkerServiceServicer:
@@ -893,7 +1247,15 @@ class WorkerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Heartbeat(self, request, context):
-        """Keeps the leases of running executions alive.
+        """Keeps the leases of running executions alive, and tells the executor which of them
+        were cancelled or continued (the slow path behind the control subject's fast one).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportAwaitingInput(self, request, context):
+        """RUNNING → AWAITING_INPUT with the prompt; the worker keeps waiting in `input()`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -916,6 +1278,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.Heartbeat,
                     request_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.HeartbeatRequest.FromString,
                     response_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.HeartbeatResponse.SerializeToString,
+            ),
+            'ReportAwaitingInput': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportAwaitingInput,
+                    request_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ReportAwaitingInputRequest.FromString,
+                    response_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ReportAwaitingInputResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1003,6 +1370,33 @@ class WorkerService:
             '/sinas.scheduler.v1.WorkerService/Heartbeat',
             sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.HeartbeatRequest.SerializeToString,
             sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.HeartbeatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportAwaitingInput(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sinas.scheduler.v1.WorkerService/ReportAwaitingInput',
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ReportAwaitingInputRequest.SerializeToString,
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ReportAwaitingInputResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -209,6 +209,12 @@ class ExecutionServiceStub:
     GetExecution: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.GetExecutionRequest, _scheduler_pb2.GetExecutionResponse]
     ListExecutions: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ListExecutionsRequest, _scheduler_pb2.ListExecutionsResponse]
     """Newest first."""
+    ContinueExecution: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ContinueExecutionRequest, _scheduler_pb2.ContinueExecutionResponse]
+    """AWAITING_INPUT → RUNNING: the input is handed to the worker waiting in `input()`."""
+    CancelExecution: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.CancelExecutionRequest, _scheduler_pb2.CancelExecutionResponse]
+    """PENDING or AWAITING_INPUT → CANCELLED (a waiting worker is ended); a RUNNING or finished
+    execution is left as it is and reported with cancelled = false.
+    """
 
 @_typing.type_check_only
 class ExecutionServiceAsyncStub(ExecutionServiceStub):
@@ -220,6 +226,12 @@ class ExecutionServiceAsyncStub(ExecutionServiceStub):
     GetExecution: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.GetExecutionRequest, _scheduler_pb2.GetExecutionResponse]  # type: ignore[assignment]
     ListExecutions: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ListExecutionsRequest, _scheduler_pb2.ListExecutionsResponse]  # type: ignore[assignment]
     """Newest first."""
+    ContinueExecution: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ContinueExecutionRequest, _scheduler_pb2.ContinueExecutionResponse]  # type: ignore[assignment]
+    """AWAITING_INPUT → RUNNING: the input is handed to the worker waiting in `input()`."""
+    CancelExecution: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.CancelExecutionRequest, _scheduler_pb2.CancelExecutionResponse]  # type: ignore[assignment]
+    """PENDING or AWAITING_INPUT → CANCELLED (a waiting worker is ended); a RUNNING or finished
+    execution is left as it is and reported with cancelled = false.
+    """
 
 class ExecutionServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -253,7 +265,110 @@ class ExecutionServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_scheduler_pb2.ListExecutionsResponse, _abc.Awaitable[_scheduler_pb2.ListExecutionsResponse]]:
         """Newest first."""
 
+    @_abc_1.abstractmethod
+    def ContinueExecution(
+        self,
+        request: _scheduler_pb2.ContinueExecutionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.ContinueExecutionResponse, _abc.Awaitable[_scheduler_pb2.ContinueExecutionResponse]]:
+        """AWAITING_INPUT → RUNNING: the input is handed to the worker waiting in `input()`."""
+
+    @_abc_1.abstractmethod
+    def CancelExecution(
+        self,
+        request: _scheduler_pb2.CancelExecutionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.CancelExecutionResponse, _abc.Awaitable[_scheduler_pb2.CancelExecutionResponse]]:
+        """PENDING or AWAITING_INPUT → CANCELLED (a waiting worker is ended); a RUNNING or finished
+        execution is left as it is and reported with cancelled = false.
+        """
+
 def add_ExecutionServiceServicer_to_server(servicer: ExecutionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class BatchServiceStub:
+    """---------------------------------------------------------------------------------------
+    Batches: one request, up to MAX_BATCH_SIZE children, one aggregate, one summary callback.
+    ---------------------------------------------------------------------------------------
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> BatchServiceAsyncStub: ...
+    SubmitBatch: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.SubmitBatchRequest, _scheduler_pb2.SubmitBatchResponse]
+    """Validates every input first; the batch and all children commit in one transaction."""
+    GetBatch: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.GetBatchRequest, _scheduler_pb2.GetBatchResponse]
+    ListBatches: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ListBatchesRequest, _scheduler_pb2.ListBatchesResponse]
+    """The caller's batches (all with sinas.executions.read:all), newest first."""
+    ListBatchExecutions: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ListBatchExecutionsRequest, _scheduler_pb2.ListBatchExecutionsResponse]
+    """Children in batch order."""
+    CancelBatch: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.CancelBatchRequest, _scheduler_pb2.CancelBatchResponse]
+    """PENDING and AWAITING_INPUT children become CANCELLED; running ones finish and count."""
+
+@_typing.type_check_only
+class BatchServiceAsyncStub(BatchServiceStub):
+    """---------------------------------------------------------------------------------------
+    Batches: one request, up to MAX_BATCH_SIZE children, one aggregate, one summary callback.
+    ---------------------------------------------------------------------------------------
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    SubmitBatch: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.SubmitBatchRequest, _scheduler_pb2.SubmitBatchResponse]  # type: ignore[assignment]
+    """Validates every input first; the batch and all children commit in one transaction."""
+    GetBatch: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.GetBatchRequest, _scheduler_pb2.GetBatchResponse]  # type: ignore[assignment]
+    ListBatches: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ListBatchesRequest, _scheduler_pb2.ListBatchesResponse]  # type: ignore[assignment]
+    """The caller's batches (all with sinas.executions.read:all), newest first."""
+    ListBatchExecutions: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ListBatchExecutionsRequest, _scheduler_pb2.ListBatchExecutionsResponse]  # type: ignore[assignment]
+    """Children in batch order."""
+    CancelBatch: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.CancelBatchRequest, _scheduler_pb2.CancelBatchResponse]  # type: ignore[assignment]
+    """PENDING and AWAITING_INPUT children become CANCELLED; running ones finish and count."""
+
+class BatchServiceServicer(metaclass=_abc_1.ABCMeta):
+    """---------------------------------------------------------------------------------------
+    Batches: one request, up to MAX_BATCH_SIZE children, one aggregate, one summary callback.
+    ---------------------------------------------------------------------------------------
+    """
+
+    @_abc_1.abstractmethod
+    def SubmitBatch(
+        self,
+        request: _scheduler_pb2.SubmitBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.SubmitBatchResponse, _abc.Awaitable[_scheduler_pb2.SubmitBatchResponse]]:
+        """Validates every input first; the batch and all children commit in one transaction."""
+
+    @_abc_1.abstractmethod
+    def GetBatch(
+        self,
+        request: _scheduler_pb2.GetBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.GetBatchResponse, _abc.Awaitable[_scheduler_pb2.GetBatchResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListBatches(
+        self,
+        request: _scheduler_pb2.ListBatchesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.ListBatchesResponse, _abc.Awaitable[_scheduler_pb2.ListBatchesResponse]]:
+        """The caller's batches (all with sinas.executions.read:all), newest first."""
+
+    @_abc_1.abstractmethod
+    def ListBatchExecutions(
+        self,
+        request: _scheduler_pb2.ListBatchExecutionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.ListBatchExecutionsResponse, _abc.Awaitable[_scheduler_pb2.ListBatchExecutionsResponse]]:
+        """Children in batch order."""
+
+    @_abc_1.abstractmethod
+    def CancelBatch(
+        self,
+        request: _scheduler_pb2.CancelBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.CancelBatchResponse, _abc.Awaitable[_scheduler_pb2.CancelBatchResponse]]:
+        """PENDING and AWAITING_INPUT children become CANCELLED; running ones finish and count."""
+
+def add_BatchServiceServicer_to_server(servicer: BatchServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
 class NotifierServiceStub:
     """---------------------------------------------------------------------------------------
@@ -340,7 +455,11 @@ class WorkerServiceStub:
     the execution is ignored, so a terminal status never changes.
     """
     Heartbeat: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.HeartbeatRequest, _scheduler_pb2.HeartbeatResponse]
-    """Keeps the leases of running executions alive."""
+    """Keeps the leases of running executions alive, and tells the executor which of them
+    were cancelled or continued (the slow path behind the control subject's fast one).
+    """
+    ReportAwaitingInput: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ReportAwaitingInputRequest, _scheduler_pb2.ReportAwaitingInputResponse]
+    """RUNNING → AWAITING_INPUT with the prompt; the worker keeps waiting in `input()`."""
 
 @_typing.type_check_only
 class WorkerServiceAsyncStub(WorkerServiceStub):
@@ -361,7 +480,11 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     the execution is ignored, so a terminal status never changes.
     """
     Heartbeat: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.HeartbeatRequest, _scheduler_pb2.HeartbeatResponse]  # type: ignore[assignment]
-    """Keeps the leases of running executions alive."""
+    """Keeps the leases of running executions alive, and tells the executor which of them
+    were cancelled or continued (the slow path behind the control subject's fast one).
+    """
+    ReportAwaitingInput: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ReportAwaitingInputRequest, _scheduler_pb2.ReportAwaitingInputResponse]  # type: ignore[assignment]
+    """RUNNING → AWAITING_INPUT with the prompt; the worker keeps waiting in `input()`."""
 
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     """---------------------------------------------------------------------------------------
@@ -397,6 +520,16 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _scheduler_pb2.HeartbeatRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_scheduler_pb2.HeartbeatResponse, _abc.Awaitable[_scheduler_pb2.HeartbeatResponse]]:
-        """Keeps the leases of running executions alive."""
+        """Keeps the leases of running executions alive, and tells the executor which of them
+        were cancelled or continued (the slow path behind the control subject's fast one).
+        """
+
+    @_abc_1.abstractmethod
+    def ReportAwaitingInput(
+        self,
+        request: _scheduler_pb2.ReportAwaitingInputRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.ReportAwaitingInputResponse, _abc.Awaitable[_scheduler_pb2.ReportAwaitingInputResponse]]:
+        """RUNNING → AWAITING_INPUT with the prompt; the worker keeps waiting in `input()`."""
 
 def add_WorkerServiceServicer_to_server(servicer: WorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
