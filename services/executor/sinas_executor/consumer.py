@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from sinas_common.jobstream import JobMessage, ensure_job_stream
+from sinas_common.pull import fetch_available, settle, wait_for_either
 from sinas_common.settings import NatsSettings
 from sinas_executor.execution import execute
 from sinas_executor.models import ClaimedExecution, ClaimItem, ExecutionOutcome, FunctionVersion
@@ -126,39 +124,20 @@ class ExecutionConsumer:
                 continue
             if self._stopping.is_set():
                 for msg in msgs:
-                    await _settle(msg.nak())
+                    await settle(msg.nak())
                 return
             await self._claim_and_start(msgs)
 
     async def _wait_for_slot(self) -> None:
-        waiters = [
-            asyncio.create_task(self._slot_freed.wait()),
-            asyncio.create_task(self._stopping.wait()),
-        ]
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+        await wait_for_either(self._slot_freed, self._stopping)
 
     async def _fetch(self, wanted: int) -> list[Msg]:
-        try:
-            msgs = await self._sub.fetch(1, timeout=self._options.idle_fetch_seconds)
-        except (TimeoutError, nats.errors.TimeoutError):
-            return []
-        except nats.errors.Error:
-            logger.warning("fetch failed", extra={"action": "fetch"}, exc_info=True)
-            await asyncio.sleep(0.5)
-            return []
-        # Top up only when the stream says more is waiting: a top-up fetch on a quiet stream
-        # lingers for its whole timeout, which would delay every lone job.
-        pending = msgs[-1].metadata.num_pending if msgs else 0
-        if wanted > 1 and pending:
-            with contextlib.suppress(TimeoutError, nats.errors.TimeoutError):
-                msgs += await self._sub.fetch(
-                    min(wanted - 1, pending), timeout=self._options.top_up_fetch_seconds
-                )
-        return msgs
+        return await fetch_available(
+            self._sub,
+            wanted,
+            idle_timeout=self._options.idle_fetch_seconds,
+            top_up_timeout=self._options.top_up_fetch_seconds,
+        )
 
     async def _claim_and_start(self, msgs: Sequence[Msg]) -> None:
         batch: dict[str, Msg] = {}
@@ -167,7 +146,7 @@ class ExecutionConsumer:
                 job = JobMessage.decode(msg.data)
             except (ValueError, KeyError, TypeError):
                 logger.error("undecodable job message dropped", extra={"action": "decode"})
-                await _settle(msg.term())
+                await settle(msg.term())
                 continue
             # Another delivery of an execution already held is settled with the held one.
             if job.execution_id in batch or job.execution_id in self._held:
@@ -186,11 +165,11 @@ class ExecutionConsumer:
         except Exception:
             logger.exception("claim failed", extra={"action": "claim", "count": len(items)})
             for msg in batch.values():
-                await _settle(msg.nak(delay=RETRY_NAK_DELAY_SECONDS))
+                await settle(msg.nak(delay=RETRY_NAK_DELAY_SECONDS))
             return
         for execution_id in result.skipped_execution_ids:
             if execution_id in batch:
-                await _settle(batch.pop(execution_id).ack())
+                await settle(batch.pop(execution_id).ack())
         functions = {(f.function_id, f.version): f for f in result.functions}
         for claimed in result.claimed:
             if claimed.execution_id not in batch:
@@ -200,7 +179,7 @@ class ExecutionConsumer:
             self._start(claimed, function, msg)
         for msg in batch.values():
             # Neither claimed nor skipped: let the scheduler see it again later.
-            await _settle(msg.nak(delay=RETRY_NAK_DELAY_SECONDS))
+            await settle(msg.nak(delay=RETRY_NAK_DELAY_SECONDS))
 
     def _start(self, claimed: ClaimedExecution, function: FunctionVersion | None, msg: Msg) -> None:
         held = _Held(msg=msg)
@@ -221,7 +200,7 @@ class ExecutionConsumer:
                 extra={"action": "execute", "execution_id": claimed.execution_id},
             )
             self._held.pop(claimed.execution_id, None)
-            await _settle(msg.nak(delay=RETRY_NAK_DELAY_SECONDS))
+            await settle(msg.nak(delay=RETRY_NAK_DELAY_SECONDS))
             return
         finally:
             self._running.discard(claimed.execution_id)
@@ -265,12 +244,12 @@ class ExecutionConsumer:
             )
             for outcome, msg in batch:
                 self._held.pop(outcome.execution_id, None)
-                await _settle(msg.nak(delay=RETRY_NAK_DELAY_SECONDS))
+                await settle(msg.nak(delay=RETRY_NAK_DELAY_SECONDS))
             return
         # Acked only now: a crash before this point means redelivery, never a lost result.
         for outcome, msg in batch:
             self._held.pop(outcome.execution_id, None)
-            await _settle(msg.ack())
+            await settle(msg.ack())
 
     # -- keeping leases alive ------------------------------------------------------------------
 
@@ -280,7 +259,7 @@ class ExecutionConsumer:
             await asyncio.sleep(interval)
             held = list(self._held.items())
             for _, entry in held:
-                await _settle(entry.msg.in_progress())
+                await settle(entry.msg.in_progress())
             if not held:
                 continue
             try:
@@ -309,16 +288,8 @@ class ExecutionConsumer:
         await asyncio.gather(completer, ticker, return_exceptions=True)
         # Whatever is still held did not finish or was not recorded: another executor takes it.
         for execution_id, entry in list(self._held.items()):
-            await _settle(entry.msg.nak())
+            await settle(entry.msg.nak())
             self._held.pop(execution_id, None)
             logger.info(
                 "execution handed back", extra={"action": "nak", "execution_id": execution_id}
             )
-
-
-async def _settle(ack: Awaitable[Any]) -> None:
-    """Awaits an ack/nak/in-progress; a lost one is recovered by JetStream's redelivery."""
-    try:
-        await ack
-    except Exception:
-        logger.warning("message acknowledgement failed", extra={"action": "ack"}, exc_info=True)

@@ -4,18 +4,17 @@ deliver them concurrently, record outcomes in batches, then ack."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from sinas_common.eventstream import EXECUTION_TERMINATED, ExecutionTerminated, ensure_event_stream
+from sinas_common.pull import MessageSource, fetch_available, settle, wait_for_either
 from sinas_common.settings import NatsSettings
 from sinas_common.timeconv import utcnow
 from sinas_notifier.models import CallbackClaim, DeliveryOutcome
@@ -55,12 +54,6 @@ class Deliverer(Protocol):
     async def deliver(self, claim: CallbackClaim) -> DeliveryOutcome: ...
 
 
-class EventSource(Protocol):
-    """The part of a JetStream pull subscription the loop uses."""
-
-    async def fetch(self, batch: int = 1, timeout: float | None = 5) -> list[Msg]: ...
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConsumerOptions:
     """How the pull loop paces itself."""
@@ -84,7 +77,7 @@ class CallbackConsumer:
     def __init__(
         self,
         *,
-        subscription: EventSource,
+        subscription: MessageSource,
         scheduler: CallbackSchedulerPort,
         deliverer: Deliverer,
         options: ConsumerOptions,
@@ -126,39 +119,20 @@ class CallbackConsumer:
                 continue
             if self._stopping.is_set():
                 for msg in msgs:
-                    await _settle(msg.nak())
+                    await settle(msg.nak())
                 return
             await self._claim_and_deliver(msgs)
 
     async def _wait_for_slot(self) -> None:
-        waiters = [
-            asyncio.create_task(self._slot_freed.wait()),
-            asyncio.create_task(self._stopping.wait()),
-        ]
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+        await wait_for_either(self._slot_freed, self._stopping)
 
     async def _fetch(self, wanted: int) -> list[Msg]:
-        try:
-            msgs = await self._sub.fetch(1, timeout=self._options.idle_fetch_seconds)
-        except (TimeoutError, nats.errors.TimeoutError):
-            return []
-        except nats.errors.Error:
-            logger.warning("fetch failed", extra={"action": "fetch"}, exc_info=True)
-            await asyncio.sleep(0.5)
-            return []
-        # Top up only when the stream says more is waiting: a top-up on a quiet stream
-        # lingers for its whole timeout.
-        pending = msgs[-1].metadata.num_pending if msgs else 0
-        if wanted > 1 and pending:
-            with contextlib.suppress(TimeoutError, nats.errors.TimeoutError):
-                msgs += await self._sub.fetch(
-                    min(wanted - 1, pending), timeout=self._options.top_up_fetch_seconds
-                )
-        return msgs
+        return await fetch_available(
+            self._sub,
+            wanted,
+            idle_timeout=self._options.idle_fetch_seconds,
+            top_up_timeout=self._options.top_up_fetch_seconds,
+        )
 
     async def _claim_and_deliver(self, msgs: Sequence[Msg]) -> None:
         batch: dict[str, Msg] = {}
@@ -167,11 +141,11 @@ class CallbackConsumer:
                 event = ExecutionTerminated.decode(msg.data)
             except (ValueError, KeyError, TypeError):
                 logger.error("undecodable event dropped", extra={"action": "decode"})
-                await _settle(msg.term())
+                await settle(msg.term())
                 continue
             if event.execution_id in batch or event.execution_id in self._held:
                 # Another delivery of an event already held: the held one settles it.
-                await _settle(msg.ack())
+                await settle(msg.ack())
                 continue
             batch[event.execution_id] = msg
         if not batch:
@@ -183,17 +157,17 @@ class CallbackConsumer:
         except Exception:
             logger.exception("claim failed", extra={"action": "claim", "count": len(batch)})
             for msg in batch.values():
-                await _settle(msg.nak(delay=RETRY_NAK_DELAY_SECONDS))
+                await settle(msg.nak(delay=RETRY_NAK_DELAY_SECONDS))
             return
         for execution_id in result.skipped_execution_ids:
             if execution_id in batch:
-                await _settle(batch.pop(execution_id).ack())
+                await settle(batch.pop(execution_id).ack())
         for claim in result.claims:
             if claim.execution_id in batch:
                 self._start(claim, batch.pop(claim.execution_id))
         for msg in batch.values():
             # Neither claimed nor skipped: let the scheduler see it again later.
-            await _settle(msg.nak(delay=RETRY_NAK_DELAY_SECONDS))
+            await settle(msg.nak(delay=RETRY_NAK_DELAY_SECONDS))
 
     def _start(self, claim: CallbackClaim, msg: Msg) -> None:
         self._held[claim.execution_id] = msg
@@ -267,11 +241,11 @@ class CallbackConsumer:
             )
             for outcome, msg in batch:
                 self._held.pop(outcome.execution_id, None)
-                await _settle(msg.nak(delay=RETRY_NAK_DELAY_SECONDS))
+                await settle(msg.nak(delay=RETRY_NAK_DELAY_SECONDS))
             return
         for outcome, msg in batch:
             self._held.pop(outcome.execution_id, None)
-            await _settle(msg.ack())
+            await settle(msg.ack())
 
     # -- keeping leases alive ------------------------------------------------------------------
 
@@ -279,7 +253,7 @@ class CallbackConsumer:
         while True:
             await asyncio.sleep(self._options.ack_wait_seconds / 3)
             for msg in list(self._held.values()):
-                await _settle(msg.in_progress())
+                await settle(msg.in_progress())
 
     # -- shutting down ---------------------------------------------------------------------------
 
@@ -300,13 +274,5 @@ class CallbackConsumer:
         await asyncio.gather(recorder, ticker, return_exceptions=True)
         # What is still held was not recorded: its claim is failed by the scheduler's reaper.
         for execution_id, msg in list(self._held.items()):
-            await _settle(msg.nak())
+            await settle(msg.nak())
             self._held.pop(execution_id, None)
-
-
-async def _settle(ack: Awaitable[Any]) -> None:
-    """Awaits an ack/nak/in-progress; a lost one is recovered by JetStream's redelivery."""
-    try:
-        await ack
-    except Exception:
-        logger.warning("message acknowledgement failed", extra={"action": "ack"}, exc_info=True)
