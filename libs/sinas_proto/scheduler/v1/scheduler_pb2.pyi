@@ -1853,17 +1853,21 @@ class ResumedInput(_message.Message):
 
     EXECUTION_ID_FIELD_NUMBER: _builtins.int
     INPUT_JSON_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     input_json: _builtins.bytes
+    round: _builtins.int
+    """The `input()` call this answers: 1 for an attempt's first, counted per attempt."""
     def __init__(
         self,
         *,
         execution_id: _builtins.str = ...,
         input_json: _builtins.bytes = ...,
+        round: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "input_json", b"input_json"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "input_json", b"input_json", "round", b"round"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1904,19 +1908,25 @@ class AwaitingInput(_message.Message):
     EXECUTION_ID_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
     PROMPT_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     attempt: _builtins.int
     prompt: _builtins.str
+    round: _builtins.int
+    """Which `input()` call of the attempt waits: 1 for the first. A retried report of the same
+    round is answered as paused again, never counted twice.
+    """
     def __init__(
         self,
         *,
         execution_id: _builtins.str = ...,
         attempt: _builtins.int = ...,
         prompt: _builtins.str = ...,
+        round: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "execution_id", b"execution_id", "prompt", b"prompt"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "execution_id", b"execution_id", "prompt", b"prompt", "round", b"round"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
