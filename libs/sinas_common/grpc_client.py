@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
 
-from sinas_common.errors import from_rpc_error
+from sinas_common.errors import from_rpc_error, is_retryable
+
+logger = logging.getLogger(__name__)
 
 ResponseT = TypeVar("ResponseT")
+T = TypeVar("T")
 Metadata = Sequence[tuple[str, str]]
 
 DEFAULT_DEADLINE_SECONDS = 30.0
@@ -39,3 +44,28 @@ async def invoke(
         return await method(request, metadata=tuple(metadata), timeout=timeout)
     except grpc.aio.AioRpcError as exc:
         raise from_rpc_error(exc) from exc
+
+
+async def call_with_retry(
+    call: Callable[[], Awaitable[T]],
+    *,
+    attempts: int | None = 5,
+    first_delay: float = 0.05,
+    max_delay: float = 2.0,
+) -> T:
+    """Calls `call`, retrying what `is_retryable` allows with capped backoff; None = forever."""
+    delay = first_delay
+    tried = 0
+    while True:
+        try:
+            return await call()
+        except Exception as exc:
+            tried += 1
+            if not is_retryable(exc) or (attempts is not None and tried >= attempts):
+                raise
+            logger.warning(
+                "scheduler call failed, retrying",
+                extra={"action": "rpc_retry", "attempt": tried, "error": str(exc)},
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, max_delay)

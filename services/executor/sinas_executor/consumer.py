@@ -11,13 +11,14 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from sinas_common.grpc_client import call_with_retry
 from sinas_common.jobstream import JobMessage, ensure_job_stream
 from sinas_common.pull import fetch_available, settle, wait_for_either
 from sinas_common.settings import NatsSettings
 from sinas_executor.execution import execute
 from sinas_executor.models import ClaimedExecution, ClaimItem, ExecutionOutcome, FunctionVersion
 from sinas_executor.pool import FunctionRunner
-from sinas_executor.scheduler_client import SchedulerPort, call_with_retry
+from sinas_executor.scheduler_client import SchedulerPort
 
 logger = logging.getLogger(__name__)
 

@@ -14,11 +14,12 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from sinas_common.eventstream import EXECUTION_TERMINATED, ExecutionTerminated, ensure_event_stream
+from sinas_common.grpc_client import call_with_retry
 from sinas_common.pull import MessageSource, fetch_available, settle, wait_for_either
 from sinas_common.settings import NatsSettings
 from sinas_common.timeconv import utcnow
 from sinas_notifier.models import CallbackClaim, DeliveryOutcome
-from sinas_notifier.scheduler_client import CallbackSchedulerPort, call_with_retry
+from sinas_notifier.scheduler_client import CallbackSchedulerPort
 
 logger = logging.getLogger(__name__)
 

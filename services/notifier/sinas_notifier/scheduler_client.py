@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol, TypeVar
 
 import grpc
 
-from sinas_common.errors import is_retryable
 from sinas_common.grpc_client import invoke
 from sinas_common.timeconv import to_timestamp
 from sinas_notifier.models import CallbackClaim, ClaimResult, DeliveryOutcome
@@ -28,31 +26,6 @@ class CallbackSchedulerPort(Protocol):
     ) -> ClaimResult: ...
 
     async def record_outcomes(self, outcomes: Sequence[DeliveryOutcome]) -> list[str]: ...
-
-
-async def call_with_retry(
-    call: Callable[[], Awaitable[T]],
-    *,
-    attempts: int | None = 5,
-    first_delay: float = 0.05,
-    max_delay: float = 2.0,
-) -> T:
-    """Calls `call`, retrying transient failures with capped backoff; None = forever."""
-    delay = first_delay
-    tried = 0
-    while True:
-        try:
-            return await call()
-        except Exception as exc:
-            tried += 1
-            if not is_retryable(exc) or (attempts is not None and tried >= attempts):
-                raise
-            logger.warning(
-                "scheduler call failed, retrying",
-                extra={"action": "rpc_retry", "attempt": tried, "error": str(exc)},
-            )
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, max_delay)
 
 
 def _outcome_to_proto(outcome: DeliveryOutcome) -> scheduler_pb2.CallbackOutcome:

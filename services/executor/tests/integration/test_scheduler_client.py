@@ -9,12 +9,12 @@ import grpc
 import pytest
 
 from sinas_common.errors import ServiceUnavailable
-from sinas_common.grpc_client import open_channel
+from sinas_common.grpc_client import call_with_retry, open_channel
 from sinas_common.grpc_server import GrpcServer
 from sinas_common.jsoncodec import dump_json, load_json
 from sinas_common.timeconv import utcnow
 from sinas_executor.models import ClaimItem, ExecutionOutcome, OutcomeStatus
-from sinas_executor.scheduler_client import GrpcSchedulerClient, call_with_retry
+from sinas_executor.scheduler_client import GrpcSchedulerClient
 from sinas_proto.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 
 
