@@ -25,9 +25,12 @@ from sinas_scheduler.notifications import PostgresListener
 from sinas_scheduler.postgres_callbacks import PostgresCallbackStore
 from sinas_scheduler.postgres_executions import PostgresExecutionStore
 from sinas_scheduler.postgres_functions import PostgresFunctionStore
+from sinas_scheduler.postgres_idempotency import PostgresIdempotencyStore
 from sinas_scheduler.postgres_identity import PostgresIdentityStore
+from sinas_scheduler.postgres_retention import PostgresRetentionStore
 from sinas_scheduler.reaper import run_reaper
 from sinas_scheduler.registry import FunctionLimits, FunctionUseCases, IdentityUseCases
+from sinas_scheduler.retention import SECONDS_PER_DAY, Retention, RetentionPolicy, run_retention
 from sinas_scheduler.scheduler import ExecutionLimits, ExecutionUseCases, WorkerUseCases
 from sinas_scheduler.server import (
     SERVICE_NAMES,
@@ -107,6 +110,7 @@ class SchedulerApp:
             lease_seconds=settings.execution_lease_seconds,
             token_buffer_seconds=settings.execution_token_buffer_seconds,
             max_token_seconds=settings.max_execution_token_seconds,
+            idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
         )
         functions = FunctionUseCases(
             function_store,
@@ -121,6 +125,7 @@ class SchedulerApp:
             signals=listener,
             limits=limits,
             callback_urls=PolicyCallbackUrlCheck(policy, self._resolver),
+            idempotency=PostgresIdempotencyStore(engine),
         )
         worker = WorkerUseCases(
             executions=execution_store, functions=function_store, tokens=tokens, limits=limits
@@ -182,6 +187,15 @@ class SchedulerApp:
             self._spawn(dispatch_loop.run(), "dispatcher")
             self._spawn(event_loop.run(), "events")
         self._spawn(run_reaper(worker, callbacks, settings.reaper_interval_seconds), "reaper")
+        retention = Retention(
+            PostgresRetentionStore(engine),
+            RetentionPolicy(
+                retention_seconds=settings.retention_days * SECONDS_PER_DAY,
+                idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
+                chunk_size=settings.retention_chunk_size,
+            ),
+        )
+        self._spawn(run_retention(retention, settings.retention_interval_seconds), "retention")
         logger.info(
             "scheduler listening",
             extra={

@@ -28,6 +28,8 @@ from sinas_scheduler.models import (
     NewExecution,
     Outcome,
 )
+from sinas_scheduler.idempotency import IdempotencyReservation, StoredResponse
+from sinas_scheduler.postgres_idempotency import reserve_idempotency_key
 from sinas_scheduler.store import COMPLETION_CHANNEL, DISPATCH_CHANNEL, EVENTS_CHANNEL, Publish
 from sinas_scheduler.tables import JSON_DATA, executions
 
@@ -170,10 +172,18 @@ class PostgresExecutionStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def insert_execution(self, new: NewExecution) -> None:
-        """Stores the PENDING row and wakes the dispatchers, in one transaction."""
+    async def insert_execution(
+        self, new: NewExecution, *, idempotency: IdempotencyReservation | None = None
+    ) -> StoredResponse | None:
+        """Stores the PENDING row and wakes the dispatchers, in one transaction that first
+        reserves the idempotency key; when the key is held, stores nothing and returns what
+        the request holding it stored."""
         now = sa.func.now()
         async with self._engine.begin() as conn:
+            if idempotency is not None:
+                held = await reserve_idempotency_key(conn, idempotency)
+                if held is not None:
+                    return held
             await conn.execute(
                 executions.insert().values(
                     id=new.id,
@@ -198,6 +208,7 @@ class PostgresExecutionStore:
                 )
             )
             await conn.execute(_NOTIFY_DISPATCH)
+        return None
 
     async def get_execution(self, execution_id: str) -> Execution | None:
         async with self._engine.connect() as conn:

@@ -20,6 +20,15 @@ from sinas_common.errors import (
 from sinas_common.ids import uuid7
 from sinas_common.timeconv import utcnow
 from sinas_scheduler import permissions as perms
+from sinas_scheduler.idempotency import (
+    DEFAULT_IDEMPOTENCY_TTL_SECONDS,
+    ENDPOINT_EXECUTE_ASYNC,
+    IdempotencyReservation,
+    StoredResponse,
+    check_idempotency_key,
+    replay,
+    request_fingerprint,
+)
 from sinas_scheduler.models import (
     DEFAULT_TRIGGER_ID,
     KIND_FUNCTION,
@@ -35,7 +44,7 @@ from sinas_scheduler.models import (
     Principal,
 )
 from sinas_scheduler.registry import FunctionUseCases, require
-from sinas_scheduler.store import ExecutionStore, FunctionStore
+from sinas_scheduler.store import ExecutionStore, FunctionStore, IdempotencyStore
 from sinas_scheduler.tokens import TokenService, execution_token_lifetime
 from sinas_scheduler.validation import check_delay, check_trigger_id, input_violations
 
@@ -68,6 +77,7 @@ class ExecutionLimits:
     lease_seconds: float
     token_buffer_seconds: int
     max_token_seconds: int
+    idempotency_ttl_seconds: int = DEFAULT_IDEMPOTENCY_TTL_SECONDS
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,6 +88,21 @@ class SubmitRequest:
     trigger_id: str = ""
     delay_seconds: int | None = None
     callback_url: str = ""
+    idempotency_key: str = ""
+
+    def fingerprint(self) -> str:
+        """The request as its idempotency key remembers it, defaults applied."""
+        return request_fingerprint(
+            ENDPOINT_EXECUTE_ASYNC,
+            {
+                "namespace": self.namespace,
+                "name": self.name,
+                "input": self.input,
+                "trigger_id": self.trigger_id or DEFAULT_TRIGGER_ID,
+                "delay_seconds": self.delay_seconds or 0,
+                "callback_url": self.callback_url,
+            },
+        )
 
 
 class ExecutionUseCases:
@@ -89,15 +114,33 @@ class ExecutionUseCases:
         signals: CompletionSignals,
         limits: ExecutionLimits,
         callback_urls: CallbackUrlCheck,
+        idempotency: IdempotencyStore,
     ) -> None:
         self._executions = executions
+        self._idempotency = idempotency
         self._functions = functions
         self._signals = signals
         self._limits = limits
         self._callback_urls = callback_urls
 
     async def submit(self, principal: Principal, request: SubmitRequest) -> str:
-        """Checks in upstream's order, then stores one PENDING row; returns its id."""
+        """Checks in upstream's order, then stores one PENDING row; returns its id.
+
+        With an idempotency key, a retry of the same request answers the original id without
+        any check or lookup again, and the same key on a different request is AlreadyExists.
+        """
+        reservation: IdempotencyReservation | None = None
+        fingerprint = ""
+        if request.idempotency_key:
+            check_idempotency_key(request.idempotency_key)
+            fingerprint = request.fingerprint()
+            held = await self._idempotency.find_response(
+                user_id=principal.user.id,
+                key=request.idempotency_key,
+                ttl_seconds=self._limits.idempotency_ttl_seconds,
+            )
+            if held is not None:
+                return _replayed_execution_id(held, fingerprint)
         function = await self._functions.lookup(request.namespace, request.name)
         require(
             principal,
@@ -121,7 +164,15 @@ class ExecutionUseCases:
         if violations:
             raise SchemaViolation("Input validation failed", violations=violations)
         execution_id = uuid7()
-        await self._executions.insert_execution(
+        if request.idempotency_key:
+            reservation = IdempotencyReservation(
+                user_id=principal.user.id,
+                key=request.idempotency_key,
+                fingerprint=fingerprint,
+                response={"execution_id": execution_id},
+                ttl_seconds=self._limits.idempotency_ttl_seconds,
+            )
+        held = await self._executions.insert_execution(
             NewExecution(
                 id=execution_id,
                 user_id=principal.user.id,
@@ -137,8 +188,12 @@ class ExecutionUseCases:
                 delay_seconds=delay,
                 parent_execution_id=principal.execution_id,
                 callback_url=callback_url,
-            )
+            ),
+            idempotency=reservation,
         )
+        if held is not None:
+            # A concurrent request with the same key stored first; this one stored nothing.
+            return _replayed_execution_id(held, fingerprint)
         logger.info(
             "execution submitted",
             extra={"action": "submit", "execution_id": execution_id, "delay_seconds": delay},
@@ -194,6 +249,15 @@ class ExecutionUseCases:
                     )
                 execution = await self.get(principal, execution_id)
         return execution, True
+
+
+def _replayed_execution_id(held: StoredResponse, fingerprint: str) -> str:
+    execution_id = str(replay(held, fingerprint)["execution_id"])
+    logger.info(
+        "idempotent submit replayed",
+        extra={"action": "submit", "execution_id": execution_id, "replayed": True},
+    )
+    return execution_id
 
 
 def _visible(principal: Principal, execution: Execution) -> bool:

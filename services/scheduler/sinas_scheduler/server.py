@@ -126,6 +126,7 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
                     request.delay_seconds if request.HasField("delay_seconds") else None
                 ),
                 callback_url=request.callback_url,
+                idempotency_key=request.idempotency_key,
             ),
         )
         return pb.SubmitExecutionResponse(execution_id=execution_id)

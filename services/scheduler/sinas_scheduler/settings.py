@@ -53,6 +53,17 @@ class SchedulerSettings(ServiceSettings):
         default=300, ge=1, le=86400, validation_alias="CALLBACK_TOKEN_SECONDS"
     )
 
+    idempotency_ttl_seconds: int = Field(
+        default=86400, ge=1, validation_alias="IDEMPOTENCY_TTL_SECONDS"
+    )
+    retention_days: int = Field(default=30, ge=1, validation_alias="RETENTION_DAYS")
+    retention_interval_seconds: float = Field(
+        default=300.0, gt=0, validation_alias="RETENTION_INTERVAL_SECONDS"
+    )
+    retention_chunk_size: int = Field(
+        default=500, ge=1, le=10000, validation_alias="RETENTION_CHUNK_SIZE"
+    )
+
     @field_validator("bootstrap_admin_key")
     @classmethod
     def _empty_key_is_unset(cls, value: SecretStr | None) -> SecretStr | None:

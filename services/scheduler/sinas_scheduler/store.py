@@ -9,6 +9,7 @@ from typing import Protocol
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from sinas_common.jsoncodec import dump_json
+from sinas_scheduler.idempotency import IdempotencyReservation, StoredResponse
 from sinas_scheduler.models import (
     ApiKeyRecord,
     CallbackOutcome,
@@ -65,6 +66,14 @@ class IdentityStore(Protocol):
     async def signing_keys(self) -> list[SigningKey]: ...
 
 
+class IdempotencyStore(Protocol):
+    async def find_response(
+        self, *, user_id: str, key: str, ttl_seconds: int
+    ) -> StoredResponse | None:
+        """What a live key's request stored, or None (unknown or expired key)."""
+        ...
+
+
 class FunctionStore(Protocol):
     async def create_function(
         self, *, namespace: str, name: str, owner_user_id: str, spec: FunctionSpec
@@ -88,7 +97,12 @@ class FunctionStore(Protocol):
 
 
 class ExecutionStore(Protocol):
-    async def insert_execution(self, new: NewExecution) -> None: ...
+    async def insert_execution(
+        self, new: NewExecution, *, idempotency: IdempotencyReservation | None = None
+    ) -> StoredResponse | None:
+        """None when stored; when the key is held, nothing is stored and the holder's answer
+        comes back."""
+        ...
 
     async def get_execution(self, execution_id: str) -> Execution | None: ...
 

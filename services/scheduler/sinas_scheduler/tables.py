@@ -173,6 +173,12 @@ executions = sa.Table(
         postgresql_where=sa.text("status = 'RUNNING'"),
     ),
     sa.Index("ix_executions_batch_status", "batch_id", "status"),
+    # The retention sweep reads only finished rows, oldest first.
+    sa.Index(
+        "ix_executions_retention",
+        sa.text("COALESCE(completed_at, created_at)"),
+        postgresql_where=sa.text("status IN ('COMPLETED', 'FAILED', 'CANCELLED')"),
+    ),
     # The event publisher's sweep reads only ended rows whose callback event is still owed.
     sa.Index(
         "ix_executions_event_outbox",
@@ -188,4 +194,16 @@ executions = sa.Table(
         "callback_claimed_at",
         postgresql_where=sa.text("callback_status = 'in_flight'"),
     ),
+)
+
+# Per user, kept IDEMPOTENCY_TTL_SECONDS: the request's fingerprint and the answer it got.
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("user_id", ID, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("response", JSON_DATA, nullable=False),
+    sa.Column("created_at", TZ, nullable=False),
+    sa.Index("ix_idempotency_keys_created", "created_at"),
 )

@@ -19,6 +19,7 @@ from sinas_common.errors import (
     SchemaViolation,
 )
 from sinas_scheduler.callback_urls import PolicyCallbackUrlCheck
+from sinas_scheduler.idempotency import IdempotencyReservation, StoredResponse
 from sinas_scheduler.models import (
     Function,
     FunctionChanges,
@@ -66,8 +67,20 @@ class RecordingExecutionStore:
     def __init__(self) -> None:
         self.inserted: list[NewExecution] = []
 
-    async def insert_execution(self, new: NewExecution) -> None:
+    async def insert_execution(
+        self, new: NewExecution, *, idempotency: IdempotencyReservation | None = None
+    ) -> StoredResponse | None:
         self.inserted.append(new)
+        return None
+
+
+class NoIdempotencyKeys:
+    """No key was ever used: these tests submit without one."""
+
+    async def find_response(
+        self, *, user_id: str, key: str, ttl_seconds: int
+    ) -> StoredResponse | None:
+        return None
 
 
 class FixedResolver:
@@ -152,6 +165,7 @@ def build_use_cases(
             max_token_seconds=86400,
         ),
         callback_urls=PolicyCallbackUrlCheck(policy, resolver),
+        idempotency=NoIdempotencyKeys(),
     )
 
 
