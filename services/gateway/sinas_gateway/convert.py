@@ -88,7 +88,7 @@ def status_value(name: ExecutionStatusName | None) -> pb.ExecutionStatus.ValueTy
 
 
 def submit_request(
-    namespace: str, name: str, body: AsyncExecuteRequest
+    namespace: str, name: str, body: AsyncExecuteRequest, *, idempotency_key: str = ""
 ) -> pb.SubmitExecutionRequest:
     request = pb.SubmitExecutionRequest(
         namespace=namespace,
@@ -96,6 +96,7 @@ def submit_request(
         input_json=encode_json("input", body.input),
         trigger_id=body.trigger_id or DEFAULT_TRIGGER_ID,
         callback_url=body.callback_url or "",
+        idempotency_key=idempotency_key,
     )
     if body.delay_seconds:
         request.delay_seconds = body.delay_seconds

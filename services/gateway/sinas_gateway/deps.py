@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, cast
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Header, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from sinas_common.errors import Unauthenticated
+from sinas_common.errors import InvalidArgument, Unauthenticated
 from sinas_gateway.scheduler_client import Credentials, SchedulerClient
 from sinas_gateway.settings import GatewaySettings
 
@@ -47,6 +47,33 @@ def get_caller(
     )
 
 
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
+
+
+def get_idempotency_key(
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description=(
+                "Per user, kept 24 h: a retry with the same key and body answers the original"
+                " response; the same key with another body is a 409."
+            ),
+        ),
+    ] = None,
+) -> str:
+    """The `Idempotency-Key` header, or "" without one; a malformed key is a 400."""
+    if idempotency_key is None:
+        return ""
+    key = idempotency_key
+    if not (0 < len(key) <= IDEMPOTENCY_KEY_MAX_LENGTH and key.isascii() and key.isprintable()):
+        raise InvalidArgument(
+            f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable ASCII characters"
+        )
+    return key
+
+
 Scheduler = Annotated[SchedulerClient, Depends(get_scheduler)]
 Settings = Annotated[GatewaySettings, Depends(get_settings)]
 Caller = Annotated[Credentials, Depends(get_caller)]
+IdempotencyKey = Annotated[str, Depends(get_idempotency_key)]

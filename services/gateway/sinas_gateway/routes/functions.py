@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from sinas_gateway import convert
-from sinas_gateway.deps import Caller, Scheduler, Settings
+from sinas_gateway.deps import Caller, IdempotencyKey, Scheduler, Settings
 from sinas_gateway.schemas import (
     AsyncExecuteRequest,
     QueuedResponse,
@@ -21,13 +21,23 @@ router = APIRouter(tags=["runtime"], responses=error_responses(400, 401, 403, 40
     "/functions/{namespace}/{name}/execute/async",
     status_code=202,
     summary="Enqueue one function execution",
+    responses=error_responses(409, 422),
 )
 async def execute_async(
-    namespace: str, name: str, body: AsyncExecuteRequest, scheduler: Scheduler, caller: Caller
+    namespace: str,
+    name: str,
+    body: AsyncExecuteRequest,
+    scheduler: Scheduler,
+    caller: Caller,
+    idempotency_key: IdempotencyKey,
 ) -> QueuedResponse:
-    """Stores a PENDING execution (run now or after `delay_seconds`) and answers at once."""
+    """Stores a PENDING execution (run now or after `delay_seconds`) and answers at once.
+
+    With an `Idempotency-Key`, a retry of the same request answers the original
+    `execution_id`; the same key with a different request is a 409.
+    """
     submitted = await scheduler.submit_execution(
-        convert.submit_request(namespace, name, body), caller
+        convert.submit_request(namespace, name, body, idempotency_key=idempotency_key), caller
     )
     return QueuedResponse(execution_id=submitted.execution_id)
 

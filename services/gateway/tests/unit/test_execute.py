@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from sinas_common.errors import FieldViolation, FunctionNotFound, SchemaViolation
+from sinas_common.errors import AlreadyExists, FieldViolation, FunctionNotFound, SchemaViolation
 from sinas_common.jsoncodec import load_json
 from sinas_gateway.scheduler_client import Credentials
 from sinas_gateway.settings import GatewaySettings
@@ -251,3 +251,47 @@ async def test_sync_execute_rejects_bad_timeout(
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "timeout"]
     assert scheduler.calls == []
+
+
+async def test_async_execute_forwards_the_idempotency_key(
+    client: httpx.AsyncClient, scheduler: RecordingSchedulerClient
+) -> None:
+    key = "k" * 255
+    response = await client.post(ASYNC_PATH, json={"input": {}}, headers={"Idempotency-Key": key})
+    assert response.status_code == 202
+    assert _submitted(scheduler).idempotency_key == key
+
+
+async def test_async_execute_without_an_idempotency_key_sends_none(
+    client: httpx.AsyncClient, scheduler: RecordingSchedulerClient
+) -> None:
+    await client.post(ASYNC_PATH, json={"input": {}})
+    assert _submitted(scheduler).idempotency_key == ""
+
+
+@pytest.mark.parametrize("key", ["k" * 256, "", "caf\u00e9".encode().decode("latin-1")])
+async def test_a_malformed_idempotency_key_is_a_400_that_reaches_nobody(
+    client: httpx.AsyncClient, scheduler: RecordingSchedulerClient, key: str
+) -> None:
+    response = await client.post(
+        ASYNC_PATH, json={"input": {}}, headers={"Idempotency-Key": key.encode("latin-1")}
+    )
+    assert response.status_code == 400
+    assert response.json()["reason"] == "invalid_argument"
+    assert "Idempotency-Key" in response.json()["detail"]
+    assert scheduler.calls_to("submit_execution") == []
+
+
+async def test_a_reused_idempotency_key_is_a_409(
+    client: httpx.AsyncClient, scheduler: RecordingSchedulerClient
+) -> None:
+    scheduler.script(
+        "submit_execution",
+        AlreadyExists("Idempotency-Key was already used for a different request"),
+    )
+    response = await client.post(ASYNC_PATH, json={"input": {}}, headers={"Idempotency-Key": "k1"})
+    assert response.status_code == 409
+    assert response.json() == {
+        "detail": "Idempotency-Key was already used for a different request",
+        "reason": "already_exists",
+    }
