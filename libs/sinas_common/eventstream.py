@@ -1,8 +1,9 @@
 """The JetStream stream of terminal events the notifier consumes: names and message shape.
 
-The scheduler publishes one event per execution that ends with a callback to deliver
-(through an outbox, so a committed terminal state always yields its event); the message id
-makes a re-publish inside the duplicate window a no-op.
+The scheduler publishes one event per execution that ends with a callback to deliver, and
+one per batch that ends with a summary callback, through an outbox, so a committed terminal
+state always yields its event; the message id makes a re-publish inside the duplicate window
+a no-op.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sinas_common.jsoncodec import dump_json, load_json
 from sinas_common.settings import NatsSettings
 
 EXECUTION_TERMINATED = "execution.terminated"
+BATCH_TERMINATED = "batch.terminated"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,6 +59,25 @@ class ExecutionTerminated:
     def decode(cls, raw: bytes) -> ExecutionTerminated:
         data = load_json(raw)
         return cls(execution_id=str(data["execution_id"]))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchTerminated:
+    """A batch's last child ended and the batch has a summary callback to deliver."""
+
+    batch_id: str
+
+    @property
+    def message_id(self) -> str:
+        return f"batch-terminated-{self.batch_id}"
+
+    def encode(self) -> bytes:
+        return dump_json({"batch_id": self.batch_id})
+
+    @classmethod
+    def decode(cls, raw: bytes) -> BatchTerminated:
+        data = load_json(raw)
+        return cls(batch_id=str(data["batch_id"]))
 
 
 async def ensure_event_stream(js: JetStreamContext, settings: NatsSettings) -> EventStreamNames:

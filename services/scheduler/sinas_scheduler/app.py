@@ -16,17 +16,22 @@ from sinas_common.callback_policy import CallbackPolicy, Resolver, SystemResolve
 from sinas_common.grpc_server import GrpcServer
 from sinas_common.jobstream import ensure_job_stream
 from sinas_proto.scheduler.v1 import scheduler_pb2_grpc as pb_grpc
+from sinas_scheduler.batches import BatchLimits, BatchUseCases
 from sinas_scheduler.callback_urls import PolicyCallbackUrlCheck
 from sinas_scheduler.callbacks import CallbackLimits, CallbackUseCases
+from sinas_scheduler.control import HeartbeatOnlyControl, NatsControlPublisher
 from sinas_scheduler.dispatch import DispatchLoop, JetStreamDispatcher
 from sinas_scheduler.events import EventOutboxLoop, JetStreamEventPublisher
 from sinas_scheduler.identity import Authenticator
+from sinas_scheduler.interaction import Control, InteractionUseCases
 from sinas_scheduler.notifications import PostgresListener
-from sinas_scheduler.postgres_callbacks import PostgresCallbackStore
+from sinas_scheduler.postgres_batches import PostgresBatchStore
+from sinas_scheduler.postgres_callbacks import PostgresBatchCallbackStore, PostgresCallbackStore
 from sinas_scheduler.postgres_executions import PostgresExecutionStore
 from sinas_scheduler.postgres_functions import PostgresFunctionStore
 from sinas_scheduler.postgres_idempotency import PostgresIdempotencyStore
 from sinas_scheduler.postgres_identity import PostgresIdentityStore
+from sinas_scheduler.postgres_interaction import PostgresInteractionStore
 from sinas_scheduler.postgres_retention import PostgresRetentionStore
 from sinas_scheduler.reaper import run_reaper
 from sinas_scheduler.registry import FunctionLimits, FunctionUseCases, IdentityUseCases
@@ -34,6 +39,7 @@ from sinas_scheduler.retention import SECONDS_PER_DAY, Retention, RetentionPolic
 from sinas_scheduler.scheduler import ExecutionLimits, ExecutionUseCases, WorkerUseCases
 from sinas_scheduler.server import (
     SERVICE_NAMES,
+    BatchServicer,
     ExecutionServicer,
     FunctionServicer,
     IdentityServicer,
@@ -91,6 +97,7 @@ class SchedulerApp:
         function_store = PostgresFunctionStore(engine)
         execution_store = PostgresExecutionStore(engine)
         callback_store = PostgresCallbackStore(engine)
+        batch_callback_store = PostgresBatchCallbackStore(engine)
         # Fails fast on a malformed CALLBACK_URL_PORTS.
         policy = CallbackPolicy.from_settings(settings.callbacks)
 
@@ -130,6 +137,15 @@ class SchedulerApp:
         worker = WorkerUseCases(
             executions=execution_store, functions=function_store, tokens=tokens, limits=limits
         )
+        batch_store = PostgresBatchStore(engine)
+        batches = BatchUseCases(
+            batches=batch_store,
+            functions=functions,
+            limits=BatchLimits(
+                max_batch_size=settings.max_batch_size, max_depth=settings.max_execution_depth
+            ),
+            callback_urls=PolicyCallbackUrlCheck(policy, self._resolver),
+        )
         callbacks = CallbackUseCases(
             callbacks=callback_store,
             tokens=tokens,
@@ -137,6 +153,7 @@ class SchedulerApp:
                 claim_timeout_seconds=settings.callback_claim_timeout_seconds,
                 token_seconds=settings.callback_token_seconds,
             ),
+            batch_callbacks=batch_callback_store,
         )
         auth = Authenticator(identity_store, tokens)
 
@@ -159,7 +176,23 @@ class SchedulerApp:
                 publisher=await JetStreamEventPublisher.create(client, settings.nats),
                 wakeup=listener.events_wakeup,
                 batch_size=settings.dispatch_batch,
+                batch_store=batch_callback_store,
             )
+
+        # Without NATS (an API-only replica) executors still learn of cancels and continues
+        # from their heartbeats, only later.
+        control: Control = (
+            HeartbeatOnlyControl()
+            if self._nats is None
+            else NatsControlPublisher(self._nats, settings.nats)
+        )
+        interaction = InteractionUseCases(
+            store=PostgresInteractionStore(engine),
+            executions=execution_store,
+            batches=batch_store,
+            control=control,
+            input_timeout_seconds=settings.execution_input_timeout_seconds,
+        )
 
         self._server = GrpcServer(
             bind=settings.grpc_bind,
@@ -171,11 +204,16 @@ class SchedulerApp:
                     FunctionServicer(auth, functions), s
                 ),
                 lambda s: pb_grpc.add_ExecutionServiceServicer_to_server(
-                    ExecutionServicer(auth, executions), s
+                    ExecutionServicer(auth, executions, interaction), s
                 ),
-                lambda s: pb_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(worker), s),
+                lambda s: pb_grpc.add_WorkerServiceServicer_to_server(
+                    WorkerServicer(worker, interaction), s
+                ),
                 lambda s: pb_grpc.add_NotifierServiceServicer_to_server(
                     NotifierServicer(callbacks), s
+                ),
+                lambda s: pb_grpc.add_BatchServiceServicer_to_server(
+                    BatchServicer(auth, batches, interaction), s
                 ),
             ],
             service_names=SERVICE_NAMES,
@@ -186,7 +224,9 @@ class SchedulerApp:
         if dispatch_loop is not None and event_loop is not None:
             self._spawn(dispatch_loop.run(), "dispatcher")
             self._spawn(event_loop.run(), "events")
-        self._spawn(run_reaper(worker, callbacks, settings.reaper_interval_seconds), "reaper")
+        self._spawn(
+            run_reaper(worker, callbacks, interaction, settings.reaper_interval_seconds), "reaper"
+        )
         retention = Retention(
             PostgresRetentionStore(engine),
             RetentionPolicy(

@@ -11,6 +11,9 @@ from sinas_common.jsoncodec import dump_json
 from sinas_common.timeconv import from_timestamp, to_timestamp
 from sinas_proto.scheduler.v1 import scheduler_pb2 as pb
 from sinas_scheduler.models import (
+    AwaitingInput,
+    Batch,
+    BatchPage,
     CallbackClaim,
     CallbackOutcome,
     ClaimItem,
@@ -21,6 +24,7 @@ from sinas_scheduler.models import (
     FunctionChanges,
     FunctionSpec,
     FunctionVersion,
+    HeartbeatNews,
     IssuedApiKey,
     Outcome,
     Role,
@@ -166,11 +170,15 @@ def execution_to_proto(execution: Execution) -> pb.Execution:
         callback_error=execution.callback_error or "",
         timed_out=execution.timed_out,
         depth=execution.depth,
+        input_prompt=execution.input_prompt or "",
     )
+    _set_time(message, "input_deadline_at", execution.input_deadline_at)
     if execution.duration_ms is not None:
         message.duration_ms = execution.duration_ms
     if execution.callback_response_code is not None:
         message.callback_response_code = execution.callback_response_code
+    if execution.batch_index is not None:
+        message.batch_index = execution.batch_index
     _set_time(message, "created_at", execution.created_at)
     _set_time(message, "run_at", execution.run_at)
     _set_time(message, "started_at", execution.started_at)
@@ -254,7 +262,10 @@ def outcomes_from_proto(items: Sequence[pb.ExecutionOutcome]) -> list[Outcome]:
     return outcomes
 
 
-def callback_claim_to_proto(claim: CallbackClaim) -> pb.ClaimCallbacksResponse:
+def callback_claim_to_proto(
+    claim: CallbackClaim, batch_claim: CallbackClaim | None = None
+) -> pb.ClaimCallbacksResponse:
+    batch_deliveries = () if batch_claim is None else batch_claim.deliveries
     return pb.ClaimCallbacksResponse(
         deliveries=[
             pb.CallbackDelivery(
@@ -263,10 +274,12 @@ def callback_claim_to_proto(claim: CallbackClaim) -> pb.ClaimCallbacksResponse:
                 webhook_id=d.webhook_id,
                 access_token=d.access_token,
                 payload_json=d.payload,
+                batch_id=d.batch_id,
             )
-            for d in claim.deliveries
+            for d in (*claim.deliveries, *batch_deliveries)
         ],
         skipped_execution_ids=list(claim.skipped),
+        skipped_batch_ids=[] if batch_claim is None else list(batch_claim.skipped),
     )
 
 
@@ -280,6 +293,72 @@ def callback_outcomes_from_proto(
             response_code=item.response_code if item.HasField("response_code") else None,
             error=item.error or None,
             attempted_at=from_timestamp(item.attempted_at, present=item.HasField("attempted_at")),
+            batch_id=item.batch_id,
         )
         for item in request.outcomes
+    ]
+
+
+def batch_to_proto(batch: Batch) -> pb.Batch:
+    counts = batch.counts
+    message = pb.Batch(
+        batch_id=batch.id,
+        kind=batch.kind,
+        namespace=batch.namespace,
+        name=batch.name,
+        user_id=batch.user_id,
+        total=batch.total,
+        queued=counts.queued,
+        running=counts.running,
+        completed=counts.completed,
+        failed=counts.failed,
+        cancelled=counts.cancelled,
+        status=batch.status.value,
+        trigger_id_prefix=batch.trigger_id_prefix or "",
+        callback_url=batch.callback_url or "",
+        batch_callback_url=batch.batch_callback_url or "",
+        batch_callback_status=batch.batch_callback_status or "",
+        batch_callback_error=batch.batch_callback_error or "",
+    )
+    if batch.batch_callback_response_code is not None:
+        message.batch_callback_response_code = batch.batch_callback_response_code
+    _set_time(message, "created_at", batch.created_at)
+    _set_time(message, "started_at", batch.started_at)
+    _set_time(message, "finished_at", batch.finished_at)
+    _set_time(message, "cancelled_at", batch.cancelled_at)
+    _set_time(message, "batch_callback_attempted_at", batch.batch_callback_attempted_at)
+    return message
+
+
+def batch_page_to_proto(page: BatchPage) -> pb.ListBatchExecutionsResponse:
+    response = pb.ListBatchExecutionsResponse(
+        executions=[execution_to_proto(execution) for execution in page.executions],
+        total=page.total,
+    )
+    if page.next_offset is not None:
+        response.next_offset = page.next_offset
+    return response
+
+
+def heartbeat_news_to_proto(news: HeartbeatNews) -> pb.HeartbeatResponse:
+    return pb.HeartbeatResponse(
+        cancelled_execution_ids=list(news.cancelled),
+        resumed=[
+            pb.ResumedInput(
+                execution_id=r.execution_id, input_json=dump_json(r.input), round=r.round
+            )
+            for r in news.resumed
+        ],
+    )
+
+
+def awaiting_input_from_proto(request: pb.ReportAwaitingInputRequest) -> list[AwaitingInput]:
+    return [
+        AwaitingInput(
+            execution_id=item.execution_id,
+            attempt=item.attempt,
+            prompt=item.prompt,
+            round=item.round,
+        )
+        for item in request.items
     ]

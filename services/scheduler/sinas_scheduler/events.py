@@ -16,13 +16,15 @@ from typing import Any, Protocol
 from nats.aio.client import Client as NatsClient
 
 from sinas_common.eventstream import (
+    BATCH_TERMINATED,
     EXECUTION_TERMINATED,
+    BatchTerminated,
     EventStreamNames,
     ExecutionTerminated,
     ensure_event_stream,
 )
 from sinas_common.settings import NatsSettings
-from sinas_scheduler.store import CallbackStore
+from sinas_scheduler.store import BatchCallbackStore, CallbackStore
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,10 @@ class EventPublisher(Protocol):
         """Publishes one event per execution and returns once all are acknowledged."""
         ...
 
+    async def publish_batches_terminated(self, batch_ids: Sequence[str]) -> None:
+        """Publishes one event per batch and returns once all are acknowledged."""
+        ...
+
 
 class JetStreamEventPublisher:
     """Publishes ExecutionTerminated; its message id makes a re-publish a no-op."""
@@ -45,6 +51,7 @@ class JetStreamEventPublisher:
     def __init__(self, client: NatsClient, names: EventStreamNames) -> None:
         self._js = client.jetstream()
         self._subject = names.subject(EXECUTION_TERMINATED)
+        self._batch_subject = names.subject(BATCH_TERMINATED)
 
     @classmethod
     async def create(cls, client: NatsClient, settings: NatsSettings) -> JetStreamEventPublisher:
@@ -62,6 +69,17 @@ class JetStreamEventPublisher:
             )
         await asyncio.wait_for(asyncio.gather(*acks), timeout=PUBLISH_ACK_TIMEOUT_SECONDS)
 
+    async def publish_batches_terminated(self, batch_ids: Sequence[str]) -> None:
+        acks: list[asyncio.Future[Any]] = []
+        for batch_id in batch_ids:
+            event = BatchTerminated(batch_id=batch_id)
+            acks.append(
+                await self._js.publish_async(
+                    self._batch_subject, event.encode(), headers={MSG_ID_HEADER: event.message_id}
+                )
+            )
+        await asyncio.wait_for(asyncio.gather(*acks), timeout=PUBLISH_ACK_TIMEOUT_SECONDS)
+
 
 class EventOutboxLoop:
     """Sweeps owed events a batch per transaction, then sleeps until woken (capped)."""
@@ -73,8 +91,10 @@ class EventOutboxLoop:
         publisher: EventPublisher,
         wakeup: asyncio.Event,
         batch_size: int,
+        batch_store: BatchCallbackStore | None = None,
     ) -> None:
         self._store = store
+        self._batch_store = batch_store
         self._publisher = publisher
         self._wakeup = wakeup
         self._batch_size = batch_size
@@ -84,6 +104,13 @@ class EventOutboxLoop:
         while True:
             count = await self._store.publish_terminated(
                 limit=self._batch_size, publish=self._publisher.publish_terminated
+            )
+            total += count
+            if count < self._batch_size:
+                break
+        while self._batch_store is not None:
+            count = await self._batch_store.publish_batches_terminated(
+                limit=self._batch_size, publish=self._publisher.publish_batches_terminated
             )
             total += count
             if count < self._batch_size:

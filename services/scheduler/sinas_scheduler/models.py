@@ -230,6 +230,9 @@ class Execution:
     callback_response_code: int | None
     callback_error: str | None = None
     callback_attempted_at: datetime | None = None
+    batch_index: int | None = None
+    input_prompt: str | None = None
+    input_deadline_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -350,6 +353,8 @@ class CallbackDelivery:
     webhook_id: str
     access_token: str
     payload: bytes
+    # Set (and execution_id empty) for a batch-summary callback.
+    batch_id: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -367,3 +372,156 @@ class CallbackOutcome:
     response_code: int | None = None
     error: str | None = None
     attempted_at: datetime | None = None
+    # Set (and execution_id empty) for a batch-summary callback.
+    batch_id: str = ""
+
+
+class BatchStatus(enum.StrEnum):
+    """A batch's status as reported (lower case, as upstream's batch documents)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    PARTIAL = "partial"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+BATCH_TRIGGER_PREFIX = "batch"
+
+
+def batch_trigger_id(prefix: str | None, index: int) -> str:
+    """Child `index`'s trigger id: `{prefix}:{index}`, or `batch:{index}` without a prefix."""
+    return f"{prefix or BATCH_TRIGGER_PREFIX}:{index}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewBatch:
+    """A batch and its children as one insert; child `i` has `execution_ids[i]`, `inputs[i]`."""
+
+    id: str
+    user_id: str
+    kind: str
+    namespace: str
+    name: str
+    function_id: str
+    function_version: int
+    trigger_id_prefix: str | None
+    delay_seconds: int
+    depth: int
+    parent_execution_id: str | None
+    callback_url: str | None
+    batch_callback_url: str | None
+    execution_ids: tuple[str, ...]
+    inputs: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchCounts:
+    """Children per status group, counted from the children themselves."""
+
+    queued: int = 0
+    running: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Batch:
+    id: str
+    user_id: str
+    kind: str
+    namespace: str
+    name: str
+    total: int
+    counts: BatchCounts
+    # The stored terminal status; None while children remain.
+    final_status: BatchStatus | None
+    trigger_id_prefix: str | None
+    callback_url: str | None
+    batch_callback_url: str | None
+    batch_callback_status: str | None
+    batch_callback_response_code: int | None
+    batch_callback_error: str | None
+    batch_callback_attempted_at: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    cancelled_at: datetime | None
+
+    @property
+    def status(self) -> BatchStatus:
+        """The terminal status once finished; before that `running` once any child started."""
+        if self.final_status is not None:
+            return self.final_status
+        counts = self.counts
+        if counts.running or counts.completed or counts.failed or counts.cancelled:
+            return BatchStatus.RUNNING
+        return BatchStatus.QUEUED
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchQuery:
+    """A listing of batches: `user_id` None means every user's."""
+
+    user_id: str | None
+    limit: int = 100
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchPage:
+    """One page of a batch's children in batch order, with the filtered total."""
+
+    executions: tuple[Execution, ...]
+    total: int
+    next_offset: int | None
+
+
+def input_deadline_error(timeout_seconds: int) -> str:
+    """The error of a paused execution whose input never came."""
+    return f"input deadline passed: no input arrived within {timeout_seconds} seconds"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AwaitingInput:
+    """A worker's report that attempt `attempt` waits in `input(prompt)`."""
+
+    execution_id: str
+    attempt: int
+    prompt: str
+    round: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResumedInput:
+    """The answer a continue left for a paused execution's worker."""
+
+    execution_id: str
+    input: Any
+    round: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeartbeatNews:
+    """What a heartbeat tells the executor about the executions it holds."""
+
+    cancelled: tuple[str, ...] = ()
+    resumed: tuple[ResumedInput, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndedWaiters:
+    """Paused executions a statement ended; their waiting workers must stop."""
+
+    execution_ids: tuple[str, ...]
+    batch_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchCallbackRow:
+    """A finished batch whose summary callback was just claimed, with its final counts."""
+
+    batch: Batch
+    user_email: str

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sinas_common.jsoncodec import dump_json
+from sinas_scheduler.idempotency import IdempotencyReservation, StoredResponse
 from sinas_scheduler.models import (
     WORKER_LOST_PREFIX,
     WORKER_LOST_SUFFIX,
@@ -28,7 +29,7 @@ from sinas_scheduler.models import (
     NewExecution,
     Outcome,
 )
-from sinas_scheduler.idempotency import IdempotencyReservation, StoredResponse
+from sinas_scheduler.postgres_batch_finish import finish_batches_if_done
 from sinas_scheduler.postgres_idempotency import reserve_idempotency_key
 from sinas_scheduler.store import COMPLETION_CHANNEL, DISPATCH_CHANNEL, EVENTS_CHANNEL, Publish
 from sinas_scheduler.tables import JSON_DATA, executions
@@ -57,11 +58,17 @@ claimed AS (
         attempts = GREATEST(i.delivery_attempt, e.attempts + 1),
         started_at = COALESCE(e.started_at, now()),
         worker_id = :worker_id,
-        heartbeat_at = now()
+        heartbeat_at = now(),
+        -- A new attempt runs the function from the start: its `input()` calls count anew.
+        input_round = 0,
+        input_prompt = NULL,
+        input_deadline_at = NULL,
+        resumed_input = NULL,
+        resumed_at = NULL
     FROM items AS i
     WHERE e.id = i.id
       AND (e.status = 'PENDING'
-           OR (e.status = 'RUNNING' AND e.attempts < i.delivery_attempt
+           OR (e.status IN ('RUNNING', 'AWAITING_INPUT') AND e.attempts < i.delivery_attempt
                AND i.delivery_attempt <= :max_attempts))
     RETURNING e.id, e.attempts, e.user_id, e.function_id, e.function_version, e.input,
               e.trigger_type, e.trigger_id, e.batch_id, e.chat_id, e.depth
@@ -72,10 +79,12 @@ lost AS (
         error = :lost_prefix || e.attempts::text || :lost_suffix,
         completed_at = now(),
         duration_ms = (EXTRACT(EPOCH FROM now() - COALESCE(e.started_at, now())) * 1000)::bigint,
-        heartbeat_at = NULL
+        heartbeat_at = NULL,
+        input_prompt = NULL
     FROM items AS i
-    WHERE e.id = i.id AND e.status = 'RUNNING' AND i.delivery_attempt > :max_attempts
-    RETURNING e.id, e.callback_status
+    WHERE e.id = i.id AND e.status IN ('RUNNING', 'AWAITING_INPUT')
+      AND i.delivery_attempt > :max_attempts
+    RETURNING e.id, e.callback_status, e.batch_id
 )
 SELECT c.id, c.attempts, c.user_id, u.email, c.function_id, c.function_version,
        fv.timeout_seconds, c.input, c.trigger_type, c.trigger_id, c.batch_id, c.chat_id,
@@ -85,7 +94,7 @@ JOIN users AS u ON u.id = c.user_id
 JOIN function_versions AS fv
   ON fv.function_id = c.function_id AND fv.version = c.function_version
 UNION ALL
-SELECT l.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, true
+SELECT l.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, l.batch_id, NULL, NULL, true
 FROM lost AS l CROSS JOIN LATERAL (SELECT pg_notify(:channel, l.id)) AS notified
 CROSS JOIN LATERAL (SELECT {_NOTIFY_EVENT.format(row="l")}) AS evented
 """
@@ -113,9 +122,10 @@ done AS (
         heartbeat_at = NULL
     FROM o
     WHERE e.id = o.id AND e.status = 'RUNNING' AND e.attempts = o.attempt
-    RETURNING e.id, e.callback_status
+    RETURNING e.id, e.callback_status, e.batch_id
 )
-SELECT d.id FROM done AS d CROSS JOIN LATERAL (SELECT pg_notify(:channel, d.id)) AS notified
+SELECT d.id, d.batch_id FROM done AS d
+CROSS JOIN LATERAL (SELECT pg_notify(:channel, d.id)) AS notified
 CROSS JOIN LATERAL (SELECT {_NOTIFY_EVENT.format(row="d")}) AS evented
 """
 )
@@ -139,9 +149,10 @@ WITH lost AS (
     WHERE e.status = 'RUNNING'
       AND e.heartbeat_at < now() - make_interval(secs => :lease_seconds)
       AND e.attempts >= :max_attempts
-    RETURNING e.id, e.callback_status
+    RETURNING e.id, e.callback_status, e.batch_id
 )
-SELECT l.id FROM lost AS l CROSS JOIN LATERAL (SELECT pg_notify(:channel, l.id)) AS notified
+SELECT l.id, l.batch_id FROM lost AS l
+CROSS JOIN LATERAL (SELECT pg_notify(:channel, l.id)) AS notified
 CROSS JOIN LATERAL (SELECT {_NOTIFY_EVENT.format(row="l")}) AS evented
 """
 )
@@ -217,7 +228,7 @@ class PostgresExecutionStore:
                 .mappings()
                 .one_or_none()
             )
-        return None if row is None else _execution(row)
+        return None if row is None else execution_from_row(row)
 
     async def list_executions(self, query: ExecutionQuery) -> list[Execution]:
         select = sa.select(executions)
@@ -238,7 +249,7 @@ class PostgresExecutionStore:
         )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(select)).mappings().all()
-        return [_execution(row) for row in rows]
+        return [execution_from_row(row) for row in rows]
 
     async def claim(
         self, *, worker_id: str, items: Sequence[ClaimItem], max_attempts: int
@@ -256,6 +267,7 @@ class PostgresExecutionStore:
         }
         async with self._engine.begin() as conn:
             rows = (await conn.execute(_CLAIM, params)).mappings().all()
+            await finish_batches_if_done(conn, [row["batch_id"] for row in rows if row["lost"]])
         claimed = [
             ClaimedRow(
                 execution_id=row["id"],
@@ -298,8 +310,9 @@ class PostgresExecutionStore:
             "channel": COMPLETION_CHANNEL,
         }
         async with self._engine.begin() as conn:
-            applied = (await conn.execute(_COMPLETE, params)).scalars().all()
-        return [str(execution_id) for execution_id in applied]
+            applied = (await conn.execute(_COMPLETE, params)).all()
+            await finish_batches_if_done(conn, [row.batch_id for row in applied])
+        return [str(row.id) for row in applied]
 
     async def heartbeat(self, *, worker_id: str, execution_ids: Sequence[str]) -> None:
         if not execution_ids:
@@ -316,8 +329,9 @@ class PostgresExecutionStore:
             "channel": COMPLETION_CHANNEL,
         }
         async with self._engine.begin() as conn:
-            reaped = (await conn.execute(_REAP, params)).scalars().all()
-        return [str(execution_id) for execution_id in reaped]
+            reaped = (await conn.execute(_REAP, params)).all()
+            await finish_batches_if_done(conn, [row.batch_id for row in reaped])
+        return [str(row.id) for row in reaped]
 
     async def dispatch_due(self, *, limit: int, publish: Publish) -> int:
         """Publishes due rows and marks them dispatched; a failed publish rolls back the mark."""
@@ -336,7 +350,7 @@ class PostgresExecutionStore:
         return None if value is None else float(value)
 
 
-def _execution(row: Any) -> Execution:
+def execution_from_row(row: Any) -> Execution:
     return Execution(
         id=row["id"],
         user_id=row["user_id"],
@@ -369,4 +383,7 @@ def _execution(row: Any) -> Execution:
         callback_response_code=row["callback_response_code"],
         callback_error=row["callback_error"],
         callback_attempted_at=row["callback_attempted_at"],
+        batch_index=row["batch_index"],
+        input_prompt=row["input_prompt"],
+        input_deadline_at=row["input_deadline_at"],
     )

@@ -8,8 +8,10 @@ from sinas_common.jsoncodec import dump_json
 from sinas_proto.scheduler.v1 import scheduler_pb2 as pb
 from sinas_proto.scheduler.v1 import scheduler_pb2_grpc as pb_grpc
 from sinas_scheduler import convert
+from sinas_scheduler.batches import BatchUseCases, SubmitBatchRequest
 from sinas_scheduler.callbacks import CallbackUseCases
 from sinas_scheduler.identity import ME_SCOPES, Authenticator
+from sinas_scheduler.interaction import InteractionUseCases
 from sinas_scheduler.models import ExecutionQuery, Principal
 from sinas_scheduler.registry import FunctionUseCases, IdentityUseCases
 from sinas_scheduler.scheduler import ExecutionUseCases, SubmitRequest, WorkerUseCases
@@ -23,6 +25,7 @@ SERVICE_NAMES = (
     "sinas.scheduler.v1.ExecutionService",
     "sinas.scheduler.v1.WorkerService",
     "sinas.scheduler.v1.NotifierService",
+    "sinas.scheduler.v1.BatchService",
 )
 
 
@@ -107,9 +110,15 @@ class FunctionServicer(pb_grpc.FunctionServiceServicer):
 
 
 class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
-    def __init__(self, auth: Authenticator, executions: ExecutionUseCases) -> None:
+    def __init__(
+        self,
+        auth: Authenticator,
+        executions: ExecutionUseCases,
+        interaction: InteractionUseCases,
+    ) -> None:
         self._auth = auth
         self._executions = executions
+        self._interaction = interaction
 
     async def SubmitExecution(
         self, request: pb.SubmitExecutionRequest, context: Context
@@ -167,12 +176,34 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
             executions=[convert.execution_to_proto(execution) for execution in found]
         )
 
+    async def ContinueExecution(
+        self, request: pb.ContinueExecutionRequest, context: Context
+    ) -> pb.ContinueExecutionResponse:
+        principal = await _caller(self._auth, context)
+        value = parse_json_field("input", request.input_json, empty=None)
+        execution = await self._interaction.continue_execution(
+            principal, request.execution_id, value
+        )
+        return pb.ContinueExecutionResponse(execution=convert.execution_to_proto(execution))
+
+    async def CancelExecution(
+        self, request: pb.CancelExecutionRequest, context: Context
+    ) -> pb.CancelExecutionResponse:
+        principal = await _caller(self._auth, context)
+        execution, cancelled = await self._interaction.cancel_execution(
+            principal, request.execution_id
+        )
+        return pb.CancelExecutionResponse(
+            execution=convert.execution_to_proto(execution), cancelled=cancelled
+        )
+
 
 class WorkerServicer(pb_grpc.WorkerServiceServicer):
     """For executors inside the cluster; takes no user credential."""
 
-    def __init__(self, worker: WorkerUseCases) -> None:
+    def __init__(self, worker: WorkerUseCases, interaction: InteractionUseCases) -> None:
         self._worker = worker
+        self._interaction = interaction
 
     async def ClaimExecutions(
         self, request: pb.ClaimExecutionsRequest, context: Context
@@ -189,8 +220,16 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
     async def Heartbeat(
         self, request: pb.HeartbeatRequest, context: Context
     ) -> pb.HeartbeatResponse:
-        await self._worker.heartbeat(request.worker_id, list(request.execution_ids))
-        return pb.HeartbeatResponse()
+        news = await self._interaction.heartbeat(request.worker_id, list(request.execution_ids))
+        return convert.heartbeat_news_to_proto(news)
+
+    async def ReportAwaitingInput(
+        self, request: pb.ReportAwaitingInputRequest, context: Context
+    ) -> pb.ReportAwaitingInputResponse:
+        paused = await self._interaction.report_awaiting_input(
+            convert.awaiting_input_from_proto(request)
+        )
+        return pb.ReportAwaitingInputResponse(paused_execution_ids=paused)
 
 
 class NotifierServicer(pb_grpc.NotifierServiceServicer):
@@ -203,10 +242,93 @@ class NotifierServicer(pb_grpc.NotifierServiceServicer):
         self, request: pb.ClaimCallbacksRequest, context: Context
     ) -> pb.ClaimCallbacksResponse:
         claim = await self._callbacks.claim(request.notifier_id, list(request.execution_ids))
-        return convert.callback_claim_to_proto(claim)
+        batch_claim = await self._callbacks.claim_batches(
+            request.notifier_id, list(request.batch_ids)
+        )
+        return convert.callback_claim_to_proto(claim, batch_claim)
 
     async def RecordCallbackOutcomes(
         self, request: pb.RecordCallbackOutcomesRequest, context: Context
     ) -> pb.RecordCallbackOutcomesResponse:
-        applied = await self._callbacks.record(convert.callback_outcomes_from_proto(request))
-        return pb.RecordCallbackOutcomesResponse(applied_execution_ids=applied)
+        outcomes = convert.callback_outcomes_from_proto(request)
+        applied = await self._callbacks.record([o for o in outcomes if not o.batch_id])
+        applied_batches = await self._callbacks.record_batches([o for o in outcomes if o.batch_id])
+        return pb.RecordCallbackOutcomesResponse(
+            applied_execution_ids=applied, applied_batch_ids=applied_batches
+        )
+
+
+class BatchServicer(pb_grpc.BatchServiceServicer):
+    """Batches; cancel lives with the cancel use cases (`CancelBatch`)."""
+
+    def __init__(
+        self, auth: Authenticator, batches: BatchUseCases, interaction: InteractionUseCases
+    ) -> None:
+        self._auth = auth
+        self._batches = batches
+        self._interaction = interaction
+
+    async def CancelBatch(
+        self, request: pb.CancelBatchRequest, context: Context
+    ) -> pb.CancelBatchResponse:
+        principal = await _caller(self._auth, context)
+        result = await self._interaction.cancel_batch(principal, request.batch_id)
+        return pb.CancelBatchResponse(
+            batch_id=result.batch_id,
+            status=result.status,
+            cancelled_children=result.cancelled_children,
+        )
+
+    async def SubmitBatch(
+        self, request: pb.SubmitBatchRequest, context: Context
+    ) -> pb.SubmitBatchResponse:
+        principal = await _caller(self._auth, context)
+        submitted = await self._batches.submit(
+            principal,
+            SubmitBatchRequest(
+                namespace=request.namespace,
+                name=request.name,
+                inputs=[
+                    parse_json_field(f"inputs[{index}]", raw, empty={})
+                    for index, raw in enumerate(request.inputs_json)
+                ],
+                trigger_id_prefix=request.trigger_id_prefix,
+                delay_seconds=(
+                    request.delay_seconds if request.HasField("delay_seconds") else None
+                ),
+                callback_url=request.callback_url,
+                batch_callback_url=request.batch_callback_url,
+            ),
+        )
+        return pb.SubmitBatchResponse(
+            batch_id=submitted.batch_id,
+            execution_ids=list(submitted.execution_ids),
+            total=len(submitted.execution_ids),
+        )
+
+    async def GetBatch(self, request: pb.GetBatchRequest, context: Context) -> pb.GetBatchResponse:
+        principal = await _caller(self._auth, context)
+        batch = await self._batches.get(principal, request.batch_id)
+        return pb.GetBatchResponse(batch=convert.batch_to_proto(batch))
+
+    async def ListBatches(
+        self, request: pb.ListBatchesRequest, context: Context
+    ) -> pb.ListBatchesResponse:
+        principal = await _caller(self._auth, context)
+        found = await self._batches.list(
+            principal, limit=request.limit or 100, offset=request.offset
+        )
+        return pb.ListBatchesResponse(batches=[convert.batch_to_proto(batch) for batch in found])
+
+    async def ListBatchExecutions(
+        self, request: pb.ListBatchExecutionsRequest, context: Context
+    ) -> pb.ListBatchExecutionsResponse:
+        principal = await _caller(self._auth, context)
+        page = await self._batches.list_executions(
+            principal,
+            request.batch_id,
+            status=convert.status_from_proto(request.status, "status"),
+            limit=request.limit or 100,
+            offset=request.offset,
+        )
+        return convert.batch_page_to_proto(page)

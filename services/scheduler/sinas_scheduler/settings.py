@@ -45,6 +45,11 @@ class SchedulerSettings(ServiceSettings):
     reaper_interval_seconds: float = Field(
         default=5.0, gt=0, validation_alias="SCHEDULER_REAPER_INTERVAL_SECONDS"
     )
+    max_batch_size: int = Field(default=1000, ge=1, le=100_000, validation_alias="MAX_BATCH_SIZE")
+    # How long an execution paused in `input()` waits for a continue before it fails.
+    execution_input_timeout_seconds: int = Field(
+        default=3600, ge=1, validation_alias="EXECUTION_INPUT_TIMEOUT_SECONDS"
+    )
     callbacks: CallbackPolicySettings = Field(default_factory=CallbackPolicySettings)
     callback_claim_timeout_seconds: float = Field(
         default=60.0, gt=0, validation_alias="CALLBACK_CLAIM_TIMEOUT_SECONDS"

@@ -12,6 +12,10 @@ from sinas_common.jsoncodec import dump_json
 from sinas_scheduler.idempotency import IdempotencyReservation, StoredResponse
 from sinas_scheduler.models import (
     ApiKeyRecord,
+    Batch,
+    BatchCallbackRow,
+    BatchPage,
+    BatchQuery,
     CallbackOutcome,
     CallbackRow,
     ClaimItem,
@@ -19,10 +23,12 @@ from sinas_scheduler.models import (
     DueExecution,
     Execution,
     ExecutionQuery,
+    ExecutionStatus,
     Function,
     FunctionChanges,
     FunctionSpec,
     FunctionVersion,
+    NewBatch,
     NewExecution,
     Outcome,
     Role,
@@ -144,3 +150,31 @@ def create_engine(database_url: str, *, pool_size: int) -> AsyncEngine:
         json_serializer=lambda value: dump_json(value).decode(),
         json_deserializer=json.loads,
     )
+
+
+class BatchStore(Protocol):
+    async def insert_batch(self, new: NewBatch) -> None: ...
+
+    async def get_batch(self, batch_id: str) -> Batch | None: ...
+
+    async def list_batches(self, query: BatchQuery) -> list[Batch]: ...
+
+    async def list_batch_executions(
+        self, batch_id: str, *, status: ExecutionStatus | None, limit: int, offset: int
+    ) -> BatchPage: ...
+
+
+class BatchCallbackStore(Protocol):
+    async def publish_batches_terminated(
+        self, *, limit: int, publish: PublishTerminated
+    ) -> int: ...
+
+    async def claim_batch_callbacks(self, batch_ids: Sequence[str]) -> list[BatchCallbackRow]: ...
+
+    async def record_batch_callback_outcomes(
+        self, outcomes: Sequence[CallbackOutcome]
+    ) -> list[str]: ...
+
+    async def fail_stale_batch_claims(
+        self, *, claim_timeout_seconds: float, error: str
+    ) -> list[str]: ...

@@ -155,6 +155,13 @@ executions = sa.Table(
     sa.Column("callback_claimed_at", TZ),
     sa.Column("callback_attempted_at", TZ),
     sa.Column("event_published_at", TZ),
+    # Interactive input: what `input(prompt)` asked, until when, how many times so far, and
+    # the answer a continue left for the executor until the next prompt clears it.
+    sa.Column("input_prompt", sa.Text),
+    sa.Column("input_deadline_at", TZ),
+    sa.Column("input_round", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("resumed_input", JSON_DATA),
+    sa.Column("resumed_at", TZ),
     sa.CheckConstraint(
         "status IN (" + ", ".join(f"'{s}'" for s in EXECUTION_STATUSES) + ")", name="status"
     ),
@@ -188,11 +195,65 @@ executions = sa.Table(
             " AND status IN ('COMPLETED', 'FAILED', 'CANCELLED')"
         ),
     ),
+    # The input-deadline sweep reads only paused rows.
+    sa.Index(
+        "ix_executions_input_deadline",
+        "input_deadline_at",
+        postgresql_where=sa.text("status = 'AWAITING_INPUT'"),
+    ),
     # The reaper finds callback claims whose notifier never recorded an outcome.
     sa.Index(
         "ix_executions_callback_in_flight",
         "callback_claimed_at",
         postgresql_where=sa.text("callback_status = 'in_flight'"),
+    ),
+)
+
+batches = sa.Table(
+    "batches",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("user_id", ID, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("namespace", sa.String(255), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("total", sa.Integer, nullable=False),
+    # NULL until the last child ends; counts always come from the children.
+    sa.Column("status", sa.String(20)),
+    sa.Column("trigger_id_prefix", sa.String(255)),
+    sa.Column("delay_seconds", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("callback_url", sa.Text),
+    sa.Column("batch_callback_url", sa.Text),
+    sa.Column("batch_callback_status", sa.String(20)),
+    sa.Column("batch_callback_response_code", sa.Integer),
+    sa.Column("batch_callback_error", sa.Text),
+    sa.Column("batch_callback_claimed_at", TZ),
+    sa.Column("batch_callback_attempted_at", TZ),
+    sa.Column("event_published_at", TZ),
+    sa.Column("created_at", TZ, nullable=False),
+    sa.Column("finished_at", TZ),
+    sa.Column("cancelled_at", TZ),
+    sa.CheckConstraint(
+        "status IS NULL OR status IN ('completed', 'partial', 'failed', 'cancelled')",
+        name="status",
+    ),
+    sa.Index("ix_batches_user_created", "user_id", sa.text("created_at DESC")),
+    sa.Index("ix_batches_created", sa.text("created_at DESC")),
+    # The batch-event publisher's sweep reads only finished batches whose event is owed.
+    sa.Index(
+        "ix_batches_event_outbox",
+        "finished_at",
+        postgresql_where=sa.text(
+            "event_published_at IS NULL AND batch_callback_status IS NOT NULL"
+        ),
+    ),
+    sa.Index(
+        "ix_batches_retention", "finished_at", postgresql_where=sa.text("finished_at IS NOT NULL")
+    ),
+    sa.Index(
+        "ix_batches_callback_in_flight",
+        "batch_callback_claimed_at",
+        postgresql_where=sa.text("batch_callback_status = 'in_flight'"),
     ),
 )
 

@@ -31,6 +31,7 @@ class RunningScheduler:
     worker: pb_grpc.WorkerServiceStub
     notifier: pb_grpc.NotifierServiceStub
     admin_key: str
+    batches: pb_grpc.BatchServiceStub
 
     @property
     def admin(self) -> list[tuple[str, str]]:
@@ -127,6 +128,7 @@ async def start_in_process(
         worker=pb_grpc.WorkerServiceStub(channel),
         notifier=pb_grpc.NotifierServiceStub(channel),
         admin_key=admin_key,
+        batches=pb_grpc.BatchServiceStub(channel),
     )
 
 

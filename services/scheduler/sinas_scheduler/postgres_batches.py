@@ -1,0 +1,214 @@
+"""PostgreSQL adapter of the batch port: one-transaction submit, aggregates counted from the
+children, ordered drill-in, and the terminal derivation every child-ending statement runs.
+
+Counts are never stored: they come from the children through `(batch_id, status)`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from sinas_common.jsoncodec import dump_json
+from sinas_scheduler.models import (
+    TRIGGER_TYPE_API,
+    Batch,
+    BatchCounts,
+    BatchPage,
+    BatchQuery,
+    BatchStatus,
+    CallbackStatus,
+    ExecutionStatus,
+    NewBatch,
+    batch_trigger_id,
+)
+from sinas_scheduler.postgres_executions import execution_from_row
+from sinas_scheduler.store import DISPATCH_CHANNEL
+from sinas_scheduler.tables import batches, executions
+
+# All children in one statement: a 1,000-child batch is one INSERT, not a thousand.
+_INSERT_CHILDREN = sa.text(
+    """
+INSERT INTO executions (
+    id, user_id, kind, namespace, name, function_id, function_version, trigger_type,
+    trigger_id, status, input, depth, created_at, run_at, parent_execution_id, callback_url,
+    callback_status, batch_id, batch_index)
+SELECT c.id, :user_id, :kind, :namespace, :name, :function_id, :function_version,
+       :trigger_type, c.trigger_id, 'PENDING', CAST(c.input AS json), :depth, now(),
+       now() + make_interval(secs => :delay_seconds), :parent_execution_id, :callback_url,
+       :callback_status, :batch_id, (c.ord - 1)::int
+FROM unnest(CAST(:ids AS text[]), CAST(:trigger_ids AS text[]), CAST(:inputs AS text[]))
+     WITH ORDINALITY AS c(id, trigger_id, input, ord)
+"""
+)
+
+_NOTIFY_DISPATCH = sa.text("SELECT pg_notify(:channel, '')").bindparams(channel=DISPATCH_CHANNEL)
+
+_COUNTS = sa.text(
+    """
+SELECT batch_id, status, count(*) AS n, min(started_at) AS started_at
+FROM executions
+WHERE batch_id = ANY(CAST(:ids AS text[]))
+GROUP BY batch_id, status
+"""
+)
+
+
+class PostgresBatchStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def insert_batch(self, new: NewBatch) -> None:
+        """The batch row and every child in one transaction, then a dispatcher wake-up."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                batches.insert().values(
+                    id=new.id,
+                    user_id=new.user_id,
+                    kind=new.kind,
+                    namespace=new.namespace,
+                    name=new.name,
+                    total=len(new.execution_ids),
+                    trigger_id_prefix=new.trigger_id_prefix,
+                    delay_seconds=new.delay_seconds,
+                    callback_url=new.callback_url,
+                    batch_callback_url=new.batch_callback_url,
+                    created_at=sa.func.now(),
+                )
+            )
+            await conn.execute(
+                _INSERT_CHILDREN,
+                {
+                    "ids": list(new.execution_ids),
+                    "trigger_ids": [
+                        batch_trigger_id(new.trigger_id_prefix, index)
+                        for index in range(len(new.execution_ids))
+                    ],
+                    "inputs": [dump_json(value).decode() for value in new.inputs],
+                    "user_id": new.user_id,
+                    "kind": new.kind,
+                    "namespace": new.namespace,
+                    "name": new.name,
+                    "function_id": new.function_id,
+                    "function_version": new.function_version,
+                    "trigger_type": TRIGGER_TYPE_API,
+                    "depth": new.depth,
+                    "delay_seconds": new.delay_seconds,
+                    "parent_execution_id": new.parent_execution_id,
+                    "callback_url": new.callback_url,
+                    "callback_status": (
+                        None if new.callback_url is None else CallbackStatus.PENDING.value
+                    ),
+                    "batch_id": new.id,
+                },
+            )
+            await conn.execute(_NOTIFY_DISPATCH)
+
+    async def get_batch(self, batch_id: str) -> Batch | None:
+        async with self._engine.connect() as conn:
+            row = (
+                (await conn.execute(sa.select(batches).where(batches.c.id == batch_id)))
+                .mappings()
+                .one_or_none()
+            )
+            if row is None:
+                return None
+            counted = await batch_counts(conn, [batch_id])
+        return batch_from_row(row, *counted.get(batch_id, (BatchCounts(), None)))
+
+    async def list_batches(self, query: BatchQuery) -> list[Batch]:
+        select = sa.select(batches)
+        if query.user_id is not None:
+            select = select.where(batches.c.user_id == query.user_id)
+        select = (
+            select.order_by(batches.c.created_at.desc(), batches.c.id.desc())
+            .limit(query.limit)
+            .offset(query.offset)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select)).mappings().all()
+            counted = await batch_counts(conn, [row["id"] for row in rows])
+        return [batch_from_row(row, *counted.get(row["id"], (BatchCounts(), None))) for row in rows]
+
+    async def list_batch_executions(
+        self, batch_id: str, *, status: ExecutionStatus | None, limit: int, offset: int
+    ) -> BatchPage:
+        where = [executions.c.batch_id == batch_id]
+        if status is not None:
+            where.append(executions.c.status == status.value)
+        page = (
+            sa.select(executions)
+            .where(*where)
+            .order_by(executions.c.batch_index)
+            .limit(limit)
+            .offset(offset)
+        )
+        count = sa.select(sa.func.count()).select_from(executions).where(*where)
+        async with self._engine.connect() as conn:
+            total = int((await conn.execute(count)).scalar_one())
+            rows = (await conn.execute(page)).mappings().all()
+        found = tuple(execution_from_row(row) for row in rows)
+        next_offset = offset + len(found)
+        return BatchPage(
+            executions=found,
+            total=total,
+            next_offset=next_offset if found and next_offset < total else None,
+        )
+
+
+async def batch_counts(
+    conn: AsyncConnection, batch_ids: Sequence[str]
+) -> dict[str, tuple[BatchCounts, Any]]:
+    """Per batch: its children's counts and the earliest child start."""
+    if not batch_ids:
+        return {}
+    tallies: dict[str, dict[str, int]] = defaultdict(dict)
+    started: dict[str, Any] = {}
+    for row in (await conn.execute(_COUNTS, {"ids": list(batch_ids)})).mappings():
+        tallies[row["batch_id"]][row["status"]] = int(row["n"])
+        first = row["started_at"]
+        if first is not None and (
+            started.get(row["batch_id"]) is None or first < started[row["batch_id"]]
+        ):
+            started[row["batch_id"]] = first
+    return {
+        batch_id: (
+            BatchCounts(
+                queued=by_status.get("PENDING", 0) + by_status.get("AWAITING_INPUT", 0),
+                running=by_status.get("RUNNING", 0),
+                completed=by_status.get("COMPLETED", 0),
+                failed=by_status.get("FAILED", 0),
+                cancelled=by_status.get("CANCELLED", 0),
+            ),
+            started.get(batch_id),
+        )
+        for batch_id, by_status in tallies.items()
+    }
+
+
+def batch_from_row(row: Any, counts: BatchCounts, started_at: Any) -> Batch:
+    return Batch(
+        id=row["id"],
+        user_id=row["user_id"],
+        kind=row["kind"],
+        namespace=row["namespace"],
+        name=row["name"],
+        total=row["total"],
+        counts=counts,
+        final_status=None if row["status"] is None else BatchStatus(row["status"]),
+        trigger_id_prefix=row["trigger_id_prefix"],
+        callback_url=row["callback_url"],
+        batch_callback_url=row["batch_callback_url"],
+        batch_callback_status=row["batch_callback_status"],
+        batch_callback_response_code=row["batch_callback_response_code"],
+        batch_callback_error=row["batch_callback_error"],
+        batch_callback_attempted_at=row["batch_callback_attempted_at"],
+        created_at=row["created_at"],
+        started_at=started_at,
+        finished_at=row["finished_at"],
+        cancelled_at=row["cancelled_at"],
+    )
