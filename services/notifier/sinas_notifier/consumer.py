@@ -13,12 +13,17 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from sinas_common.eventstream import EXECUTION_TERMINATED, ExecutionTerminated, ensure_event_stream
+from sinas_common.eventstream import (
+    BATCH_TERMINATED,
+    BatchTerminated,
+    ExecutionTerminated,
+    ensure_event_stream,
+)
 from sinas_common.grpc_client import call_with_retry
 from sinas_common.pull import MessageSource, fetch_available, settle, wait_for_either
 from sinas_common.settings import NatsSettings
 from sinas_common.timeconv import utcnow
-from sinas_notifier.models import CallbackClaim, DeliveryOutcome
+from sinas_notifier.models import CallbackClaim, DeliveryOutcome, callback_key
 from sinas_notifier.scheduler_client import CallbackSchedulerPort
 
 logger = logging.getLogger(__name__)
@@ -36,7 +41,8 @@ async def subscribe(
 ) -> JetStreamContext.PullSubscription:
     """The durable pull consumer every notifier replica shares."""
     names = await ensure_event_stream(js, settings)
-    subject = names.subject(EXECUTION_TERMINATED)
+    # Both event kinds: execution.terminated and batch.terminated.
+    subject = names.all_subjects
     config = ConsumerConfig(
         durable_name=consumer_name(settings),
         ack_policy=AckPolicy.EXPLICIT,
@@ -137,43 +143,58 @@ class CallbackConsumer:
 
     async def _claim_and_deliver(self, msgs: Sequence[Msg]) -> None:
         batch: dict[str, Msg] = {}
+        execution_ids: list[str] = []
+        batch_ids: list[str] = []
         for msg in msgs:
             try:
-                event = ExecutionTerminated.decode(msg.data)
+                if msg.subject.endswith(f".{BATCH_TERMINATED}"):
+                    batch_id = BatchTerminated.decode(msg.data).batch_id
+                    execution_id = ""
+                else:
+                    batch_id = ""
+                    execution_id = ExecutionTerminated.decode(msg.data).execution_id
             except (ValueError, KeyError, TypeError):
                 logger.error("undecodable event dropped", extra={"action": "decode"})
                 await settle(msg.term())
                 continue
-            if event.execution_id in batch or event.execution_id in self._held:
+            key = callback_key(execution_id, batch_id)
+            if key in batch or key in self._held:
                 # Another delivery of an event already held: the held one settles it.
                 await settle(msg.ack())
                 continue
-            batch[event.execution_id] = msg
+            batch[key] = msg
+            (batch_ids if batch_id else execution_ids).append(batch_id or execution_id)
         if not batch:
             return
         try:
             result = await call_with_retry(
-                lambda: self._scheduler.claim_callbacks(self._options.notifier_id, list(batch))
+                lambda: self._scheduler.claim_callbacks(
+                    self._options.notifier_id, execution_ids, batch_ids
+                )
             )
         except Exception:
             logger.exception("claim failed", extra={"action": "claim", "count": len(batch)})
             for msg in batch.values():
                 await settle(msg.nak(delay=RETRY_NAK_DELAY_SECONDS))
             return
-        for execution_id in result.skipped_execution_ids:
-            if execution_id in batch:
-                await settle(batch.pop(execution_id).ack())
+        skipped = [
+            *result.skipped_execution_ids,
+            *(callback_key("", batch_id) for batch_id in result.skipped_batch_ids),
+        ]
+        for key in skipped:
+            if key in batch:
+                await settle(batch.pop(key).ack())
         for claim in result.claims:
-            if claim.execution_id in batch:
-                self._start(claim, batch.pop(claim.execution_id))
+            if claim.key in batch:
+                self._start(claim, batch.pop(claim.key))
         for msg in batch.values():
             # Neither claimed nor skipped: let the scheduler see it again later.
             await settle(msg.nak(delay=RETRY_NAK_DELAY_SECONDS))
 
     def _start(self, claim: CallbackClaim, msg: Msg) -> None:
-        self._held[claim.execution_id] = msg
-        self._delivering[claim.execution_id] = asyncio.create_task(
-            self._deliver_one(claim, msg), name=f"callback-{claim.execution_id}"
+        self._held[claim.key] = msg
+        self._delivering[claim.key] = asyncio.create_task(
+            self._deliver_one(claim, msg), name=f"callback-{claim.key}"
         )
 
     async def _deliver_one(self, claim: CallbackClaim, msg: Msg) -> None:
@@ -183,23 +204,24 @@ class CallbackConsumer:
             # The claim is spent either way; record the failure rather than leave it in flight.
             logger.exception(
                 "callback delivery crashed",
-                extra={"action": "deliver", "execution_id": claim.execution_id},
+                extra={"action": "deliver", "callback": claim.key},
             )
             outcome = DeliveryOutcome(
                 execution_id=claim.execution_id,
+                batch_id=claim.batch_id,
                 sent=False,
                 response_code=None,
                 error=f"notifier error: {type(exc).__name__}",
                 attempted_at=utcnow(),
             )
         finally:
-            self._delivering.pop(claim.execution_id, None)
+            self._delivering.pop(claim.key, None)
             self._slot_freed.set()
         logger.info(
             "callback attempted",
             extra={
                 "action": "deliver",
-                "execution_id": claim.execution_id,
+                "callback": claim.key,
                 "sent": outcome.sent,
                 "response_code": outcome.response_code,
             },
@@ -241,11 +263,11 @@ class CallbackConsumer:
                 "outcomes could not be recorded", extra={"action": "record", "count": len(batch)}
             )
             for outcome, msg in batch:
-                self._held.pop(outcome.execution_id, None)
+                self._held.pop(outcome.key, None)
                 await settle(msg.nak(delay=RETRY_NAK_DELAY_SECONDS))
             return
         for outcome, msg in batch:
-            self._held.pop(outcome.execution_id, None)
+            self._held.pop(outcome.key, None)
             await settle(msg.ack())
 
     # -- keeping leases alive ------------------------------------------------------------------
@@ -274,6 +296,6 @@ class CallbackConsumer:
             task.cancel()
         await asyncio.gather(recorder, ticker, return_exceptions=True)
         # What is still held was not recorded: its claim is failed by the scheduler's reaper.
-        for execution_id, msg in list(self._held.items()):
+        for key, msg in list(self._held.items()):
             await settle(msg.nak())
-            self._held.pop(execution_id, None)
+            self._held.pop(key, None)

@@ -155,6 +155,7 @@ class CallbackDeliverer:
         def failed(error: str, code: int | None = None) -> DeliveryOutcome:
             return DeliveryOutcome(
                 execution_id=claim.execution_id,
+                batch_id=claim.batch_id,
                 sent=False,
                 response_code=code,
                 error=error,
@@ -184,12 +185,13 @@ class CallbackDeliverer:
         except Exception as exc:
             logger.info(
                 "callback got no response",
-                extra={"action": "deliver", "execution_id": claim.execution_id},
+                extra={"action": "deliver", "callback": claim.key},
             )
             return failed(describe_failure(exc, self._timeout))
         if 200 <= status < 300:
             return DeliveryOutcome(
                 execution_id=claim.execution_id,
+                batch_id=claim.batch_id,
                 sent=True,
                 response_code=status,
                 error="",

@@ -10,7 +10,7 @@ import grpc
 
 from sinas_common.grpc_client import invoke
 from sinas_common.timeconv import to_timestamp
-from sinas_notifier.models import CallbackClaim, ClaimResult, DeliveryOutcome
+from sinas_notifier.models import CallbackClaim, ClaimResult, DeliveryOutcome, callback_key
 from sinas_proto.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -22,15 +22,18 @@ class CallbackSchedulerPort(Protocol):
     """What the notifier asks of the scheduler; every call takes a whole batch."""
 
     async def claim_callbacks(
-        self, notifier_id: str, execution_ids: Sequence[str]
+        self, notifier_id: str, execution_ids: Sequence[str], batch_ids: Sequence[str] = ()
     ) -> ClaimResult: ...
 
-    async def record_outcomes(self, outcomes: Sequence[DeliveryOutcome]) -> list[str]: ...
+    async def record_outcomes(self, outcomes: Sequence[DeliveryOutcome]) -> list[str]:
+        """Records outcomes; returns the keys (`CallbackClaim.key`) of those applied."""
+        ...
 
 
 def _outcome_to_proto(outcome: DeliveryOutcome) -> scheduler_pb2.CallbackOutcome:
     message = scheduler_pb2.CallbackOutcome(
         execution_id=outcome.execution_id,
+        batch_id=outcome.batch_id,
         sent=outcome.sent,
         error=outcome.error,
         attempted_at=to_timestamp(outcome.attempted_at),
@@ -47,9 +50,11 @@ class GrpcCallbackScheduler:
         self._stub = scheduler_pb2_grpc.NotifierServiceStub(channel)
         self._timeout = timeout_seconds
 
-    async def claim_callbacks(self, notifier_id: str, execution_ids: Sequence[str]) -> ClaimResult:
+    async def claim_callbacks(
+        self, notifier_id: str, execution_ids: Sequence[str], batch_ids: Sequence[str] = ()
+    ) -> ClaimResult:
         request = scheduler_pb2.ClaimCallbacksRequest(
-            notifier_id=notifier_id, execution_ids=list(execution_ids)
+            notifier_id=notifier_id, execution_ids=list(execution_ids), batch_ids=list(batch_ids)
         )
         response: scheduler_pb2.ClaimCallbacksResponse = await invoke(
             self._stub.ClaimCallbacks, request, timeout=self._timeout
@@ -62,10 +67,12 @@ class GrpcCallbackScheduler:
                     webhook_id=d.webhook_id,
                     access_token=d.access_token,
                     payload_json=d.payload_json,
+                    batch_id=d.batch_id,
                 )
                 for d in response.deliveries
             ),
             skipped_execution_ids=tuple(response.skipped_execution_ids),
+            skipped_batch_ids=tuple(response.skipped_batch_ids),
         )
 
     async def record_outcomes(self, outcomes: Sequence[DeliveryOutcome]) -> list[str]:
@@ -75,4 +82,7 @@ class GrpcCallbackScheduler:
         response: scheduler_pb2.RecordCallbackOutcomesResponse = await invoke(
             self._stub.RecordCallbackOutcomes, request, timeout=self._timeout
         )
-        return list(response.applied_execution_ids)
+        return [
+            *response.applied_execution_ids,
+            *(callback_key("", batch_id) for batch_id in response.applied_batch_ids),
+        ]

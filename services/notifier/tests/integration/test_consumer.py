@@ -13,7 +13,13 @@ import pytest
 from nats.js import JetStreamContext
 
 from sinas_common.callback_policy import CallbackPolicy, SystemResolver
-from sinas_common.eventstream import EXECUTION_TERMINATED, ExecutionTerminated, ensure_event_stream
+from sinas_common.eventstream import (
+    BATCH_TERMINATED,
+    EXECUTION_TERMINATED,
+    BatchTerminated,
+    ExecutionTerminated,
+    ensure_event_stream,
+)
 from sinas_common.settings import CallbackPolicySettings, NatsSettings
 from sinas_devstack.callback_receiver import CallbackReceiver, ReceiverCertificates
 from sinas_notifier.consumer import CallbackConsumer, ConsumerOptions, subscribe
@@ -25,36 +31,56 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
 class RecordingScheduler:
-    """Claims each known execution once, like the scheduler's conditional UPDATE."""
+    """Claims each known execution or batch once, like the scheduler's conditional UPDATE;
+    `urls` maps execution ids and batch ids to their callback URLs."""
 
     def __init__(self, urls: dict[str, str]) -> None:
         self.urls = urls
         self.claimed: set[str] = set()
         self.claim_calls: list[list[str]] = []
+        self.batch_claim_calls: list[list[str]] = []
         self.recorded: list[DeliveryOutcome] = []
 
-    async def claim_callbacks(self, notifier_id: str, execution_ids: Sequence[str]) -> ClaimResult:
+    def _claim(self, callback_id: str, *, batch: bool) -> CallbackClaim | None:
+        if callback_id not in self.urls or callback_id in self.claimed:
+            return None
+        self.claimed.add(callback_id)
+        return CallbackClaim(
+            execution_id="" if batch else callback_id,
+            batch_id=callback_id if batch else "",
+            callback_url=self.urls[callback_id],
+            webhook_id=f"msg_{callback_id}",
+            access_token="t",
+            payload_json=json.dumps({"id": callback_id}).encode(),
+        )
+
+    async def claim_callbacks(
+        self, notifier_id: str, execution_ids: Sequence[str], batch_ids: Sequence[str] = ()
+    ) -> ClaimResult:
         self.claim_calls.append(list(execution_ids))
-        claims, skipped = [], []
-        for execution_id in execution_ids:
-            if execution_id in self.urls and execution_id not in self.claimed:
-                self.claimed.add(execution_id)
-                claims.append(
-                    CallbackClaim(
-                        execution_id=execution_id,
-                        callback_url=self.urls[execution_id],
-                        webhook_id=f"msg_{execution_id}",
-                        access_token="t",
-                        payload_json=json.dumps({"execution_id": execution_id}).encode(),
-                    )
-                )
-            else:
-                skipped.append(execution_id)
-        return ClaimResult(claims=tuple(claims), skipped_execution_ids=tuple(skipped))
+        self.batch_claim_calls.append(list(batch_ids))
+        claims: list[CallbackClaim] = []
+        skipped: list[str] = []
+        skipped_batches: list[str] = []
+        for ids, batch, skips in (
+            (execution_ids, False, skipped),
+            (batch_ids, True, skipped_batches),
+        ):
+            for callback_id in ids:
+                claim = self._claim(callback_id, batch=batch)
+                if claim is None:
+                    skips.append(callback_id)
+                else:
+                    claims.append(claim)
+        return ClaimResult(
+            claims=tuple(claims),
+            skipped_execution_ids=tuple(skipped),
+            skipped_batch_ids=tuple(skipped_batches),
+        )
 
     async def record_outcomes(self, outcomes: Sequence[DeliveryOutcome]) -> list[str]:
         self.recorded.extend(outcomes)
-        return [o.execution_id for o in outcomes]
+        return [o.key for o in outcomes]
 
 
 @pytest.fixture
@@ -171,3 +197,54 @@ async def test_stop_finishes_in_flight_deliveries_before_returning(
     consumer.stop()
     await running
     assert [(o.execution_id, o.sent) for o in scheduler.recorded] == [(execution_id, True)]
+
+
+async def test_batch_events_deliver_one_summary_each(
+    js: JetStreamContext,
+    nats_settings: NatsSettings,
+    receiver: CallbackReceiver,
+    certificates: ReceiverCertificates,
+) -> None:
+    run = uuid.uuid4().hex
+    batch_ids = [str(uuid.uuid4()) for _ in range(3)]
+    # An execution and a batch may share nothing but the stream; an id of one kind never
+    # claims the other.
+    execution_id = str(uuid.uuid4())
+    urls = {i: receiver.url(f"/ok/{run}/{i}") for i in [*batch_ids, execution_id]}
+    scheduler = RecordingScheduler(urls)
+    names = await ensure_event_stream(js, nats_settings)
+    for batch_id in [*batch_ids, batch_ids[0]]:
+        event = BatchTerminated(batch_id=batch_id)
+        await js.publish(
+            names.subject(BATCH_TERMINATED),
+            event.encode(),
+            headers={"Nats-Msg-Id": f"{event.message_id}-{uuid.uuid4()}"},
+        )
+    await publish(js, nats_settings, execution_id)
+
+    consumer = CallbackConsumer(
+        subscription=await subscribe(js, nats_settings, ack_wait_seconds=30),
+        scheduler=scheduler,
+        deliverer=deliverer(certificates, receiver.port),
+        options=ConsumerOptions(notifier_id="n1", concurrency=4, fetch_batch=8),
+    )
+    running = asyncio.create_task(consumer.run())
+    await wait_for(lambda: len(scheduler.recorded) == len(batch_ids) + 1)
+
+    async def stream_empty() -> bool:
+        return (await js.stream_info(names.stream)).state.messages == 0
+
+    deadline = time.monotonic() + 30
+    while not await stream_empty():
+        assert time.monotonic() < deadline, "events not all acked"
+        await asyncio.sleep(0.05)
+    consumer.stop()
+    await running
+
+    assert sorted(o.batch_id for o in scheduler.recorded if o.batch_id) == sorted(batch_ids)
+    assert [o.execution_id for o in scheduler.recorded if not o.batch_id] == [execution_id]
+    assert all(o.sent for o in scheduler.recorded)
+    posts = [r for r in receiver.requests if f"/{run}/" in r.target]
+    assert sorted(r.target.rsplit("/", 1)[1] for r in posts) == sorted([*batch_ids, execution_id])
+    claimed_batches = [i for call in scheduler.batch_claim_calls for i in call]
+    assert sorted(set(claimed_batches)) == sorted(batch_ids)
