@@ -142,9 +142,12 @@ class SchedulerApp:
             batches=batch_store,
             functions=functions,
             limits=BatchLimits(
-                max_batch_size=settings.max_batch_size, max_depth=settings.max_execution_depth
+                max_batch_size=settings.max_batch_size,
+                max_depth=settings.max_execution_depth,
+                idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
             ),
             callback_urls=PolicyCallbackUrlCheck(policy, self._resolver),
+            idempotency=PostgresIdempotencyStore(engine),
         )
         callbacks = CallbackUseCases(
             callbacks=callback_store,

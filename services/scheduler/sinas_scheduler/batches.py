@@ -18,6 +18,15 @@ from sinas_common.errors import (
 )
 from sinas_common.ids import uuid7
 from sinas_scheduler import permissions as perms
+from sinas_scheduler.idempotency import (
+    DEFAULT_IDEMPOTENCY_TTL_SECONDS,
+    ENDPOINT_EXECUTE_BATCH,
+    IdempotencyReservation,
+    StoredResponse,
+    check_idempotency_key,
+    replay,
+    request_fingerprint,
+)
 from sinas_scheduler.models import (
     KIND_FUNCTION,
     Batch,
@@ -30,7 +39,7 @@ from sinas_scheduler.models import (
 )
 from sinas_scheduler.registry import FunctionUseCases, require
 from sinas_scheduler.scheduler import MAX_LIST_LIMIT, CallbackUrlCheck
-from sinas_scheduler.store import BatchStore
+from sinas_scheduler.store import BatchStore, IdempotencyStore
 from sinas_scheduler.validation import check_delay, check_trigger_id, input_violations
 
 logger = logging.getLogger(__name__)
@@ -42,6 +51,7 @@ BATCH_NOT_FOUND = "Batch not found"
 class BatchLimits:
     max_batch_size: int
     max_depth: int
+    idempotency_ttl_seconds: int = DEFAULT_IDEMPOTENCY_TTL_SECONDS
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,6 +63,22 @@ class SubmitBatchRequest:
     delay_seconds: int | None = None
     callback_url: str = ""
     batch_callback_url: str = ""
+    idempotency_key: str = ""
+
+    def fingerprint(self) -> str:
+        """The request as its idempotency key remembers it, defaults applied."""
+        return request_fingerprint(
+            ENDPOINT_EXECUTE_BATCH,
+            {
+                "namespace": self.namespace,
+                "name": self.name,
+                "inputs": list(self.inputs),
+                "trigger_id_prefix": self.trigger_id_prefix,
+                "delay_seconds": self.delay_seconds or 0,
+                "callback_url": self.callback_url,
+                "batch_callback_url": self.batch_callback_url,
+            },
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,8 +95,10 @@ class BatchUseCases:
         functions: FunctionUseCases,
         limits: BatchLimits,
         callback_urls: CallbackUrlCheck,
+        idempotency: IdempotencyStore,
     ) -> None:
         self._batches = batches
+        self._idempotency = idempotency
         self._functions = functions
         self._limits = limits
         self._callback_urls = callback_urls
@@ -82,7 +110,20 @@ class BatchUseCases:
             PayloadTooLarge: more inputs than MAX_BATCH_SIZE.
             SchemaViolation: no inputs, or any input breaks the input schema (each
                 violation names `inputs[i]` and the field).
+            AlreadyExists: the idempotency key was used for a different request (a retry of
+                the same request answers the original batch instead, checking nothing again).
         """
+        fingerprint = ""
+        if request.idempotency_key:
+            check_idempotency_key(request.idempotency_key)
+            fingerprint = request.fingerprint()
+            held = await self._idempotency.find_response(
+                user_id=principal.user.id,
+                key=request.idempotency_key,
+                ttl_seconds=self._limits.idempotency_ttl_seconds,
+            )
+            if held is not None:
+                return _replayed_batch(held, fingerprint)
         function = await self._functions.lookup(request.namespace, request.name)
         require(
             principal,
@@ -143,7 +184,25 @@ class BatchUseCases:
             execution_ids=tuple(uuid7() for _ in range(size)),
             inputs=tuple(request.inputs),
         )
-        await self._batches.insert_batch(new)
+        reservation = (
+            IdempotencyReservation(
+                user_id=principal.user.id,
+                key=request.idempotency_key,
+                fingerprint=fingerprint,
+                response={
+                    "batch_id": new.id,
+                    "execution_ids": list(new.execution_ids),
+                    "total": size,
+                },
+                ttl_seconds=self._limits.idempotency_ttl_seconds,
+            )
+            if request.idempotency_key
+            else None
+        )
+        held = await self._batches.insert_batch(new, idempotency=reservation)
+        if held is not None:
+            # A concurrent request with the same key stored first; this one stored nothing.
+            return _replayed_batch(held, fingerprint)
         logger.info(
             "batch submitted",
             extra={"action": "submit_batch", "batch_id": new.id, "total": size},
@@ -184,6 +243,18 @@ class BatchUseCases:
         return await self._batches.list_batch_executions(
             batch_id, status=status, limit=limit, offset=offset
         )
+
+
+def _replayed_batch(held: StoredResponse, fingerprint: str) -> SubmittedBatch:
+    response = replay(held, fingerprint)
+    batch_id = str(response["batch_id"])
+    logger.info(
+        "idempotent batch submit replayed",
+        extra={"action": "submit_batch", "batch_id": batch_id, "replayed": True},
+    )
+    return SubmittedBatch(
+        batch_id=batch_id, execution_ids=tuple(str(i) for i in response["execution_ids"])
+    )
 
 
 def _visible(principal: Principal, owner_id: str) -> bool:

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sinas_common.jsoncodec import dump_json
+from sinas_scheduler.idempotency import IdempotencyReservation, StoredResponse
 from sinas_scheduler.models import (
     TRIGGER_TYPE_API,
     Batch,
@@ -27,6 +28,7 @@ from sinas_scheduler.models import (
     batch_trigger_id,
 )
 from sinas_scheduler.postgres_executions import execution_from_row
+from sinas_scheduler.postgres_idempotency import reserve_idempotency_key
 from sinas_scheduler.store import DISPATCH_CHANNEL
 from sinas_scheduler.tables import batches, executions
 
@@ -62,9 +64,17 @@ class PostgresBatchStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def insert_batch(self, new: NewBatch) -> None:
-        """The batch row and every child in one transaction, then a dispatcher wake-up."""
+    async def insert_batch(
+        self, new: NewBatch, *, idempotency: IdempotencyReservation | None = None
+    ) -> StoredResponse | None:
+        """The batch row and every child in one transaction, then a dispatcher wake-up; the
+        idempotency key is reserved first in that transaction, and when it is held nothing is
+        stored and the holder's answer comes back."""
         async with self._engine.begin() as conn:
+            if idempotency is not None:
+                held = await reserve_idempotency_key(conn, idempotency)
+                if held is not None:
+                    return held
             await conn.execute(
                 batches.insert().values(
                     id=new.id,
@@ -107,6 +117,7 @@ class PostgresBatchStore:
                 },
             )
             await conn.execute(_NOTIFY_DISPATCH)
+        return None
 
     async def get_batch(self, batch_id: str) -> Batch | None:
         async with self._engine.connect() as conn:

@@ -298,6 +298,7 @@ class BatchServicer(pb_grpc.BatchServiceServicer):
                 ),
                 callback_url=request.callback_url,
                 batch_callback_url=request.batch_callback_url,
+                idempotency_key=request.idempotency_key,
             ),
         )
         return pb.SubmitBatchResponse(

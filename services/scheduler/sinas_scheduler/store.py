@@ -153,7 +153,12 @@ def create_engine(database_url: str, *, pool_size: int) -> AsyncEngine:
 
 
 class BatchStore(Protocol):
-    async def insert_batch(self, new: NewBatch) -> None: ...
+    async def insert_batch(
+        self, new: NewBatch, *, idempotency: IdempotencyReservation | None = None
+    ) -> StoredResponse | None:
+        """None when stored; when the key is held, nothing is stored and the holder's answer
+        comes back."""
+        ...
 
     async def get_batch(self, batch_id: str) -> Batch | None: ...
 

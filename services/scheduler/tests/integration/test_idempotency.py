@@ -10,6 +10,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sinas_common.errors import AlreadyExists, InvalidArgument
+from sinas_common.grpc_client import invoke
+from sinas_common.jsoncodec import dump_json
+from sinas_proto.scheduler.v1 import scheduler_pb2 as pb
 from sinas_scheduler.idempotency import KEY_REUSED_MESSAGE, IdempotencyReservation
 from sinas_scheduler.models import KIND_FUNCTION, TRIGGER_TYPE_API, NewExecution
 from sinas_scheduler.postgres_executions import PostgresExecutionStore
@@ -155,3 +158,52 @@ async def test_a_reservation_waits_for_an_uncommitted_holder(
     else:
         assert held is None
         assert await scalar(db, "SELECT id FROM executions") == "second"
+
+
+async def submit_batch(
+    scheduler: RunningScheduler, inputs: list[object], key: str = KEY
+) -> pb.SubmitBatchResponse:
+    response: pb.SubmitBatchResponse = await invoke(
+        scheduler.batches.SubmitBatch,
+        pb.SubmitBatchRequest(
+            namespace="tests",
+            name="echo",
+            inputs_json=[dump_json(value) for value in inputs],
+            idempotency_key=key,
+        ),
+        metadata=scheduler.admin,
+    )
+    return response
+
+
+async def test_a_retried_batch_answers_the_original_batch(
+    scheduler: RunningScheduler, db: AsyncEngine
+) -> None:
+    await scheduler.create_function()
+    first = await submit_batch(scheduler, [{"i": 1}, {"i": 2}, {"i": 3}])
+    again = await submit_batch(scheduler, [{"i": 1}, {"i": 2}, {"i": 3}])
+    assert (again.batch_id, list(again.execution_ids), again.total) == (
+        first.batch_id,
+        list(first.execution_ids),
+        3,
+    )
+    assert await scalar(db, "SELECT count(*) FROM batches") == 1
+    assert await scalar(db, "SELECT count(*) FROM executions") == 3
+    with pytest.raises(AlreadyExists, match=KEY_REUSED_MESSAGE):
+        await submit_batch(scheduler, [{"i": 1}, {"i": 2}])
+    # One key can't stand for a batch and a single submit.
+    with pytest.raises(AlreadyExists):
+        await scheduler.submit(scheduler.admin, {"i": 1}, idempotency_key=KEY)
+    assert await scalar(db, "SELECT count(*) FROM executions") == 3
+
+
+async def test_concurrent_batch_retries_store_one_batch(
+    scheduler: RunningScheduler, db: AsyncEngine
+) -> None:
+    await scheduler.create_function()
+    inputs: list[object] = [{"i": i} for i in range(50)]
+    answers = await asyncio.gather(*(submit_batch(scheduler, inputs) for _ in range(10)))
+    assert len({answer.batch_id for answer in answers}) == 1
+    assert len({tuple(answer.execution_ids) for answer in answers}) == 1
+    assert await scalar(db, "SELECT count(*) FROM batches") == 1
+    assert await scalar(db, "SELECT count(*) FROM executions") == 50
