@@ -10,6 +10,7 @@ import signal
 
 import nats
 
+from sinas_common.control import control_subject
 from sinas_common.grpc_client import open_channel
 from sinas_common.grpc_server import GrpcServer
 from sinas_executor.consumer import ConsumerOptions, ExecutionConsumer, subscribe
@@ -76,6 +77,8 @@ async def run_executor(settings: ExecutorSettings) -> None:
                 shutdown_grace_seconds=settings.shutdown_grace_seconds,
             ),
         )
+        # Core NATS, not JetStream: news of cancels and continues for the executions held here.
+        await nc.subscribe(control_subject(settings.nats), cb=consumer.on_control)
         await health.start()
         logger.info(
             "executor started",

@@ -11,11 +11,13 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from sinas_common.control import ControlMessage
 from sinas_common.grpc_client import call_with_retry
 from sinas_common.jobstream import JobMessage, ensure_job_stream
 from sinas_common.pull import fetch_available, settle, wait_for_either
 from sinas_common.settings import NatsSettings
 from sinas_executor.execution import execute
+from sinas_executor.interaction import InputWaiters
 from sinas_executor.models import ClaimedExecution, ClaimItem, ExecutionOutcome, FunctionVersion
 from sinas_executor.pool import FunctionRunner
 from sinas_executor.scheduler_client import SchedulerPort
@@ -98,6 +100,16 @@ class ExecutionConsumer:
         self._held: dict[str, _Held] = {}
         self._running: set[str] = set()
         self._outcomes: asyncio.Queue[tuple[ExecutionOutcome, Msg]] = asyncio.Queue()
+        self._waiters = InputWaiters(scheduler)
+
+    async def on_control(self, msg: Msg) -> None:
+        """Handler of the control subject: ends or answers a worker waiting in `input()`."""
+        try:
+            message = ControlMessage.decode(msg.data)
+        except (ValueError, KeyError, TypeError):
+            logger.warning("undecodable control message dropped", extra={"action": "control"})
+            return
+        self._waiters.apply_control(message)
 
     def stop(self) -> None:
         """Stops fetching; `run` then finishes or hands back what is in flight and returns."""
@@ -193,8 +205,11 @@ class ExecutionConsumer:
     async def _run_one(
         self, claimed: ClaimedExecution, function: FunctionVersion | None, msg: Msg
     ) -> None:
+        inputs = self._waiters.open(claimed.execution_id, claimed.attempt)
         try:
-            outcome = await execute(claimed, function, self._runner, api_url=self._options.api_url)
+            outcome = await execute(
+                claimed, function, self._runner, api_url=self._options.api_url, inputs=inputs
+            )
         except Exception:
             logger.exception(
                 "execution could not run",
@@ -204,6 +219,7 @@ class ExecutionConsumer:
             await settle(msg.nak(delay=RETRY_NAK_DELAY_SECONDS))
             return
         finally:
+            self._waiters.close(claimed.execution_id)
             self._running.discard(claimed.execution_id)
             self._slot_freed.set()
         await self._outcomes.put((outcome, msg))
@@ -264,11 +280,14 @@ class ExecutionConsumer:
             if not held:
                 continue
             try:
-                await self._scheduler.heartbeat(
+                news = await self._scheduler.heartbeat(
                     self._options.worker_id, [execution_id for execution_id, _ in held]
                 )
             except Exception:
                 logger.warning("heartbeat failed", extra={"action": "heartbeat"}, exc_info=True)
+                continue
+            # The slow path: what the control subject said, or would have said had it arrived.
+            self._waiters.apply_heartbeat(news)
 
     # -- shutting down ---------------------------------------------------------------------------
 

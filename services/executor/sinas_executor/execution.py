@@ -9,6 +9,7 @@ from sinas_executor.models import (
     ClaimedExecution,
     ExecutionOutcome,
     FunctionVersion,
+    InputChannel,
     OutcomeStatus,
     RunRequest,
     WorkerKey,
@@ -52,6 +53,7 @@ async def execute(
     runner: FunctionRunner,
     *,
     api_url: str,
+    inputs: InputChannel | None = None,
 ) -> ExecutionOutcome:
     """Runs one claimed attempt; every failure comes back as a FAILED outcome."""
     if function is None:
@@ -71,6 +73,7 @@ async def execute(
         input_data=claimed.input_data,
         context=build_context(claimed, api_url),
         timeout_seconds=float(function.timeout_seconds or DEFAULT_TIMEOUT_SECONDS),
+        inputs=inputs,
     )
     result = await runner.run(request)
     if result.error is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 
 class OutcomeStatus(enum.Enum):
@@ -98,6 +98,8 @@ class RunRequest:
     input_data: Any
     context: dict[str, Any] = field(default_factory=dict)
     timeout_seconds: float
+    # Answers the function's `input(prompt)` calls; None: `input()` fails the run.
+    inputs: InputChannel | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,3 +114,42 @@ class RunResult:
     @property
     def succeeded(self) -> bool:
         return self.error is None
+
+
+class InputEnded(Exception):
+    """The execution waiting in `input()` was cancelled or its input deadline passed."""
+
+
+class InputChannel(Protocol):
+    """Where a paused run's answers come from."""
+
+    async def ask(self, prompt: str) -> Any:
+        """The input for `prompt`; raises InputEnded when none will ever come."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AwaitingInput:
+    """An attempt paused in its `round`-th `input(prompt)` call."""
+
+    execution_id: str
+    attempt: int
+    prompt: str
+    round: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResumedInput:
+    """The answer to a paused execution's `round`-th `input()` call."""
+
+    execution_id: str
+    input: Any
+    round: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeartbeatNews:
+    """Held executions that ended (end their waiting workers) or were continued."""
+
+    cancelled: tuple[str, ...] = ()
+    resumed: tuple[ResumedInput, ...] = ()

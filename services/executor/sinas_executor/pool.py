@@ -8,11 +8,11 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from sinas_executor.models import RunRequest, RunResult, WorkerKey
+from sinas_executor.models import InputChannel, InputEnded, RunRequest, RunResult, WorkerKey
 from sinas_executor.sandbox import (
     WorkerDied,
     WorkerProcess,
@@ -205,6 +205,32 @@ class WorkerPool:
         )
 
 
+INPUT_ENDED_ERROR = "The execution ended while it waited for input"
+
+
+def _paused_clock(
+    clock: asyncio.Timeout, inputs: InputChannel | None
+) -> Callable[[str], Awaitable[Any]] | None:
+    """Answers `input()` through `inputs`, with the run's wall clock stopped while it waits:
+    the time a person takes to answer is bounded by the input deadline, not the timeout."""
+    if inputs is None:
+        return None
+    channel = inputs
+
+    async def ask(prompt: str) -> Any:
+        loop = asyncio.get_running_loop()
+        when = clock.when()
+        remaining = None if when is None else when - loop.time()
+        clock.reschedule(None)
+        try:
+            return await channel.ask(prompt)
+        finally:
+            if remaining is not None:
+                clock.reschedule(loop.time() + remaining)
+
+    return ask
+
+
 class SandboxRunner:
     """FunctionRunner over the worker pool: wall-clock timeouts, crashes reported as data."""
 
@@ -220,8 +246,13 @@ class SandboxRunner:
                 worker.loaded = True
             message = {"op": "run", "input": request.input_data, "context": request.context}
             try:
-                async with asyncio.timeout(request.timeout_seconds):
-                    reply = await worker.request(message)
+                async with asyncio.timeout(request.timeout_seconds) as clock:
+                    reply = await worker.request(message, _paused_clock(clock, request.inputs))
+            except InputEnded:
+                # Cancelled or past its input deadline: the scheduler already ended the
+                # execution, so this outcome is only the executor's own record of it.
+                await worker.kill()
+                return RunResult(error=INPUT_ENDED_ERROR)
             except TimeoutError:
                 await worker.kill()
                 logger.info(

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -268,21 +269,40 @@ class WorkerProcess:
         self._reader = reader
         self._writer = writer
 
-    async def request(self, message: dict[str, Any]) -> dict[str, Any]:
-        """Sends one run request and waits for its reply; raises WorkerDied on EOF."""
+    async def request(
+        self,
+        message: dict[str, Any],
+        on_input: Callable[[str], Awaitable[Any]] | None = None,
+    ) -> dict[str, Any]:
+        """Sends one run request and waits for its reply; raises WorkerDied on EOF.
+
+        Each `input(prompt)` the function calls meanwhile is answered with what `on_input`
+        returns (without one, the call gets EOFError, like `input()` with no stdin).
+        """
+        await self._send(message)
+        while True:
+            reply = await read_frame(self._reader)
+            if not isinstance(reply, dict):
+                self.broken = True
+                raise WorkerDied()
+            if reply.get("op") != "input":
+                break
+            if on_input is None:
+                await self._send({"op": "no_input"})
+                continue
+            answer = await on_input(str(reply.get("prompt", "")))
+            await self._send({"op": "input_reply", "input": answer})
+        self.runs += 1
+        self.cpu_seconds = float(reply.pop("cpu_seconds", self.cpu_seconds))
+        return reply
+
+    async def _send(self, message: dict[str, Any]) -> None:
         try:
             self._writer.write(encode_frame(message))
             await self._writer.drain()
         except ConnectionError as exc:
             self.broken = True
             raise WorkerDied() from exc
-        reply = await read_frame(self._reader)
-        if not isinstance(reply, dict):
-            self.broken = True
-            raise WorkerDied()
-        self.runs += 1
-        self.cpu_seconds = float(reply.pop("cpu_seconds", self.cpu_seconds))
-        return reply
 
     def send_nowait(self, message: dict[str, Any]) -> None:
         self._writer.write(encode_frame(message))

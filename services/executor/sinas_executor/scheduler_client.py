@@ -12,12 +12,15 @@ from sinas_common.grpc_client import invoke
 from sinas_common.jsoncodec import dump_json, load_json
 from sinas_common.timeconv import to_timestamp
 from sinas_executor.models import (
+    AwaitingInput,
     ClaimedExecution,
     ClaimItem,
     ClaimResult,
     ExecutionOutcome,
     FunctionVersion,
+    HeartbeatNews,
     OutcomeStatus,
+    ResumedInput,
 )
 from sinas_proto.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 
@@ -38,7 +41,9 @@ class SchedulerPort(Protocol):
 
     async def complete_executions(self, outcomes: Sequence[ExecutionOutcome]) -> list[str]: ...
 
-    async def heartbeat(self, worker_id: str, execution_ids: Sequence[str]) -> None: ...
+    async def heartbeat(self, worker_id: str, execution_ids: Sequence[str]) -> HeartbeatNews: ...
+
+    async def report_awaiting_input(self, items: Sequence[AwaitingInput]) -> list[str]: ...
 
 
 def _function_from_proto(message: scheduler_pb2.FunctionVersion) -> FunctionVersion:
@@ -121,8 +126,38 @@ class GrpcSchedulerClient:
         )
         return list(response.applied_execution_ids)
 
-    async def heartbeat(self, worker_id: str, execution_ids: Sequence[str]) -> None:
+    async def heartbeat(self, worker_id: str, execution_ids: Sequence[str]) -> HeartbeatNews:
         request = scheduler_pb2.HeartbeatRequest(
             worker_id=worker_id, execution_ids=list(execution_ids)
         )
-        await invoke(self._stub.Heartbeat, request, timeout=self._timeout)
+        response: scheduler_pb2.HeartbeatResponse = await invoke(
+            self._stub.Heartbeat, request, timeout=self._timeout
+        )
+        return HeartbeatNews(
+            cancelled=tuple(response.cancelled_execution_ids),
+            resumed=tuple(
+                ResumedInput(
+                    execution_id=r.execution_id,
+                    input=load_json(r.input_json, empty=None),
+                    round=r.round,
+                )
+                for r in response.resumed
+            ),
+        )
+
+    async def report_awaiting_input(self, items: Sequence[AwaitingInput]) -> list[str]:
+        request = scheduler_pb2.ReportAwaitingInputRequest(
+            items=[
+                scheduler_pb2.AwaitingInput(
+                    execution_id=item.execution_id,
+                    attempt=item.attempt,
+                    prompt=item.prompt,
+                    round=item.round,
+                )
+                for item in items
+            ]
+        )
+        response: scheduler_pb2.ReportAwaitingInputResponse = await invoke(
+            self._stub.ReportAwaitingInput, request, timeout=self._timeout
+        )
+        return list(response.paused_execution_ids)

@@ -8,6 +8,7 @@ answers run requests for the one function version this worker is bound to.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import ctypes
 import inspect
@@ -173,6 +174,24 @@ def _run(loaded: _LoadedFunction, request: dict[str, Any]) -> dict[str, Any]:
     return {"output": output}
 
 
+def _input_over(channel: socket.socket) -> Callable[..., Any]:
+    """`input()` for functions: asks the executor and blocks until the answer comes.
+
+    A string answer comes back as the string, like the built-in; any other JSON value comes
+    back as that value. The executor ends this process when the execution is cancelled or its
+    input deadline passes, so a closed channel can only mean the run is over.
+    """
+
+    def ask(prompt: object = "") -> Any:
+        channel.sendall(encode_frame({"op": "input", "prompt": str(prompt)}))
+        answer = read_frame_blocking(channel)
+        if not isinstance(answer, dict) or answer.get("op") != "input_reply":
+            raise EOFError("no input will come: the execution was ended")
+        return answer.get("input")
+
+    return ask
+
+
 def _cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -181,6 +200,7 @@ def _cpu_seconds() -> float:
 def serve(scratch: str) -> None:
     """Answers requests on CHANNEL_FD until the executor closes it."""
     channel = socket.socket(fileno=CHANNEL_FD)
+    builtins.input = _input_over(channel)
     loaded: _LoadedFunction | None = None
     while True:
         message = read_frame_blocking(channel)

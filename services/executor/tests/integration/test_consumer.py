@@ -18,11 +18,13 @@ from sinas_common.jobstream import JobMessage, ensure_job_stream, job_stream_nam
 from sinas_common.settings import NatsSettings
 from sinas_executor.consumer import ConsumerOptions, ExecutionConsumer, consumer_name, subscribe
 from sinas_executor.models import (
+    AwaitingInput,
     ClaimedExecution,
     ClaimItem,
     ClaimResult,
     ExecutionOutcome,
     FunctionVersion,
+    HeartbeatNews,
     OutcomeStatus,
 )
 from sinas_executor.pool import PoolLimits, SandboxRunner, WorkerPool
@@ -51,6 +53,10 @@ class RecordingScheduler:
     completions: list[list[ExecutionOutcome]] = field(default_factory=list)
     heartbeats: list[list[str]] = field(default_factory=list)
     inputs: dict[str, Any] = field(default_factory=dict)
+    timeout_seconds: int = 30
+    reports: list[AwaitingInput] = field(default_factory=list)
+    refuse_pause: set[str] = field(default_factory=set)
+    news: HeartbeatNews = field(default_factory=HeartbeatNews)
 
     async def claim_executions(self, worker_id: str, items: Sequence[ClaimItem]) -> ClaimResult:
         self.claims.append(list(items))
@@ -81,7 +87,7 @@ class RecordingScheduler:
             code=self.code,
             input_schema={},
             output_schema={},
-            timeout_seconds=30,
+            timeout_seconds=self.timeout_seconds,
         )
         return ClaimResult(
             claimed=claimed,
@@ -99,8 +105,13 @@ class RecordingScheduler:
         self.completions.append(list(outcomes))
         return [o.execution_id for o in outcomes]
 
-    async def heartbeat(self, worker_id: str, execution_ids: Sequence[str]) -> None:
+    async def heartbeat(self, worker_id: str, execution_ids: Sequence[str]) -> HeartbeatNews:
         self.heartbeats.append(list(execution_ids))
+        return self.news
+
+    async def report_awaiting_input(self, items: Sequence[AwaitingInput]) -> list[str]:
+        self.reports.extend(items)
+        return [i.execution_id for i in items if i.execution_id not in self.refuse_pause]
 
     @property
     def outcomes(self) -> dict[str, ExecutionOutcome]:

@@ -13,7 +13,13 @@ from sinas_common.grpc_client import call_with_retry, open_channel
 from sinas_common.grpc_server import GrpcServer
 from sinas_common.jsoncodec import dump_json, load_json
 from sinas_common.timeconv import utcnow
-from sinas_executor.models import ClaimItem, ExecutionOutcome, OutcomeStatus
+from sinas_executor.models import (
+    AwaitingInput,
+    ClaimItem,
+    ExecutionOutcome,
+    OutcomeStatus,
+    ResumedInput,
+)
 from sinas_executor.scheduler_client import GrpcSchedulerClient
 from sinas_proto.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 
@@ -63,7 +69,20 @@ class RecordingWorkerService(scheduler_pb2_grpc.WorkerServiceServicer):
         if self.unavailable_heartbeats:
             self.unavailable_heartbeats -= 1
             raise ServiceUnavailable()
-        return scheduler_pb2.HeartbeatResponse()
+        return scheduler_pb2.HeartbeatResponse(
+            cancelled_execution_ids=["gone"],
+            resumed=[
+                scheduler_pb2.ResumedInput(
+                    execution_id="paused", input_json=dump_json({"n": 2**64}), round=2
+                )
+            ],
+        )
+
+    async def ReportAwaitingInput(self, request: Any, context: Any) -> Any:
+        self.requests.append(request)
+        return scheduler_pb2.ReportAwaitingInputResponse(
+            paused_execution_ids=[i.execution_id for i in request.items if i.prompt != "late"]
+        )
 
 
 @pytest.fixture
@@ -150,3 +169,25 @@ async def test_transient_errors_are_retried(
     servicer.unavailable_heartbeats = 5
     with pytest.raises(ServiceUnavailable):
         await call_with_retry(lambda: client.heartbeat("w1", ["a"]), attempts=2, first_delay=0.01)
+
+
+async def test_heartbeat_news_and_awaiting_input_convert(
+    service: tuple[RecordingWorkerService, GrpcSchedulerClient],
+) -> None:
+    servicer, client = service
+    news = await client.heartbeat("w1", ["gone", "paused"])
+    assert news.cancelled == ("gone",)
+    assert news.resumed == (ResumedInput(execution_id="paused", input={"n": 2**64}, round=2),)
+
+    paused = await client.report_awaiting_input(
+        [
+            AwaitingInput(execution_id="a", attempt=2, prompt="Name?", round=1),
+            AwaitingInput(execution_id="b", attempt=1, prompt="late", round=3),
+        ]
+    )
+    assert paused == ["a"]
+    report = servicer.requests[-1]
+    assert [(i.execution_id, i.attempt, i.prompt, i.round) for i in report.items] == [
+        ("a", 2, "Name?", 1),
+        ("b", 1, "late", 3),
+    ]
