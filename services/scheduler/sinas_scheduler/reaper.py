@@ -1,5 +1,6 @@
-"""The reaper loop: fails executions whose last allowed attempt lost its worker, and callback
-claims whose notifier was lost before it recorded an outcome."""
+"""The reaper loop: fails executions whose last allowed attempt lost its worker, paused
+executions whose input deadline passed, and callback claims whose notifier was lost before it
+recorded an outcome."""
 
 from __future__ import annotations
 
@@ -7,17 +8,22 @@ import asyncio
 import logging
 
 from sinas_scheduler.callbacks import CallbackUseCases
+from sinas_scheduler.interaction import InteractionUseCases
 from sinas_scheduler.scheduler import WorkerUseCases
 
 logger = logging.getLogger(__name__)
 
 
 async def run_reaper(
-    worker: WorkerUseCases, callbacks: CallbackUseCases, interval_seconds: float
+    worker: WorkerUseCases,
+    callbacks: CallbackUseCases,
+    interaction: InteractionUseCases,
+    interval_seconds: float,
 ) -> None:
     while True:
         try:
             await worker.reap()
+            await interaction.expire_inputs()
             await callbacks.reap()
         except asyncio.CancelledError:
             raise
