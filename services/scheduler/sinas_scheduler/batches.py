@@ -139,14 +139,9 @@ class BatchUseCases:
             )
         size = len(request.inputs)
         if size > self._limits.max_batch_size:
+            # A plain message, as upstream's string detail, naming the limit.
             raise PayloadTooLarge(
-                f"batch size {size} exceeds MAX_BATCH_SIZE={self._limits.max_batch_size}",
-                violations=[
-                    FieldViolation(
-                        field="inputs",
-                        description=f"at most {self._limits.max_batch_size} items",
-                    )
-                ],
+                f"batch size {size} exceeds MAX_BATCH_SIZE={self._limits.max_batch_size}"
             )
         if size == 0:
             raise SchemaViolation(
