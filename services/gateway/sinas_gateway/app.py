@@ -15,7 +15,15 @@ from fastapi import FastAPI
 from sinas_common.grpc_client import open_channel
 from sinas_gateway.body_limit import BodySizeLimit
 from sinas_gateway.errors import install_error_handlers
-from sinas_gateway.routes import auth, executions, functions, health, management
+from sinas_gateway.routes import (
+    auth,
+    batches,
+    executions,
+    functions,
+    health,
+    interaction,
+    management,
+)
 from sinas_gateway.scheduler_client import GrpcSchedulerClient, SchedulerClient
 from sinas_gateway.settings import GatewaySettings
 
@@ -33,7 +41,7 @@ def create_app(settings: GatewaySettings, scheduler: SchedulerClient) -> FastAPI
     )
     app.state.settings = settings
     app.state.scheduler = scheduler
-    for module in (functions, executions, auth, management, health):
+    for module in (functions, batches, executions, interaction, auth, management, health):
         app.include_router(module.router)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_body_bytes)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -16,7 +16,16 @@ from sinas_gateway.schemas import (
     ApiKeyCreate,
     ApiKeyDocument,
     AsyncExecuteRequest,
+    BatchCancelResponse,
+    BatchDocument,
+    BatchExecuteRequest,
+    BatchExecutionItem,
+    BatchExecutionsPage,
+    BatchStatusName,
+    BatchTarget,
     CallbackStatusName,
+    CancelledExecution,
+    ContinueRequest,
     ExecutionDocument,
     ExecutionStatusName,
     FunctionCreate,
@@ -162,6 +171,35 @@ def execution_document(execution: pb.Execution) -> ExecutionDocument:
         callback_response_code=_optional_int(execution, "callback_response_code"),
         callback_error=_text(execution.callback_error),
         callback_attempted_at=_time(execution, "callback_attempted_at"),
+        input_prompt=_text(execution.input_prompt),
+        input_deadline_at=_time(execution, "input_deadline_at"),
+    )
+
+
+def continue_request(execution_id: str, body: ContinueRequest) -> pb.ContinueExecutionRequest:
+    return pb.ContinueExecutionRequest(
+        execution_id=execution_id, input_json=encode_json("input", body.input)
+    )
+
+
+def cancel_execution_request(execution_id: str) -> pb.CancelExecutionRequest:
+    return pb.CancelExecutionRequest(execution_id=execution_id)
+
+
+def cancelled_execution(response: pb.CancelExecutionResponse) -> CancelledExecution:
+    document = execution_document(response.execution)
+    return CancelledExecution(**document.model_dump(), cancelled=response.cancelled)
+
+
+def cancel_batch_request(batch_id: str) -> pb.CancelBatchRequest:
+    return pb.CancelBatchRequest(batch_id=batch_id)
+
+
+def batch_cancel_document(response: pb.CancelBatchResponse) -> BatchCancelResponse:
+    return BatchCancelResponse(
+        batch_id=response.batch_id,
+        status=cast(BatchStatusName, response.status),
+        cancelled_children=response.cancelled_children,
     )
 
 
@@ -313,4 +351,103 @@ def function_document(function: pb.Function) -> FunctionDocument:
         version=function.version,
         created_at=_time(function, "created_at"),
         updated_at=_time(function, "updated_at"),
+    )
+
+
+# --- batches -----------------------------------------------------------------------------
+
+
+def submit_batch_request(
+    namespace: str, name: str, body: BatchExecuteRequest, *, idempotency_key: str = ""
+) -> pb.SubmitBatchRequest:
+    request = pb.SubmitBatchRequest(
+        namespace=namespace,
+        name=name,
+        inputs_json=[
+            encode_json(f"inputs[{index}]", value) for index, value in enumerate(body.inputs)
+        ],
+        trigger_id_prefix=body.trigger_id_prefix or "",
+        callback_url=body.callback_url or "",
+        batch_callback_url=body.batch_callback_url or "",
+        idempotency_key=idempotency_key,
+    )
+    if body.delay_seconds:
+        request.delay_seconds = body.delay_seconds
+    return request
+
+
+_BATCH_STATUSES: dict[str, BatchStatusName] = {
+    "queued": "queued",
+    "running": "running",
+    "completed": "completed",
+    "partial": "partial",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
+
+
+def batch_document(batch: pb.Batch) -> BatchDocument:
+    return BatchDocument(
+        batch_id=batch.batch_id,
+        kind=batch.kind,
+        target=BatchTarget(namespace=batch.namespace, name=batch.name),
+        user_id=batch.user_id,
+        total=batch.total,
+        queued=batch.queued,
+        running=batch.running,
+        completed=batch.completed,
+        failed=batch.failed,
+        cancelled=batch.cancelled,
+        status=_BATCH_STATUSES[batch.status],
+        created_at=_time(batch, "created_at"),
+        started_at=_time(batch, "started_at"),
+        finished_at=_time(batch, "finished_at"),
+        cancelled_at=_time(batch, "cancelled_at"),
+        trigger_id_prefix=_text(batch.trigger_id_prefix),
+        callback_url=_text(batch.callback_url),
+        batch_callback_url=_text(batch.batch_callback_url),
+        batch_callback_status=_callback_status(batch.batch_callback_status),
+        batch_callback_response_code=_optional_int(batch, "batch_callback_response_code"),
+        batch_callback_error=_text(batch.batch_callback_error),
+        batch_callback_attempted_at=_time(batch, "batch_callback_attempted_at"),
+    )
+
+
+def batch_execution_item(execution: pb.Execution) -> BatchExecutionItem:
+    return BatchExecutionItem(
+        execution_id=execution.execution_id,
+        index=_optional_int(execution, "batch_index"),
+        status=status_name(execution.status).value.lower(),
+        function_name=execution.function_name,
+        trigger_id=_text(execution.trigger_id),
+        chat_id=_text(execution.chat_id),
+        created_at=_time(execution, "created_at"),
+        started_at=_time(execution, "started_at"),
+        completed_at=_time(execution, "completed_at"),
+        duration_ms=_optional_int(execution, "duration_ms"),
+        error=_text(execution.error),
+    )
+
+
+def batch_executions_page(response: pb.ListBatchExecutionsResponse) -> BatchExecutionsPage:
+    return BatchExecutionsPage(
+        executions=[batch_execution_item(execution) for execution in response.executions],
+        total=response.total,
+        next_offset=_optional_int(response, "next_offset"),
+    )
+
+
+def get_batch_request(batch_id: str) -> pb.GetBatchRequest:
+    return pb.GetBatchRequest(batch_id=batch_id)
+
+
+def list_batches_request(*, limit: int, offset: int) -> pb.ListBatchesRequest:
+    return pb.ListBatchesRequest(limit=limit, offset=offset)
+
+
+def list_batch_executions_request(
+    batch_id: str, *, status: ExecutionStatusName | None, limit: int, offset: int
+) -> pb.ListBatchExecutionsRequest:
+    return pb.ListBatchExecutionsRequest(
+        batch_id=batch_id, status=status_value(status), limit=limit, offset=offset
     )

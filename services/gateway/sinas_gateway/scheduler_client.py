@@ -92,6 +92,34 @@ class SchedulerClient(Protocol):
         self, request: pb.ListExecutionsRequest, caller: Credentials
     ) -> pb.ListExecutionsResponse: ...
 
+    async def submit_batch(
+        self, request: pb.SubmitBatchRequest, caller: Credentials
+    ) -> pb.SubmitBatchResponse: ...
+
+    async def get_batch(
+        self, request: pb.GetBatchRequest, caller: Credentials
+    ) -> pb.GetBatchResponse: ...
+
+    async def list_batches(
+        self, request: pb.ListBatchesRequest, caller: Credentials
+    ) -> pb.ListBatchesResponse: ...
+
+    async def list_batch_executions(
+        self, request: pb.ListBatchExecutionsRequest, caller: Credentials
+    ) -> pb.ListBatchExecutionsResponse: ...
+
+    async def continue_execution(
+        self, request: pb.ContinueExecutionRequest, caller: Credentials
+    ) -> pb.ContinueExecutionResponse: ...
+
+    async def cancel_execution(
+        self, request: pb.CancelExecutionRequest, caller: Credentials
+    ) -> pb.CancelExecutionResponse: ...
+
+    async def cancel_batch(
+        self, request: pb.CancelBatchRequest, caller: Credentials
+    ) -> pb.CancelBatchResponse: ...
+
     async def is_serving(self) -> bool:
         """True while the scheduler answers its gRPC health check with SERVING."""
         ...
@@ -104,6 +132,7 @@ class GrpcSchedulerClient:
         self._identity = pb_grpc.IdentityServiceStub(channel)
         self._functions = pb_grpc.FunctionServiceStub(channel)
         self._executions = pb_grpc.ExecutionServiceStub(channel)
+        self._batches = pb_grpc.BatchServiceStub(channel)
         self._health = health_pb2_grpc.HealthStub(channel)
         self._timeout = rpc_timeout_seconds
 
@@ -210,6 +239,67 @@ class GrpcSchedulerClient:
     ) -> pb.ListExecutionsResponse:
         return await invoke(
             self._executions.ListExecutions,
+            request,
+            metadata=caller.metadata(),
+            timeout=self._timeout,
+        )
+
+    async def submit_batch(
+        self, request: pb.SubmitBatchRequest, caller: Credentials
+    ) -> pb.SubmitBatchResponse:
+        return await invoke(
+            self._batches.SubmitBatch, request, metadata=caller.metadata(), timeout=self._timeout
+        )
+
+    async def get_batch(
+        self, request: pb.GetBatchRequest, caller: Credentials
+    ) -> pb.GetBatchResponse:
+        return await invoke(
+            self._batches.GetBatch, request, metadata=caller.metadata(), timeout=self._timeout
+        )
+
+    async def list_batches(
+        self, request: pb.ListBatchesRequest, caller: Credentials
+    ) -> pb.ListBatchesResponse:
+        return await invoke(
+            self._batches.ListBatches, request, metadata=caller.metadata(), timeout=self._timeout
+        )
+
+    async def list_batch_executions(
+        self, request: pb.ListBatchExecutionsRequest, caller: Credentials
+    ) -> pb.ListBatchExecutionsResponse:
+        return await invoke(
+            self._batches.ListBatchExecutions,
+            request,
+            metadata=caller.metadata(),
+            timeout=self._timeout,
+        )
+
+    async def continue_execution(
+        self, request: pb.ContinueExecutionRequest, caller: Credentials
+    ) -> pb.ContinueExecutionResponse:
+        return await invoke(
+            self._executions.ContinueExecution,
+            request,
+            metadata=caller.metadata(),
+            timeout=self._timeout,
+        )
+
+    async def cancel_execution(
+        self, request: pb.CancelExecutionRequest, caller: Credentials
+    ) -> pb.CancelExecutionResponse:
+        return await invoke(
+            self._executions.CancelExecution,
+            request,
+            metadata=caller.metadata(),
+            timeout=self._timeout,
+        )
+
+    async def cancel_batch(
+        self, request: pb.CancelBatchRequest, caller: Credentials
+    ) -> pb.CancelBatchResponse:
+        return await invoke(
+            self._batches.CancelBatch,
             request,
             metadata=caller.metadata(),
             timeout=self._timeout,

@@ -127,6 +127,138 @@ class ExecutionDocument(BaseModel):
     callback_response_code: int | None = None
     callback_error: str | None = None
     callback_attempted_at: datetime | None = None
+    # While AWAITING_INPUT: what `input(prompt)` asked, and when the execution fails unless
+    # continued.
+    input_prompt: str | None = None
+    input_deadline_at: datetime | None = None
+
+
+class ContinueRequest(BaseModel):
+    """`POST /executions/{execution_id}/continue`: the answer to the waiting `input()`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: Any = Field(
+        description="Any JSON value; a string comes back from `input()` as that string."
+    )
+
+
+class CancelledExecution(ExecutionDocument):
+    """The execution after a cancel; `cancelled` is false when it was already running or done."""
+
+    cancelled: bool
+
+
+class BatchCancelResponse(BaseModel):
+    """`POST /batches/{batch_id}/cancel`."""
+
+    batch_id: str
+    status: BatchStatusName
+    cancelled_children: int
+
+
+# --- runtime: batches --------------------------------------------------------------------
+
+
+class BatchExecuteRequest(BaseModel):
+    """Body of `POST /functions/{namespace}/{name}/execute/batch`."""
+
+    inputs: list[dict[str, Any]] = Field(
+        min_length=1,
+        description=(
+            "One input per child, 1 to MAX_BATCH_SIZE (413 above it); every item is checked"
+            " against the function's schema before anything is stored."
+        ),
+    )
+    trigger_id_prefix: str | None = Field(
+        default=None,
+        max_length=255,
+        strict=True,
+        description='Child i gets trigger id "{prefix}:{i}", or "batch:{i}" without one.',
+    )
+    delay_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_DELAY_SECONDS,
+        strict=True,
+        description="Applied to every child; null or 0 runs now.",
+    )
+    callback_url: str | None = Field(
+        default=None, strict=True, description="HTTPS URL that receives each child's outcome."
+    )
+    batch_callback_url: str | None = Field(
+        default=None,
+        strict=True,
+        description="HTTPS URL that receives one summary when the last child ends.",
+    )
+
+
+class BatchQueuedResponse(BaseModel):
+    """The answer to an accepted batch: the children's ids in input order."""
+
+    batch_id: str
+    execution_ids: list[str]
+    total: int
+    status: Literal["queued"] = "queued"
+
+
+BatchStatusName = Literal["queued", "running", "completed", "partial", "failed", "cancelled"]
+
+
+class BatchTarget(BaseModel):
+    namespace: str
+    name: str
+
+
+class BatchDocument(BaseModel):
+    """One batch, as `GET /batches/{batch_id}` returns it; counts come from the children."""
+
+    batch_id: str
+    kind: str
+    target: BatchTarget
+    user_id: str
+    total: int
+    queued: int = Field(description="PENDING plus AWAITING_INPUT children.")
+    running: int
+    completed: int
+    failed: int
+    cancelled: int
+    status: BatchStatusName
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    trigger_id_prefix: str | None = None
+    callback_url: str | None = None
+    batch_callback_url: str | None = None
+    batch_callback_status: CallbackStatusName | None = None
+    batch_callback_response_code: int | None = None
+    batch_callback_error: str | None = None
+    batch_callback_attempted_at: datetime | None = None
+
+
+class BatchExecutionItem(BaseModel):
+    """One child in the drill-in; its status in lower case, as the batch document."""
+
+    execution_id: str
+    index: int | None
+    status: str
+    function_name: str
+    trigger_id: str | None = None
+    chat_id: str | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    duration_ms: int | None = None
+    error: str | None = None
+
+
+class BatchExecutionsPage(BaseModel):
+    """A page of children in batch order; `next_offset` is null on the last page."""
+
+    executions: list[BatchExecutionItem]
+    total: int
+    next_offset: int | None = None
 
 
 # --- auth --------------------------------------------------------------------------------

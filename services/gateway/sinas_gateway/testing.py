@@ -115,5 +115,44 @@ class RecordingSchedulerClient:
     ) -> pb.ListExecutionsResponse:
         return await self._answer("list_executions", request, caller, pb.ListExecutionsResponse)
 
+    async def submit_batch(
+        self, request: pb.SubmitBatchRequest, caller: Credentials
+    ) -> pb.SubmitBatchResponse:
+        return await self._answer("submit_batch", request, caller, pb.SubmitBatchResponse)
+
+    async def get_batch(
+        self, request: pb.GetBatchRequest, caller: Credentials
+    ) -> pb.GetBatchResponse:
+        return await self._answer("get_batch", request, caller, pb.GetBatchResponse)
+
+    async def list_batches(
+        self, request: pb.ListBatchesRequest, caller: Credentials
+    ) -> pb.ListBatchesResponse:
+        return await self._answer("list_batches", request, caller, pb.ListBatchesResponse)
+
+    async def list_batch_executions(
+        self, request: pb.ListBatchExecutionsRequest, caller: Credentials
+    ) -> pb.ListBatchExecutionsResponse:
+        return await self._answer(
+            "list_batch_executions", request, caller, pb.ListBatchExecutionsResponse
+        )
+
+    async def continue_execution(
+        self, request: pb.ContinueExecutionRequest, caller: Credentials
+    ) -> pb.ContinueExecutionResponse:
+        return await self._answer(
+            "continue_execution", request, caller, pb.ContinueExecutionResponse
+        )
+
+    async def cancel_execution(
+        self, request: pb.CancelExecutionRequest, caller: Credentials
+    ) -> pb.CancelExecutionResponse:
+        return await self._answer("cancel_execution", request, caller, pb.CancelExecutionResponse)
+
+    async def cancel_batch(
+        self, request: pb.CancelBatchRequest, caller: Credentials
+    ) -> pb.CancelBatchResponse:
+        return await self._answer("cancel_batch", request, caller, pb.CancelBatchResponse)
+
     async def is_serving(self) -> bool:
         return self.serving

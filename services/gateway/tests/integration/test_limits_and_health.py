@@ -79,6 +79,13 @@ async def test_openapi_lists_every_path(http: httpx.AsyncClient) -> None:
     assert set(document["paths"]) == {
         "/functions/{namespace}/{name}/execute/async",
         "/functions/{namespace}/{name}/execute",
+        "/functions/{namespace}/{name}/execute/batch",
+        "/batches",
+        "/batches/{batch_id}",
+        "/batches/{batch_id}/executions",
+        "/batches/{batch_id}/cancel",
+        "/executions/{execution_id}/continue",
+        "/executions/{execution_id}/cancel",
         "/executions/{execution_id}",
         "/executions",
         "/auth/me",

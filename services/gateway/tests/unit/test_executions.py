@@ -75,6 +75,8 @@ async def test_execution_document_has_every_field(
         "callback_response_code": 500,
         "callback_error": "the receiver answered 500",
         "callback_attempted_at": "2025-03-01T12:00:04.500000Z",
+        "input_prompt": None,
+        "input_deadline_at": None,
     }
     (call,) = scheduler.calls_to("get_execution")
     assert call.request == pb.GetExecutionRequest(execution_id="exec-1")
