@@ -4,6 +4,7 @@ original, another body is a 409, concurrent retries with one key make exactly on
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any
 
@@ -109,3 +110,92 @@ async def test_an_over_long_key_is_a_400(
     assert reply.status_code == 400
     assert "Idempotency-Key" in reply.json()["detail"]
     assert executions_of(stack, fn) == 0
+
+
+def batch_path(fn: CreatedFunction) -> str:
+    return f"/functions/{fn.namespace}/{fn.name}/execute/batch"
+
+
+async def post_batch(
+    client: httpx.AsyncClient, fn: CreatedFunction, key: str, body: dict[str, Any]
+) -> httpx.Response:
+    return await client.post(batch_path(fn), json=body, headers={"Idempotency-Key": key})
+
+
+def batches_of(stack: Stack, fn: CreatedFunction) -> int:
+    row = query_one(
+        stack.config.database_url,
+        "SELECT count(*) FROM batches WHERE namespace = %s AND name = %s",
+        fn.namespace,
+        fn.name,
+    )
+    assert row is not None
+    return int(row[0])
+
+
+async def wait_for_batch(client: httpx.AsyncClient, batch_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 60.0
+    document: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        reply = await client.get(f"/batches/{batch_id}")
+        assert reply.status_code == 200, reply.text
+        document = reply.json()
+        if document["finished_at"] is not None:
+            return document
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"batch never finished: {document}")
+
+
+async def test_a_retried_batch_answers_the_original_and_runs_each_child_once(
+    admin: httpx.AsyncClient, create_function: FunctionFactory, stack: Stack
+) -> None:
+    fn = await create_function()
+    key = new_key()
+    body = {"inputs": [{"i": i} for i in range(20)], "trigger_id_prefix": "nightly"}
+    first = await post_batch(admin, fn, key, body)
+    assert first.status_code == 202, first.text
+    again = await post_batch(admin, fn, key, body)
+    assert again.status_code == 202, again.text
+    assert again.json() == first.json()
+    document = await wait_for_batch(admin, first.json()["batch_id"])
+    assert (document["status"], document["total"], document["completed"]) == (
+        "completed",
+        20,
+        20,
+    )
+    late = await post_batch(admin, fn, key, body)
+    assert late.json() == first.json()
+    assert (batches_of(stack, fn), executions_of(stack, fn)) == (1, 20)
+    row = query_one(
+        stack.config.database_url,
+        "SELECT max(attempts) FROM executions WHERE batch_id = %s",
+        first.json()["batch_id"],
+    )
+    assert row == (1,)
+
+
+async def test_the_same_key_with_another_batch_is_a_409(
+    admin: httpx.AsyncClient, create_function: FunctionFactory, stack: Stack
+) -> None:
+    fn = await create_function()
+    key = new_key()
+    assert (await post_batch(admin, fn, key, {"inputs": [{"i": 1}]})).status_code == 202
+    reply = await post_batch(admin, fn, key, {"inputs": [{"i": 1}, {"i": 2}]})
+    assert reply.status_code == 409
+    assert reply.json()["reason"] == "already_exists"
+    # Nor can the key be reused for a single enqueue.
+    assert (await post_async(admin, fn, key, {"input": {"i": 1}})).status_code == 409
+    assert (batches_of(stack, fn), executions_of(stack, fn)) == (1, 1)
+
+
+async def test_concurrent_batch_retries_with_one_key_make_one_batch(
+    admin: httpx.AsyncClient, create_function: FunctionFactory, stack: Stack
+) -> None:
+    fn = await create_function()
+    key = new_key()
+    body = {"inputs": [{"i": i} for i in range(100)]}
+    replies = await asyncio.gather(*(post_batch(admin, fn, key, body) for _ in range(10)))
+    assert {reply.status_code for reply in replies} == {202}
+    assert len({reply.json()["batch_id"] for reply in replies}) == 1
+    assert len({tuple(reply.json()["execution_ids"]) for reply in replies}) == 1
+    assert (batches_of(stack, fn), executions_of(stack, fn)) == (1, 100)
