@@ -7,6 +7,10 @@ timestamps, not from the client, so the load generator doesn't set the result.
   client: at 32 in flight it is known to be the bottleneck on a 2-core machine).
 - sync round trip: `execute` of a no-op function, p50/p99 (submit, dispatch, claim, run,
   complete, notify, answer).
+- batch submit: `execute/batch` of 1,000 children, one request at a time, p50/p99 (validate
+  every input, one transaction with one multi-row INSERT).
+- batch drain: executions/s over those batches' children, from the database's timestamps
+  (every child's completion also runs the batch's terminal check).
 """
 
 from __future__ import annotations
@@ -91,7 +95,32 @@ async def wait_all_done(database_url: str, function_name: str, count: int) -> No
             await asyncio.sleep(0.2)
 
 
-async def measure(stack: Stack, drain_count: int, enqueue_count: int) -> dict[str, Any]:
+BATCH_SIZE = 1000
+
+
+async def measure_batches(
+    client: httpx.AsyncClient, database_url: str, batches: int
+) -> dict[str, Any]:
+    path = await create_noop(client, "batch")
+    body = {"inputs": [{"i": i} for i in range(BATCH_SIZE)]}
+    latencies: list[float] = []
+    for _ in range(batches):
+        started = time.perf_counter()
+        reply = await client.post(f"{path}/execute/batch", json=body)
+        reply.raise_for_status()
+        latencies.append(time.perf_counter() - started)
+    await wait_all_done(database_url, "batch", batches * BATCH_SIZE)
+    done, seconds = drain_rate(database_url, "batch")
+    return {
+        "batch submit p50 ms": 1000 * percentile(latencies, 0.5),
+        "batch submit p99 ms": 1000 * percentile(latencies, 0.99),
+        "batch drain executions/s": done / seconds if seconds else float("nan"),
+    }
+
+
+async def measure(
+    stack: Stack, drain_count: int, enqueue_count: int, batches: int
+) -> dict[str, Any]:
     results: dict[str, Any] = {}
     headers = {"X-API-Key": stack.config.admin_key}
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
@@ -127,6 +156,7 @@ async def measure(stack: Stack, drain_count: int, enqueue_count: int) -> dict[st
             round_trips.append(time.perf_counter() - started)
         results["sync execute p50 ms"] = 1000 * percentile(round_trips, 0.5)
         results["sync execute p99 ms"] = 1000 * percentile(round_trips, 0.99)
+        results.update(await measure_batches(client, stack.config.database_url, batches))
     return results
 
 
@@ -134,6 +164,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--drain", type=int, default=5000, help="executions drained per round")
     parser.add_argument("--enqueue", type=int, default=1000, help="requests per enqueue figure")
+    parser.add_argument(
+        "--batches", type=int, default=20, help="1,000-child batches submitted per round"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="rounds; medians are reported")
     options = parser.parse_args()
 
@@ -161,7 +194,9 @@ def main() -> None:
                 stack.wait_ready(scheduler, timeout=120)
                 gateway.start()
                 stack.wait_ready(gateway)
-                rounds.append(asyncio.run(measure(stack, options.drain, options.enqueue)))
+                rounds.append(
+                    asyncio.run(measure(stack, options.drain, options.enqueue, options.batches))
+                )
             finally:
                 stack.stop_all()
     finally:
