@@ -654,6 +654,9 @@ class Execution(_message.Message):
     BATCH_INDEX_FIELD_NUMBER: _builtins.int
     INPUT_PROMPT_FIELD_NUMBER: _builtins.int
     INPUT_DEADLINE_AT_FIELD_NUMBER: _builtins.int
+    PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
+    COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
+    PARENT_EXECUTION_ID_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     user_id: _builtins.str
     kind: _builtins.str
@@ -683,6 +686,10 @@ class Execution(_message.Message):
     """The child's position in its batch; unset outside a batch."""
     input_prompt: _builtins.str
     """What `input(prompt)` asked, while AWAITING_INPUT."""
+    prompt_tokens: _builtins.int
+    """LLM token usage of an agent run (unset for functions)."""
+    completion_tokens: _builtins.int
+    parent_execution_id: _builtins.str
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -733,23 +740,34 @@ class Execution(_message.Message):
         batch_index: _builtins.int | None = ...,
         input_prompt: _builtins.str = ...,
         input_deadline_at: _timestamp_pb2.Timestamp | None = ...,
+        prompt_tokens: _builtins.int | None = ...,
+        completion_tokens: _builtins.int | None = ...,
+        parent_execution_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_batch_index", b"_batch_index", "_callback_response_code", b"_callback_response_code", "_duration_ms", b"_duration_ms", "batch_index", b"batch_index", "callback_attempted_at", b"callback_attempted_at", "callback_response_code", b"callback_response_code", "completed_at", b"completed_at", "created_at", b"created_at", "duration_ms", b"duration_ms", "input_deadline_at", b"input_deadline_at", "run_at", b"run_at", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_batch_index", b"_batch_index", "_callback_response_code", b"_callback_response_code", "_completion_tokens", b"_completion_tokens", "_duration_ms", b"_duration_ms", "_prompt_tokens", b"_prompt_tokens", "batch_index", b"batch_index", "callback_attempted_at", b"callback_attempted_at", "callback_response_code", b"callback_response_code", "completed_at", b"completed_at", "completion_tokens", b"completion_tokens", "created_at", b"created_at", "duration_ms", b"duration_ms", "input_deadline_at", b"input_deadline_at", "prompt_tokens", b"prompt_tokens", "run_at", b"run_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_batch_index", b"_batch_index", "_callback_response_code", b"_callback_response_code", "_duration_ms", b"_duration_ms", "attempts", b"attempts", "batch_id", b"batch_id", "batch_index", b"batch_index", "callback_attempted_at", b"callback_attempted_at", "callback_error", b"callback_error", "callback_response_code", b"callback_response_code", "callback_status", b"callback_status", "callback_url", b"callback_url", "chat_id", b"chat_id", "completed_at", b"completed_at", "created_at", b"created_at", "depth", b"depth", "duration_ms", b"duration_ms", "error", b"error", "execution_id", b"execution_id", "function_name", b"function_name", "function_version", b"function_version", "input_deadline_at", b"input_deadline_at", "input_json", b"input_json", "input_prompt", b"input_prompt", "kind", b"kind", "namespace", b"namespace", "output_json", b"output_json", "run_at", b"run_at", "started_at", b"started_at", "status", b"status", "timed_out", b"timed_out", "traceback", b"traceback", "trigger_id", b"trigger_id", "trigger_type", b"trigger_type", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_batch_index", b"_batch_index", "_callback_response_code", b"_callback_response_code", "_completion_tokens", b"_completion_tokens", "_duration_ms", b"_duration_ms", "_prompt_tokens", b"_prompt_tokens", "attempts", b"attempts", "batch_id", b"batch_id", "batch_index", b"batch_index", "callback_attempted_at", b"callback_attempted_at", "callback_error", b"callback_error", "callback_response_code", b"callback_response_code", "callback_status", b"callback_status", "callback_url", b"callback_url", "chat_id", b"chat_id", "completed_at", b"completed_at", "completion_tokens", b"completion_tokens", "created_at", b"created_at", "depth", b"depth", "duration_ms", b"duration_ms", "error", b"error", "execution_id", b"execution_id", "function_name", b"function_name", "function_version", b"function_version", "input_deadline_at", b"input_deadline_at", "input_json", b"input_json", "input_prompt", b"input_prompt", "kind", b"kind", "namespace", b"namespace", "output_json", b"output_json", "parent_execution_id", b"parent_execution_id", "prompt_tokens", b"prompt_tokens", "run_at", b"run_at", "started_at", b"started_at", "status", b"status", "timed_out", b"timed_out", "traceback", b"traceback", "trigger_id", b"trigger_id", "trigger_type", b"trigger_type", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__batch_index: _TypeAlias = _typing.Literal["batch_index"]  # noqa: Y015
     _WhichOneofArgType__batch_index: _TypeAlias = _typing.Literal["_batch_index", b"_batch_index"]  # noqa: Y015
     _WhichOneofReturnType__callback_response_code: _TypeAlias = _typing.Literal["callback_response_code"]  # noqa: Y015
     _WhichOneofArgType__callback_response_code: _TypeAlias = _typing.Literal["_callback_response_code", b"_callback_response_code"]  # noqa: Y015
+    _WhichOneofReturnType__completion_tokens: _TypeAlias = _typing.Literal["completion_tokens"]  # noqa: Y015
+    _WhichOneofArgType__completion_tokens: _TypeAlias = _typing.Literal["_completion_tokens", b"_completion_tokens"]  # noqa: Y015
     _WhichOneofReturnType__duration_ms: _TypeAlias = _typing.Literal["duration_ms"]  # noqa: Y015
     _WhichOneofArgType__duration_ms: _TypeAlias = _typing.Literal["_duration_ms", b"_duration_ms"]  # noqa: Y015
+    _WhichOneofReturnType__prompt_tokens: _TypeAlias = _typing.Literal["prompt_tokens"]  # noqa: Y015
+    _WhichOneofArgType__prompt_tokens: _TypeAlias = _typing.Literal["_prompt_tokens", b"_prompt_tokens"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__batch_index) -> _WhichOneofReturnType__batch_index | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__callback_response_code) -> _WhichOneofReturnType__callback_response_code | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__completion_tokens) -> _WhichOneofReturnType__completion_tokens | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__duration_ms) -> _WhichOneofReturnType__duration_ms | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__prompt_tokens) -> _WhichOneofReturnType__prompt_tokens | None: ...
 
 Global___Execution: _TypeAlias = Execution  # noqa: Y015
 
@@ -1065,6 +1083,8 @@ class Batch(_message.Message):
     BATCH_CALLBACK_RESPONSE_CODE_FIELD_NUMBER: _builtins.int
     BATCH_CALLBACK_ERROR_FIELD_NUMBER: _builtins.int
     BATCH_CALLBACK_ATTEMPTED_AT_FIELD_NUMBER: _builtins.int
+    PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
+    COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
     kind: _builtins.str
     """"function" or "agent"."""
@@ -1086,6 +1106,9 @@ class Batch(_message.Message):
     batch_callback_status: _builtins.str
     batch_callback_response_code: _builtins.int
     batch_callback_error: _builtins.str
+    prompt_tokens: _builtins.int
+    """Sums over the children (agent batches)."""
+    completion_tokens: _builtins.int
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1122,10 +1145,12 @@ class Batch(_message.Message):
         batch_callback_response_code: _builtins.int | None = ...,
         batch_callback_error: _builtins.str = ...,
         batch_callback_attempted_at: _timestamp_pb2.Timestamp | None = ...,
+        prompt_tokens: _builtins.int = ...,
+        completion_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_batch_callback_response_code", b"_batch_callback_response_code", "batch_callback_attempted_at", b"batch_callback_attempted_at", "batch_callback_response_code", b"batch_callback_response_code", "cancelled_at", b"cancelled_at", "created_at", b"created_at", "finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_batch_callback_response_code", b"_batch_callback_response_code", "batch_callback_attempted_at", b"batch_callback_attempted_at", "batch_callback_error", b"batch_callback_error", "batch_callback_response_code", b"batch_callback_response_code", "batch_callback_status", b"batch_callback_status", "batch_callback_url", b"batch_callback_url", "batch_id", b"batch_id", "callback_url", b"callback_url", "cancelled", b"cancelled", "cancelled_at", b"cancelled_at", "completed", b"completed", "created_at", b"created_at", "failed", b"failed", "finished_at", b"finished_at", "kind", b"kind", "name", b"name", "namespace", b"namespace", "queued", b"queued", "running", b"running", "started_at", b"started_at", "status", b"status", "total", b"total", "trigger_id_prefix", b"trigger_id_prefix", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_batch_callback_response_code", b"_batch_callback_response_code", "batch_callback_attempted_at", b"batch_callback_attempted_at", "batch_callback_error", b"batch_callback_error", "batch_callback_response_code", b"batch_callback_response_code", "batch_callback_status", b"batch_callback_status", "batch_callback_url", b"batch_callback_url", "batch_id", b"batch_id", "callback_url", b"callback_url", "cancelled", b"cancelled", "cancelled_at", b"cancelled_at", "completed", b"completed", "completion_tokens", b"completion_tokens", "created_at", b"created_at", "failed", b"failed", "finished_at", b"finished_at", "kind", b"kind", "name", b"name", "namespace", b"namespace", "prompt_tokens", b"prompt_tokens", "queued", b"queued", "running", b"running", "started_at", b"started_at", "status", b"status", "total", b"total", "trigger_id_prefix", b"trigger_id_prefix", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__batch_callback_response_code: _TypeAlias = _typing.Literal["batch_callback_response_code"]  # noqa: Y015
     _WhichOneofArgType__batch_callback_response_code: _TypeAlias = _typing.Literal["_batch_callback_response_code", b"_batch_callback_response_code"]  # noqa: Y015
@@ -1392,6 +1417,786 @@ class CancelBatchResponse(_message.Message):
 Global___CancelBatchResponse: _TypeAlias = CancelBatchResponse  # noqa: Y015
 
 @_typing.final
+class LlmProvider(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    BASE_URL_FIELD_NUMBER: _builtins.int
+    DEFAULT_MODEL_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    name: _builtins.str
+    base_url: _builtins.str
+    default_model: _builtins.str
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        base_url: _builtins.str = ...,
+        default_model: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_url", b"base_url", "created_at", b"created_at", "default_model", b"default_model", "id", b"id", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LlmProvider: _TypeAlias = LlmProvider  # noqa: Y015
+
+@_typing.final
+class CreateLlmProviderRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    BASE_URL_FIELD_NUMBER: _builtins.int
+    API_KEY_FIELD_NUMBER: _builtins.int
+    DEFAULT_MODEL_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    base_url: _builtins.str
+    api_key: _builtins.str
+    default_model: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        base_url: _builtins.str = ...,
+        api_key: _builtins.str = ...,
+        default_model: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "base_url", b"base_url", "default_model", b"default_model", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateLlmProviderRequest: _TypeAlias = CreateLlmProviderRequest  # noqa: Y015
+
+@_typing.final
+class CreateLlmProviderResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def provider(self) -> Global___LlmProvider: ...
+    def __init__(
+        self,
+        *,
+        provider: Global___LlmProvider | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["provider", b"provider"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["provider", b"provider"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateLlmProviderResponse: _TypeAlias = CreateLlmProviderResponse  # noqa: Y015
+
+@_typing.final
+class Agent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    LLM_PROVIDER_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    SYSTEM_PROMPT_FIELD_NUMBER: _builtins.int
+    INITIAL_MESSAGES_JSON_FIELD_NUMBER: _builtins.int
+    INPUT_SCHEMA_JSON_FIELD_NUMBER: _builtins.int
+    TEMPERATURE_FIELD_NUMBER: _builtins.int
+    MAX_TOKENS_FIELD_NUMBER: _builtins.int
+    ENABLED_FUNCTIONS_FIELD_NUMBER: _builtins.int
+    MAX_TURNS_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    namespace: _builtins.str
+    name: _builtins.str
+    description: _builtins.str
+    llm_provider: _builtins.str
+    """A provider name; empty: the configured default provider."""
+    model: _builtins.str
+    """Empty: the provider's default model."""
+    system_prompt: _builtins.str
+    """Jinja2, rendered with the chat's input variables."""
+    initial_messages_json: _builtins.bytes
+    """A JSON list of {role, content}; contents are Jinja2."""
+    input_schema_json: _builtins.bytes
+    """JSON Schema of the input variables."""
+    temperature: _builtins.float
+    max_tokens: _builtins.int
+    max_turns: _builtins.int
+    version: _builtins.int
+    @_builtins.property
+    def enabled_functions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """"ns/name" of each function the model may call."""
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        llm_provider: _builtins.str = ...,
+        model: _builtins.str = ...,
+        system_prompt: _builtins.str = ...,
+        initial_messages_json: _builtins.bytes = ...,
+        input_schema_json: _builtins.bytes = ...,
+        temperature: _builtins.float | None = ...,
+        max_tokens: _builtins.int | None = ...,
+        enabled_functions: _abc.Iterable[_builtins.str] | None = ...,
+        max_turns: _builtins.int = ...,
+        version: _builtins.int = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_temperature", b"_temperature", "created_at", b"created_at", "max_tokens", b"max_tokens", "temperature", b"temperature", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_temperature", b"_temperature", "created_at", b"created_at", "description", b"description", "enabled_functions", b"enabled_functions", "id", b"id", "initial_messages_json", b"initial_messages_json", "input_schema_json", b"input_schema_json", "llm_provider", b"llm_provider", "max_tokens", b"max_tokens", "max_turns", b"max_turns", "model", b"model", "name", b"name", "namespace", b"namespace", "system_prompt", b"system_prompt", "temperature", b"temperature", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_tokens: _TypeAlias = _typing.Literal["max_tokens"]  # noqa: Y015
+    _WhichOneofArgType__max_tokens: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens"]  # noqa: Y015
+    _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
+    _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_tokens) -> _WhichOneofReturnType__max_tokens | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
+
+Global___Agent: _TypeAlias = Agent  # noqa: Y015
+
+@_typing.final
+class CreateAgentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    LLM_PROVIDER_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    SYSTEM_PROMPT_FIELD_NUMBER: _builtins.int
+    INITIAL_MESSAGES_JSON_FIELD_NUMBER: _builtins.int
+    INPUT_SCHEMA_JSON_FIELD_NUMBER: _builtins.int
+    TEMPERATURE_FIELD_NUMBER: _builtins.int
+    MAX_TOKENS_FIELD_NUMBER: _builtins.int
+    ENABLED_FUNCTIONS_FIELD_NUMBER: _builtins.int
+    MAX_TURNS_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    name: _builtins.str
+    description: _builtins.str
+    llm_provider: _builtins.str
+    model: _builtins.str
+    system_prompt: _builtins.str
+    initial_messages_json: _builtins.bytes
+    input_schema_json: _builtins.bytes
+    temperature: _builtins.float
+    max_tokens: _builtins.int
+    max_turns: _builtins.int
+    """Unset: the instance default."""
+    @_builtins.property
+    def enabled_functions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        llm_provider: _builtins.str = ...,
+        model: _builtins.str = ...,
+        system_prompt: _builtins.str = ...,
+        initial_messages_json: _builtins.bytes = ...,
+        input_schema_json: _builtins.bytes = ...,
+        temperature: _builtins.float | None = ...,
+        max_tokens: _builtins.int | None = ...,
+        enabled_functions: _abc.Iterable[_builtins.str] | None = ...,
+        max_turns: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_max_turns", b"_max_turns", "_temperature", b"_temperature", "max_tokens", b"max_tokens", "max_turns", b"max_turns", "temperature", b"temperature"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_max_turns", b"_max_turns", "_temperature", b"_temperature", "description", b"description", "enabled_functions", b"enabled_functions", "initial_messages_json", b"initial_messages_json", "input_schema_json", b"input_schema_json", "llm_provider", b"llm_provider", "max_tokens", b"max_tokens", "max_turns", b"max_turns", "model", b"model", "name", b"name", "namespace", b"namespace", "system_prompt", b"system_prompt", "temperature", b"temperature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_tokens: _TypeAlias = _typing.Literal["max_tokens"]  # noqa: Y015
+    _WhichOneofArgType__max_tokens: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens"]  # noqa: Y015
+    _WhichOneofReturnType__max_turns: _TypeAlias = _typing.Literal["max_turns"]  # noqa: Y015
+    _WhichOneofArgType__max_turns: _TypeAlias = _typing.Literal["_max_turns", b"_max_turns"]  # noqa: Y015
+    _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
+    _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_tokens) -> _WhichOneofReturnType__max_tokens | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_turns) -> _WhichOneofReturnType__max_turns | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
+
+Global___CreateAgentRequest: _TypeAlias = CreateAgentRequest  # noqa: Y015
+
+@_typing.final
+class CreateAgentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def agent(self) -> Global___Agent: ...
+    def __init__(
+        self,
+        *,
+        agent: Global___Agent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateAgentResponse: _TypeAlias = CreateAgentResponse  # noqa: Y015
+
+@_typing.final
+class GetAgentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAgentRequest: _TypeAlias = GetAgentRequest  # noqa: Y015
+
+@_typing.final
+class GetAgentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def agent(self) -> Global___Agent: ...
+    def __init__(
+        self,
+        *,
+        agent: Global___Agent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAgentResponse: _TypeAlias = GetAgentResponse  # noqa: Y015
+
+@_typing.final
+class StringList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        values: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StringList: _TypeAlias = StringList  # noqa: Y015
+
+@_typing.final
+class UpdateAgentRequest(_message.Message):
+    """Fields left unset keep their current value."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    LLM_PROVIDER_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    SYSTEM_PROMPT_FIELD_NUMBER: _builtins.int
+    INITIAL_MESSAGES_JSON_FIELD_NUMBER: _builtins.int
+    INPUT_SCHEMA_JSON_FIELD_NUMBER: _builtins.int
+    TEMPERATURE_FIELD_NUMBER: _builtins.int
+    MAX_TOKENS_FIELD_NUMBER: _builtins.int
+    ENABLED_FUNCTIONS_FIELD_NUMBER: _builtins.int
+    MAX_TURNS_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    name: _builtins.str
+    description: _builtins.str
+    llm_provider: _builtins.str
+    model: _builtins.str
+    system_prompt: _builtins.str
+    initial_messages_json: _builtins.bytes
+    input_schema_json: _builtins.bytes
+    temperature: _builtins.float
+    max_tokens: _builtins.int
+    max_turns: _builtins.int
+    @_builtins.property
+    def enabled_functions(self) -> Global___StringList: ...
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+        description: _builtins.str | None = ...,
+        llm_provider: _builtins.str | None = ...,
+        model: _builtins.str | None = ...,
+        system_prompt: _builtins.str | None = ...,
+        initial_messages_json: _builtins.bytes | None = ...,
+        input_schema_json: _builtins.bytes | None = ...,
+        temperature: _builtins.float | None = ...,
+        max_tokens: _builtins.int | None = ...,
+        enabled_functions: Global___StringList | None = ...,
+        max_turns: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_initial_messages_json", b"_initial_messages_json", "_input_schema_json", b"_input_schema_json", "_llm_provider", b"_llm_provider", "_max_tokens", b"_max_tokens", "_max_turns", b"_max_turns", "_model", b"_model", "_system_prompt", b"_system_prompt", "_temperature", b"_temperature", "description", b"description", "enabled_functions", b"enabled_functions", "initial_messages_json", b"initial_messages_json", "input_schema_json", b"input_schema_json", "llm_provider", b"llm_provider", "max_tokens", b"max_tokens", "max_turns", b"max_turns", "model", b"model", "system_prompt", b"system_prompt", "temperature", b"temperature"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_initial_messages_json", b"_initial_messages_json", "_input_schema_json", b"_input_schema_json", "_llm_provider", b"_llm_provider", "_max_tokens", b"_max_tokens", "_max_turns", b"_max_turns", "_model", b"_model", "_system_prompt", b"_system_prompt", "_temperature", b"_temperature", "description", b"description", "enabled_functions", b"enabled_functions", "initial_messages_json", b"initial_messages_json", "input_schema_json", b"input_schema_json", "llm_provider", b"llm_provider", "max_tokens", b"max_tokens", "max_turns", b"max_turns", "model", b"model", "name", b"name", "namespace", b"namespace", "system_prompt", b"system_prompt", "temperature", b"temperature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
+    _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015
+    _WhichOneofReturnType__initial_messages_json: _TypeAlias = _typing.Literal["initial_messages_json"]  # noqa: Y015
+    _WhichOneofArgType__initial_messages_json: _TypeAlias = _typing.Literal["_initial_messages_json", b"_initial_messages_json"]  # noqa: Y015
+    _WhichOneofReturnType__input_schema_json: _TypeAlias = _typing.Literal["input_schema_json"]  # noqa: Y015
+    _WhichOneofArgType__input_schema_json: _TypeAlias = _typing.Literal["_input_schema_json", b"_input_schema_json"]  # noqa: Y015
+    _WhichOneofReturnType__llm_provider: _TypeAlias = _typing.Literal["llm_provider"]  # noqa: Y015
+    _WhichOneofArgType__llm_provider: _TypeAlias = _typing.Literal["_llm_provider", b"_llm_provider"]  # noqa: Y015
+    _WhichOneofReturnType__max_tokens: _TypeAlias = _typing.Literal["max_tokens"]  # noqa: Y015
+    _WhichOneofArgType__max_tokens: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens"]  # noqa: Y015
+    _WhichOneofReturnType__max_turns: _TypeAlias = _typing.Literal["max_turns"]  # noqa: Y015
+    _WhichOneofArgType__max_turns: _TypeAlias = _typing.Literal["_max_turns", b"_max_turns"]  # noqa: Y015
+    _WhichOneofReturnType__model: _TypeAlias = _typing.Literal["model"]  # noqa: Y015
+    _WhichOneofArgType__model: _TypeAlias = _typing.Literal["_model", b"_model"]  # noqa: Y015
+    _WhichOneofReturnType__system_prompt: _TypeAlias = _typing.Literal["system_prompt"]  # noqa: Y015
+    _WhichOneofArgType__system_prompt: _TypeAlias = _typing.Literal["_system_prompt", b"_system_prompt"]  # noqa: Y015
+    _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
+    _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__description) -> _WhichOneofReturnType__description | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__initial_messages_json) -> _WhichOneofReturnType__initial_messages_json | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__input_schema_json) -> _WhichOneofReturnType__input_schema_json | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__llm_provider) -> _WhichOneofReturnType__llm_provider | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_tokens) -> _WhichOneofReturnType__max_tokens | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_turns) -> _WhichOneofReturnType__max_turns | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__model) -> _WhichOneofReturnType__model | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__system_prompt) -> _WhichOneofReturnType__system_prompt | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
+
+Global___UpdateAgentRequest: _TypeAlias = UpdateAgentRequest  # noqa: Y015
+
+@_typing.final
+class UpdateAgentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def agent(self) -> Global___Agent: ...
+    def __init__(
+        self,
+        *,
+        agent: Global___Agent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateAgentResponse: _TypeAlias = UpdateAgentResponse  # noqa: Y015
+
+@_typing.final
+class DeleteAgentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteAgentRequest: _TypeAlias = DeleteAgentRequest  # noqa: Y015
+
+@_typing.final
+class DeleteAgentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteAgentResponse: _TypeAlias = DeleteAgentResponse  # noqa: Y015
+
+@_typing.final
+class SubmitAgentRunRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    INPUT_VARIABLES_JSON_FIELD_NUMBER: _builtins.int
+    TRIGGER_ID_FIELD_NUMBER: _builtins.int
+    DELAY_SECONDS_FIELD_NUMBER: _builtins.int
+    CALLBACK_URL_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    name: _builtins.str
+    message: _builtins.str
+    """The user message."""
+    input_variables_json: _builtins.bytes
+    """JSON object of the chat's input variables."""
+    trigger_id: _builtins.str
+    delay_seconds: _builtins.int
+    callback_url: _builtins.str
+    idempotency_key: _builtins.str
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+        message: _builtins.str = ...,
+        input_variables_json: _builtins.bytes = ...,
+        trigger_id: _builtins.str = ...,
+        delay_seconds: _builtins.int | None = ...,
+        callback_url: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_delay_seconds", b"_delay_seconds", "delay_seconds", b"delay_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_delay_seconds", b"_delay_seconds", "callback_url", b"callback_url", "delay_seconds", b"delay_seconds", "idempotency_key", b"idempotency_key", "input_variables_json", b"input_variables_json", "message", b"message", "name", b"name", "namespace", b"namespace", "trigger_id", b"trigger_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__delay_seconds: _TypeAlias = _typing.Literal["delay_seconds"]  # noqa: Y015
+    _WhichOneofArgType__delay_seconds: _TypeAlias = _typing.Literal["_delay_seconds", b"_delay_seconds"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__delay_seconds) -> _WhichOneofReturnType__delay_seconds | None: ...
+
+Global___SubmitAgentRunRequest: _TypeAlias = SubmitAgentRunRequest  # noqa: Y015
+
+@_typing.final
+class SubmitAgentRunResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    CHAT_ID_FIELD_NUMBER: _builtins.int
+    execution_id: _builtins.str
+    chat_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        execution_id: _builtins.str = ...,
+        chat_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_id", b"chat_id", "execution_id", b"execution_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitAgentRunResponse: _TypeAlias = SubmitAgentRunResponse  # noqa: Y015
+
+@_typing.final
+class AgentBatchInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPUT_VARIABLES_JSON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    input_variables_json: _builtins.bytes
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        input_variables_json: _builtins.bytes = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_variables_json", b"input_variables_json", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentBatchInput: _TypeAlias = AgentBatchInput  # noqa: Y015
+
+@_typing.final
+class SubmitAgentBatchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    INPUTS_FIELD_NUMBER: _builtins.int
+    TRIGGER_ID_PREFIX_FIELD_NUMBER: _builtins.int
+    DELAY_SECONDS_FIELD_NUMBER: _builtins.int
+    CALLBACK_URL_FIELD_NUMBER: _builtins.int
+    BATCH_CALLBACK_URL_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    name: _builtins.str
+    trigger_id_prefix: _builtins.str
+    delay_seconds: _builtins.int
+    callback_url: _builtins.str
+    batch_callback_url: _builtins.str
+    idempotency_key: _builtins.str
+    @_builtins.property
+    def inputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgentBatchInput]: ...
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+        inputs: _abc.Iterable[Global___AgentBatchInput] | None = ...,
+        trigger_id_prefix: _builtins.str = ...,
+        delay_seconds: _builtins.int | None = ...,
+        callback_url: _builtins.str = ...,
+        batch_callback_url: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_delay_seconds", b"_delay_seconds", "delay_seconds", b"delay_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_delay_seconds", b"_delay_seconds", "batch_callback_url", b"batch_callback_url", "callback_url", b"callback_url", "delay_seconds", b"delay_seconds", "idempotency_key", b"idempotency_key", "inputs", b"inputs", "name", b"name", "namespace", b"namespace", "trigger_id_prefix", b"trigger_id_prefix"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__delay_seconds: _TypeAlias = _typing.Literal["delay_seconds"]  # noqa: Y015
+    _WhichOneofArgType__delay_seconds: _TypeAlias = _typing.Literal["_delay_seconds", b"_delay_seconds"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__delay_seconds) -> _WhichOneofReturnType__delay_seconds | None: ...
+
+Global___SubmitAgentBatchRequest: _TypeAlias = SubmitAgentBatchRequest  # noqa: Y015
+
+@_typing.final
+class SubmitAgentBatchResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    EXECUTION_IDS_FIELD_NUMBER: _builtins.int
+    CHAT_IDS_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    total: _builtins.int
+    @_builtins.property
+    def execution_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def chat_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+        execution_ids: _abc.Iterable[_builtins.str] | None = ...,
+        chat_ids: _abc.Iterable[_builtins.str] | None = ...,
+        total: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "chat_ids", b"chat_ids", "execution_ids", b"execution_ids", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitAgentBatchResponse: _TypeAlias = SubmitAgentBatchResponse  # noqa: Y015
+
+@_typing.final
+class ChatMessage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_JSON_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    role: _builtins.str
+    """system | user | assistant | tool"""
+    content: _builtins.str
+    tool_calls_json: _builtins.bytes
+    """JSON list of OpenAI-style tool calls, empty when none."""
+    tool_call_id: _builtins.str
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        role: _builtins.str = ...,
+        content: _builtins.str = ...,
+        tool_calls_json: _builtins.bytes = ...,
+        tool_call_id: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "created_at", b"created_at", "id", b"id", "role", b"role", "tool_call_id", b"tool_call_id", "tool_calls_json", b"tool_calls_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChatMessage: _TypeAlias = ChatMessage  # noqa: Y015
+
+@_typing.final
+class Chat(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHAT_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    AGENT_NAMESPACE_FIELD_NUMBER: _builtins.int
+    AGENT_NAME_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    INPUT_VARIABLES_JSON_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    chat_id: _builtins.str
+    user_id: _builtins.str
+    agent_namespace: _builtins.str
+    agent_name: _builtins.str
+    title: _builtins.str
+    input_variables_json: _builtins.bytes
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]: ...
+    def __init__(
+        self,
+        *,
+        chat_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        agent_namespace: _builtins.str = ...,
+        agent_name: _builtins.str = ...,
+        title: _builtins.str = ...,
+        input_variables_json: _builtins.bytes = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        messages: _abc.Iterable[Global___ChatMessage] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_name", b"agent_name", "agent_namespace", b"agent_namespace", "chat_id", b"chat_id", "created_at", b"created_at", "input_variables_json", b"input_variables_json", "messages", b"messages", "title", b"title", "updated_at", b"updated_at", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Chat: _TypeAlias = Chat  # noqa: Y015
+
+@_typing.final
+class GetChatRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHAT_ID_FIELD_NUMBER: _builtins.int
+    chat_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        chat_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_id", b"chat_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetChatRequest: _TypeAlias = GetChatRequest  # noqa: Y015
+
+@_typing.final
+class GetChatResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHAT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def chat(self) -> Global___Chat: ...
+    def __init__(
+        self,
+        *,
+        chat: Global___Chat | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetChatResponse: _TypeAlias = GetChatResponse  # noqa: Y015
+
+@_typing.final
+class ListChatsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMIT_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    limit: _builtins.int
+    offset: _builtins.int
+    def __init__(
+        self,
+        *,
+        limit: _builtins.int = ...,
+        offset: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "offset", b"offset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListChatsRequest: _TypeAlias = ListChatsRequest  # noqa: Y015
+
+@_typing.final
+class ListChatsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHATS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def chats(self) -> _containers.RepeatedCompositeFieldContainer[Global___Chat]: ...
+    def __init__(
+        self,
+        *,
+        chats: _abc.Iterable[Global___Chat] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chats", b"chats"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListChatsResponse: _TypeAlias = ListChatsResponse  # noqa: Y015
+
+@_typing.final
 class ClaimCallbacksRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1571,6 +2376,112 @@ class RecordCallbackOutcomesResponse(_message.Message):
 Global___RecordCallbackOutcomesResponse: _TypeAlias = RecordCallbackOutcomesResponse  # noqa: Y015
 
 @_typing.final
+class ToolCall(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ARGUMENTS_JSON_FIELD_NUMBER: _builtins.int
+    tool_call_id: _builtins.str
+    namespace: _builtins.str
+    name: _builtins.str
+    arguments_json: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        tool_call_id: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+        arguments_json: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_json", b"arguments_json", "name", b"name", "namespace", b"namespace", "tool_call_id", b"tool_call_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolCall: _TypeAlias = ToolCall  # noqa: Y015
+
+@_typing.final
+class SubmitToolCallsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    CALLS_FIELD_NUMBER: _builtins.int
+    execution_id: _builtins.str
+    """The agent run that makes the calls, and its claimed attempt."""
+    attempt: _builtins.int
+    @_builtins.property
+    def calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]: ...
+    def __init__(
+        self,
+        *,
+        execution_id: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        calls: _abc.Iterable[Global___ToolCall] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "calls", b"calls", "execution_id", b"execution_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitToolCallsRequest: _TypeAlias = SubmitToolCallsRequest  # noqa: Y015
+
+@_typing.final
+class ToolCallSubmission(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    REQUIRES_APPROVAL_FIELD_NUMBER: _builtins.int
+    tool_call_id: _builtins.str
+    execution_id: _builtins.str
+    """Empty when refused."""
+    error: _builtins.str
+    """Why it was refused (unknown function, no permission, invalid arguments, depth)."""
+    requires_approval: _builtins.bool
+    """The function requires approval: the run must fail."""
+    def __init__(
+        self,
+        *,
+        tool_call_id: _builtins.str = ...,
+        execution_id: _builtins.str = ...,
+        error: _builtins.str = ...,
+        requires_approval: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "execution_id", b"execution_id", "requires_approval", b"requires_approval", "tool_call_id", b"tool_call_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolCallSubmission: _TypeAlias = ToolCallSubmission  # noqa: Y015
+
+@_typing.final
+class SubmitToolCallsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBMISSIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def submissions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCallSubmission]: ...
+    def __init__(
+        self,
+        *,
+        submissions: _abc.Iterable[Global___ToolCallSubmission] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["submissions", b"submissions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitToolCallsResponse: _TypeAlias = SubmitToolCallsResponse  # noqa: Y015
+
+@_typing.final
 class ClaimRequestItem(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1719,13 +2630,20 @@ class ClaimExecutionsResponse(_message.Message):
     CLAIMED_FIELD_NUMBER: _builtins.int
     SKIPPED_EXECUTION_IDS_FIELD_NUMBER: _builtins.int
     FUNCTIONS_FIELD_NUMBER: _builtins.int
+    AGENT_RUNS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def claimed(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClaimedExecution]: ...
+    def claimed(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClaimedExecution]:
+        """Function executions."""
+
     @_builtins.property
     def skipped_execution_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def functions(self) -> _containers.RepeatedCompositeFieldContainer[Global___FunctionVersion]:
         """Each function version the claimed executions run, once."""
+
+    @_builtins.property
+    def agent_runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClaimedAgentRun]:
+        """Agent executions."""
 
     def __init__(
         self,
@@ -1733,14 +2651,129 @@ class ClaimExecutionsResponse(_message.Message):
         claimed: _abc.Iterable[Global___ClaimedExecution] | None = ...,
         skipped_execution_ids: _abc.Iterable[_builtins.str] | None = ...,
         functions: _abc.Iterable[Global___FunctionVersion] | None = ...,
+        agent_runs: _abc.Iterable[Global___ClaimedAgentRun] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["claimed", b"claimed", "functions", b"functions", "skipped_execution_ids", b"skipped_execution_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_runs", b"agent_runs", "claimed", b"claimed", "functions", b"functions", "skipped_execution_ids", b"skipped_execution_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ClaimExecutionsResponse: _TypeAlias = ClaimExecutionsResponse  # noqa: Y015
+
+@_typing.final
+class AgentTool(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    INPUT_SCHEMA_JSON_FIELD_NUMBER: _builtins.int
+    REQUIRES_APPROVAL_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    name: _builtins.str
+    description: _builtins.str
+    input_schema_json: _builtins.bytes
+    requires_approval: _builtins.bool
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        input_schema_json: _builtins.bytes = ...,
+        requires_approval: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "input_schema_json", b"input_schema_json", "name", b"name", "namespace", b"namespace", "requires_approval", b"requires_approval"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentTool: _TypeAlias = AgentTool  # noqa: Y015
+
+@_typing.final
+class ClaimedAgentRun(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    USER_EMAIL_FIELD_NUMBER: _builtins.int
+    CHAT_ID_FIELD_NUMBER: _builtins.int
+    ACCESS_TOKEN_FIELD_NUMBER: _builtins.int
+    DEPTH_FIELD_NUMBER: _builtins.int
+    PROVIDER_BASE_URL_FIELD_NUMBER: _builtins.int
+    PROVIDER_API_KEY_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    TEMPERATURE_FIELD_NUMBER: _builtins.int
+    MAX_TOKENS_FIELD_NUMBER: _builtins.int
+    MAX_TURNS_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    TOOLS_FIELD_NUMBER: _builtins.int
+    TRIGGER_ID_FIELD_NUMBER: _builtins.int
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    execution_id: _builtins.str
+    attempt: _builtins.int
+    user_id: _builtins.str
+    user_email: _builtins.str
+    chat_id: _builtins.str
+    access_token: _builtins.str
+    """Per-execution bearer token for the user (the run's timeout plus 300 s)."""
+    depth: _builtins.int
+    provider_base_url: _builtins.str
+    provider_api_key: _builtins.str
+    """Decrypted for this run only; never stored outside the scheduler."""
+    model: _builtins.str
+    temperature: _builtins.float
+    max_tokens: _builtins.int
+    max_turns: _builtins.int
+    timeout_seconds: _builtins.int
+    trigger_id: _builtins.str
+    batch_id: _builtins.str
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]:
+        """The transcript so far: rendered system prompt, rendered initial messages, user message."""
+
+    @_builtins.property
+    def tools(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgentTool]: ...
+    def __init__(
+        self,
+        *,
+        execution_id: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        user_id: _builtins.str = ...,
+        user_email: _builtins.str = ...,
+        chat_id: _builtins.str = ...,
+        access_token: _builtins.str = ...,
+        depth: _builtins.int = ...,
+        provider_base_url: _builtins.str = ...,
+        provider_api_key: _builtins.str = ...,
+        model: _builtins.str = ...,
+        temperature: _builtins.float | None = ...,
+        max_tokens: _builtins.int | None = ...,
+        max_turns: _builtins.int = ...,
+        timeout_seconds: _builtins.int = ...,
+        messages: _abc.Iterable[Global___ChatMessage] | None = ...,
+        tools: _abc.Iterable[Global___AgentTool] | None = ...,
+        trigger_id: _builtins.str = ...,
+        batch_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_temperature", b"_temperature", "max_tokens", b"max_tokens", "temperature", b"temperature"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_temperature", b"_temperature", "access_token", b"access_token", "attempt", b"attempt", "batch_id", b"batch_id", "chat_id", b"chat_id", "depth", b"depth", "execution_id", b"execution_id", "max_tokens", b"max_tokens", "max_turns", b"max_turns", "messages", b"messages", "model", b"model", "provider_api_key", b"provider_api_key", "provider_base_url", b"provider_base_url", "temperature", b"temperature", "timeout_seconds", b"timeout_seconds", "tools", b"tools", "trigger_id", b"trigger_id", "user_email", b"user_email", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_tokens: _TypeAlias = _typing.Literal["max_tokens"]  # noqa: Y015
+    _WhichOneofArgType__max_tokens: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens"]  # noqa: Y015
+    _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
+    _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_tokens) -> _WhichOneofReturnType__max_tokens | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
+
+Global___ClaimedAgentRun: _TypeAlias = ClaimedAgentRun  # noqa: Y015
 
 @_typing.final
 class ExecutionOutcome(_message.Message):
@@ -1754,6 +2787,9 @@ class ExecutionOutcome(_message.Message):
     TRACEBACK_FIELD_NUMBER: _builtins.int
     TIMED_OUT_FIELD_NUMBER: _builtins.int
     COMPLETED_AT_FIELD_NUMBER: _builtins.int
+    NEW_MESSAGES_FIELD_NUMBER: _builtins.int
+    PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
+    COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     attempt: _builtins.int
     status: Global___ExecutionStatus.ValueType
@@ -1762,8 +2798,14 @@ class ExecutionOutcome(_message.Message):
     error: _builtins.str
     traceback: _builtins.str
     timed_out: _builtins.bool
+    prompt_tokens: _builtins.int
+    completion_tokens: _builtins.int
     @_builtins.property
     def completed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def new_messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]:
+        """Agent runs: messages added to the chat by this attempt, stored with the outcome."""
+
     def __init__(
         self,
         *,
@@ -1775,12 +2817,22 @@ class ExecutionOutcome(_message.Message):
         traceback: _builtins.str = ...,
         timed_out: _builtins.bool = ...,
         completed_at: _timestamp_pb2.Timestamp | None = ...,
+        new_messages: _abc.Iterable[Global___ChatMessage] | None = ...,
+        prompt_tokens: _builtins.int | None = ...,
+        completion_tokens: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_completion_tokens", b"_completion_tokens", "_prompt_tokens", b"_prompt_tokens", "completed_at", b"completed_at", "completion_tokens", b"completion_tokens", "prompt_tokens", b"prompt_tokens"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "completed_at", b"completed_at", "error", b"error", "execution_id", b"execution_id", "output_json", b"output_json", "status", b"status", "timed_out", b"timed_out", "traceback", b"traceback"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_completion_tokens", b"_completion_tokens", "_prompt_tokens", b"_prompt_tokens", "attempt", b"attempt", "completed_at", b"completed_at", "completion_tokens", b"completion_tokens", "error", b"error", "execution_id", b"execution_id", "new_messages", b"new_messages", "output_json", b"output_json", "prompt_tokens", b"prompt_tokens", "status", b"status", "timed_out", b"timed_out", "traceback", b"traceback"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__completion_tokens: _TypeAlias = _typing.Literal["completion_tokens"]  # noqa: Y015
+    _WhichOneofArgType__completion_tokens: _TypeAlias = _typing.Literal["_completion_tokens", b"_completion_tokens"]  # noqa: Y015
+    _WhichOneofReturnType__prompt_tokens: _TypeAlias = _typing.Literal["prompt_tokens"]  # noqa: Y015
+    _WhichOneofArgType__prompt_tokens: _TypeAlias = _typing.Literal["_prompt_tokens", b"_prompt_tokens"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__completion_tokens) -> _WhichOneofReturnType__completion_tokens | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__prompt_tokens) -> _WhichOneofReturnType__prompt_tokens | None: ...
 
 Global___ExecutionOutcome: _TypeAlias = ExecutionOutcome  # noqa: Y015
 

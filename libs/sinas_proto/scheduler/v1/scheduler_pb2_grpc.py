@@ -1054,6 +1054,441 @@ class BatchService:
             _registered_method=True)
 
 
+class AgentServiceStub:
+    """---------------------------------------------------------------------------------------
+    Agents: LLM providers, agent definitions, agent runs in chats.
+    ---------------------------------------------------------------------------------------
+
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateLlmProvider = channel.unary_unary(
+                '/sinas.scheduler.v1.AgentService/CreateLlmProvider',
+                request_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.CreateLlmProviderRequest.SerializeToString,
+                response_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.CreateLlmProviderResponse.FromString,
+                _registered_method=True)
+        self.CreateAgent = channel.unary_unary(
+                '/sinas.scheduler.v1.AgentService/CreateAgent',
+                request_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.CreateAgentRequest.SerializeToString,
+                response_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.CreateAgentResponse.FromString,
+                _registered_method=True)
+        self.GetAgent = channel.unary_unary(
+                '/sinas.scheduler.v1.AgentService/GetAgent',
+                request_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.GetAgentRequest.SerializeToString,
+                response_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.GetAgentResponse.FromString,
+                _registered_method=True)
+        self.UpdateAgent = channel.unary_unary(
+                '/sinas.scheduler.v1.AgentService/UpdateAgent',
+                request_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.UpdateAgentRequest.SerializeToString,
+                response_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.UpdateAgentResponse.FromString,
+                _registered_method=True)
+        self.DeleteAgent = channel.unary_unary(
+                '/sinas.scheduler.v1.AgentService/DeleteAgent',
+                request_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.DeleteAgentRequest.SerializeToString,
+                response_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.DeleteAgentResponse.FromString,
+                _registered_method=True)
+        self.SubmitAgentRun = channel.unary_unary(
+                '/sinas.scheduler.v1.AgentService/SubmitAgentRun',
+                request_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitAgentRunRequest.SerializeToString,
+                response_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitAgentRunResponse.FromString,
+                _registered_method=True)
+        self.SubmitAgentBatch = channel.unary_unary(
+                '/sinas.scheduler.v1.AgentService/SubmitAgentBatch',
+                request_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitAgentBatchRequest.SerializeToString,
+                response_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitAgentBatchResponse.FromString,
+                _registered_method=True)
+        self.GetChat = channel.unary_unary(
+                '/sinas.scheduler.v1.AgentService/GetChat',
+                request_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.GetChatRequest.SerializeToString,
+                response_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.GetChatResponse.FromString,
+                _registered_method=True)
+        self.ListChats = channel.unary_unary(
+                '/sinas.scheduler.v1.AgentService/ListChats',
+                request_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ListChatsRequest.SerializeToString,
+                response_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ListChatsResponse.FromString,
+                _registered_method=True)
+
+
+class AgentServiceServicer:
+    """---------------------------------------------------------------------------------------
+    Agents: LLM providers, agent definitions, agent runs in chats.
+    ---------------------------------------------------------------------------------------
+
+    """
+
+    def CreateLlmProvider(self, request, context):
+        """Admin only. The API key is stored encrypted and never returned.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateAgent(self, request, context):
+        """Admin only (sinas.agents.create:all); every update writes a new version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAgent(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateAgent(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAgent(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitAgentRun(self, request, context):
+        """One queued agent run in a fresh chat (permission sinas.agents/{ns}/{name}.chat:own).
+        Templates render and input variables validate here: problems are SchemaViolation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitAgentBatch(self, request, context):
+        """One fresh chat per input; everything of BatchService applies to the result.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetChat(self, request, context):
+        """The owner's chat with its ordered messages; anyone else's is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListChats(self, request, context):
+        """The caller's chats, newest first, without messages.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AgentServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateLlmProvider': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateLlmProvider,
+                    request_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.CreateLlmProviderRequest.FromString,
+                    response_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.CreateLlmProviderResponse.SerializeToString,
+            ),
+            'CreateAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAgent,
+                    request_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.CreateAgentRequest.FromString,
+                    response_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.CreateAgentResponse.SerializeToString,
+            ),
+            'GetAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAgent,
+                    request_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.GetAgentRequest.FromString,
+                    response_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.GetAgentResponse.SerializeToString,
+            ),
+            'UpdateAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateAgent,
+                    request_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.UpdateAgentRequest.FromString,
+                    response_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.UpdateAgentResponse.SerializeToString,
+            ),
+            'DeleteAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAgent,
+                    request_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.DeleteAgentRequest.FromString,
+                    response_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.DeleteAgentResponse.SerializeToString,
+            ),
+            'SubmitAgentRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitAgentRun,
+                    request_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitAgentRunRequest.FromString,
+                    response_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitAgentRunResponse.SerializeToString,
+            ),
+            'SubmitAgentBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitAgentBatch,
+                    request_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitAgentBatchRequest.FromString,
+                    response_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitAgentBatchResponse.SerializeToString,
+            ),
+            'GetChat': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetChat,
+                    request_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.GetChatRequest.FromString,
+                    response_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.GetChatResponse.SerializeToString,
+            ),
+            'ListChats': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListChats,
+                    request_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ListChatsRequest.FromString,
+                    response_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ListChatsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'sinas.scheduler.v1.AgentService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('sinas.scheduler.v1.AgentService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AgentService:
+    """---------------------------------------------------------------------------------------
+    Agents: LLM providers, agent definitions, agent runs in chats.
+    ---------------------------------------------------------------------------------------
+
+    """
+
+    @staticmethod
+    def CreateLlmProvider(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sinas.scheduler.v1.AgentService/CreateLlmProvider',
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.CreateLlmProviderRequest.SerializeToString,
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.CreateLlmProviderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sinas.scheduler.v1.AgentService/CreateAgent',
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.CreateAgentRequest.SerializeToString,
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.CreateAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sinas.scheduler.v1.AgentService/GetAgent',
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.GetAgentRequest.SerializeToString,
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.GetAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sinas.scheduler.v1.AgentService/UpdateAgent',
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.UpdateAgentRequest.SerializeToString,
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.UpdateAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sinas.scheduler.v1.AgentService/DeleteAgent',
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.DeleteAgentRequest.SerializeToString,
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.DeleteAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitAgentRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sinas.scheduler.v1.AgentService/SubmitAgentRun',
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitAgentRunRequest.SerializeToString,
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitAgentRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitAgentBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sinas.scheduler.v1.AgentService/SubmitAgentBatch',
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitAgentBatchRequest.SerializeToString,
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitAgentBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetChat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sinas.scheduler.v1.AgentService/GetChat',
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.GetChatRequest.SerializeToString,
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.GetChatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListChats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sinas.scheduler.v1.AgentService/ListChats',
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ListChatsRequest.SerializeToString,
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ListChatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class NotifierServiceStub:
     """---------------------------------------------------------------------------------------
     Notifiers: deliver each callback at most once. Every call takes lists.
@@ -1219,6 +1654,11 @@ class WorkerServiceStub:
                 request_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ReportAwaitingInputRequest.SerializeToString,
                 response_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ReportAwaitingInputResponse.FromString,
                 _registered_method=True)
+        self.SubmitToolCalls = channel.unary_unary(
+                '/sinas.scheduler.v1.WorkerService/SubmitToolCalls',
+                request_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitToolCallsRequest.SerializeToString,
+                response_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitToolCallsResponse.FromString,
+                _registered_method=True)
 
 
 class WorkerServiceServicer:
@@ -1261,6 +1701,14 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitToolCalls(self, request, context):
+        """An agent run's tool calls become child function executions (trigger_type AGENT, same
+        user, parent and chat set), checked like any submit; refusals come back per call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1283,6 +1731,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.ReportAwaitingInput,
                     request_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ReportAwaitingInputRequest.FromString,
                     response_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ReportAwaitingInputResponse.SerializeToString,
+            ),
+            'SubmitToolCalls': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitToolCalls,
+                    request_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitToolCallsRequest.FromString,
+                    response_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitToolCallsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1397,6 +1850,33 @@ class WorkerService:
             '/sinas.scheduler.v1.WorkerService/ReportAwaitingInput',
             sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ReportAwaitingInputRequest.SerializeToString,
             sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ReportAwaitingInputResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitToolCalls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sinas.scheduler.v1.WorkerService/SubmitToolCalls',
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitToolCallsRequest.SerializeToString,
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitToolCallsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -370,6 +370,139 @@ class BatchServiceServicer(metaclass=_abc_1.ABCMeta):
 
 def add_BatchServiceServicer_to_server(servicer: BatchServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
+class AgentServiceStub:
+    """---------------------------------------------------------------------------------------
+    Agents: LLM providers, agent definitions, agent runs in chats.
+    ---------------------------------------------------------------------------------------
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> AgentServiceAsyncStub: ...
+    CreateLlmProvider: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.CreateLlmProviderRequest, _scheduler_pb2.CreateLlmProviderResponse]
+    """Admin only. The API key is stored encrypted and never returned."""
+    CreateAgent: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.CreateAgentRequest, _scheduler_pb2.CreateAgentResponse]
+    """Admin only (sinas.agents.create:all); every update writes a new version."""
+    GetAgent: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.GetAgentRequest, _scheduler_pb2.GetAgentResponse]
+    UpdateAgent: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.UpdateAgentRequest, _scheduler_pb2.UpdateAgentResponse]
+    DeleteAgent: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.DeleteAgentRequest, _scheduler_pb2.DeleteAgentResponse]
+    SubmitAgentRun: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.SubmitAgentRunRequest, _scheduler_pb2.SubmitAgentRunResponse]
+    """One queued agent run in a fresh chat (permission sinas.agents/{ns}/{name}.chat:own).
+    Templates render and input variables validate here: problems are SchemaViolation.
+    """
+    SubmitAgentBatch: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.SubmitAgentBatchRequest, _scheduler_pb2.SubmitAgentBatchResponse]
+    """One fresh chat per input; everything of BatchService applies to the result."""
+    GetChat: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.GetChatRequest, _scheduler_pb2.GetChatResponse]
+    """The owner's chat with its ordered messages; anyone else's is NOT_FOUND."""
+    ListChats: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ListChatsRequest, _scheduler_pb2.ListChatsResponse]
+    """The caller's chats, newest first, without messages."""
+
+@_typing.type_check_only
+class AgentServiceAsyncStub(AgentServiceStub):
+    """---------------------------------------------------------------------------------------
+    Agents: LLM providers, agent definitions, agent runs in chats.
+    ---------------------------------------------------------------------------------------
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    CreateLlmProvider: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.CreateLlmProviderRequest, _scheduler_pb2.CreateLlmProviderResponse]  # type: ignore[assignment]
+    """Admin only. The API key is stored encrypted and never returned."""
+    CreateAgent: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.CreateAgentRequest, _scheduler_pb2.CreateAgentResponse]  # type: ignore[assignment]
+    """Admin only (sinas.agents.create:all); every update writes a new version."""
+    GetAgent: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.GetAgentRequest, _scheduler_pb2.GetAgentResponse]  # type: ignore[assignment]
+    UpdateAgent: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.UpdateAgentRequest, _scheduler_pb2.UpdateAgentResponse]  # type: ignore[assignment]
+    DeleteAgent: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.DeleteAgentRequest, _scheduler_pb2.DeleteAgentResponse]  # type: ignore[assignment]
+    SubmitAgentRun: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.SubmitAgentRunRequest, _scheduler_pb2.SubmitAgentRunResponse]  # type: ignore[assignment]
+    """One queued agent run in a fresh chat (permission sinas.agents/{ns}/{name}.chat:own).
+    Templates render and input variables validate here: problems are SchemaViolation.
+    """
+    SubmitAgentBatch: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.SubmitAgentBatchRequest, _scheduler_pb2.SubmitAgentBatchResponse]  # type: ignore[assignment]
+    """One fresh chat per input; everything of BatchService applies to the result."""
+    GetChat: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.GetChatRequest, _scheduler_pb2.GetChatResponse]  # type: ignore[assignment]
+    """The owner's chat with its ordered messages; anyone else's is NOT_FOUND."""
+    ListChats: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ListChatsRequest, _scheduler_pb2.ListChatsResponse]  # type: ignore[assignment]
+    """The caller's chats, newest first, without messages."""
+
+class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
+    """---------------------------------------------------------------------------------------
+    Agents: LLM providers, agent definitions, agent runs in chats.
+    ---------------------------------------------------------------------------------------
+    """
+
+    @_abc_1.abstractmethod
+    def CreateLlmProvider(
+        self,
+        request: _scheduler_pb2.CreateLlmProviderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.CreateLlmProviderResponse, _abc.Awaitable[_scheduler_pb2.CreateLlmProviderResponse]]:
+        """Admin only. The API key is stored encrypted and never returned."""
+
+    @_abc_1.abstractmethod
+    def CreateAgent(
+        self,
+        request: _scheduler_pb2.CreateAgentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.CreateAgentResponse, _abc.Awaitable[_scheduler_pb2.CreateAgentResponse]]:
+        """Admin only (sinas.agents.create:all); every update writes a new version."""
+
+    @_abc_1.abstractmethod
+    def GetAgent(
+        self,
+        request: _scheduler_pb2.GetAgentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.GetAgentResponse, _abc.Awaitable[_scheduler_pb2.GetAgentResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateAgent(
+        self,
+        request: _scheduler_pb2.UpdateAgentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.UpdateAgentResponse, _abc.Awaitable[_scheduler_pb2.UpdateAgentResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteAgent(
+        self,
+        request: _scheduler_pb2.DeleteAgentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.DeleteAgentResponse, _abc.Awaitable[_scheduler_pb2.DeleteAgentResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SubmitAgentRun(
+        self,
+        request: _scheduler_pb2.SubmitAgentRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.SubmitAgentRunResponse, _abc.Awaitable[_scheduler_pb2.SubmitAgentRunResponse]]:
+        """One queued agent run in a fresh chat (permission sinas.agents/{ns}/{name}.chat:own).
+        Templates render and input variables validate here: problems are SchemaViolation.
+        """
+
+    @_abc_1.abstractmethod
+    def SubmitAgentBatch(
+        self,
+        request: _scheduler_pb2.SubmitAgentBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.SubmitAgentBatchResponse, _abc.Awaitable[_scheduler_pb2.SubmitAgentBatchResponse]]:
+        """One fresh chat per input; everything of BatchService applies to the result."""
+
+    @_abc_1.abstractmethod
+    def GetChat(
+        self,
+        request: _scheduler_pb2.GetChatRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.GetChatResponse, _abc.Awaitable[_scheduler_pb2.GetChatResponse]]:
+        """The owner's chat with its ordered messages; anyone else's is NOT_FOUND."""
+
+    @_abc_1.abstractmethod
+    def ListChats(
+        self,
+        request: _scheduler_pb2.ListChatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.ListChatsResponse, _abc.Awaitable[_scheduler_pb2.ListChatsResponse]]:
+        """The caller's chats, newest first, without messages."""
+
+def add_AgentServiceServicer_to_server(servicer: AgentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
 class NotifierServiceStub:
     """---------------------------------------------------------------------------------------
     Notifiers: deliver each callback at most once. Every call takes lists.
@@ -460,6 +593,10 @@ class WorkerServiceStub:
     """
     ReportAwaitingInput: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ReportAwaitingInputRequest, _scheduler_pb2.ReportAwaitingInputResponse]
     """RUNNING → AWAITING_INPUT with the prompt; the worker keeps waiting in `input()`."""
+    SubmitToolCalls: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.SubmitToolCallsRequest, _scheduler_pb2.SubmitToolCallsResponse]
+    """An agent run's tool calls become child function executions (trigger_type AGENT, same
+    user, parent and chat set), checked like any submit; refusals come back per call.
+    """
 
 @_typing.type_check_only
 class WorkerServiceAsyncStub(WorkerServiceStub):
@@ -485,6 +622,10 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     """
     ReportAwaitingInput: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ReportAwaitingInputRequest, _scheduler_pb2.ReportAwaitingInputResponse]  # type: ignore[assignment]
     """RUNNING → AWAITING_INPUT with the prompt; the worker keeps waiting in `input()`."""
+    SubmitToolCalls: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.SubmitToolCallsRequest, _scheduler_pb2.SubmitToolCallsResponse]  # type: ignore[assignment]
+    """An agent run's tool calls become child function executions (trigger_type AGENT, same
+    user, parent and chat set), checked like any submit; refusals come back per call.
+    """
 
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     """---------------------------------------------------------------------------------------
@@ -531,5 +672,15 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_scheduler_pb2.ReportAwaitingInputResponse, _abc.Awaitable[_scheduler_pb2.ReportAwaitingInputResponse]]:
         """RUNNING → AWAITING_INPUT with the prompt; the worker keeps waiting in `input()`."""
+
+    @_abc_1.abstractmethod
+    def SubmitToolCalls(
+        self,
+        request: _scheduler_pb2.SubmitToolCallsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.SubmitToolCallsResponse, _abc.Awaitable[_scheduler_pb2.SubmitToolCallsResponse]]:
+        """An agent run's tool calls become child function executions (trigger_type AGENT, same
+        user, parent and chat set), checked like any submit; refusals come back per call.
+        """
 
 def add_WorkerServiceServicer_to_server(servicer: WorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
