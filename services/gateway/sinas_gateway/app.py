@@ -16,8 +16,11 @@ from sinas_common.grpc_client import open_channel
 from sinas_gateway.body_limit import BodySizeLimit
 from sinas_gateway.errors import install_error_handlers
 from sinas_gateway.routes import (
+    agent_management,
+    agents,
     auth,
     batches,
+    chats,
     executions,
     functions,
     health,
@@ -41,7 +44,18 @@ def create_app(settings: GatewaySettings, scheduler: SchedulerClient) -> FastAPI
     )
     app.state.settings = settings
     app.state.scheduler = scheduler
-    for module in (functions, batches, executions, interaction, auth, management, health):
+    for module in (
+        functions,
+        batches,
+        agents,
+        chats,
+        executions,
+        interaction,
+        auth,
+        management,
+        agent_management,
+        health,
+    ):
         app.include_router(module.router)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_body_bytes)

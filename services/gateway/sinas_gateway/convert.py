@@ -54,7 +54,7 @@ def encode_json(field: str, value: Any) -> bytes:
         ) from exc
 
 
-def _text(value: str) -> str | None:
+def optional_text(value: str) -> str | None:
     """Proto strings can't be null; an empty one means the field is unset."""
     return value or None
 
@@ -72,12 +72,12 @@ def _callback_status(value: str) -> CallbackStatusName | None:
     return _CALLBACK_STATUSES[value] if value else None
 
 
-def _time(message: Message, field: str) -> datetime | None:
+def optional_time(message: Message, field: str) -> datetime | None:
     stamp: Timestamp = getattr(message, field)
     return from_timestamp(stamp, present=message.HasField(field))
 
 
-def _optional_int(message: Message, field: str) -> int | None:
+def optional_int(message: Message, field: str) -> int | None:
     return int(getattr(message, field)) if message.HasField(field) else None
 
 
@@ -155,24 +155,28 @@ def execution_document(execution: pb.Execution) -> ExecutionDocument:
         status=status_name(execution.status),
         input_data=load_json(execution.input_json),
         output_data=load_json(execution.output_json),
-        error=_text(execution.error),
-        traceback=_text(execution.traceback),
-        trigger_type=_text(execution.trigger_type),
-        trigger_id=_text(execution.trigger_id),
-        batch_id=_text(execution.batch_id),
-        chat_id=_text(execution.chat_id),
-        created_at=_time(execution, "created_at"),
-        started_at=_time(execution, "started_at"),
-        completed_at=_time(execution, "completed_at"),
-        duration_ms=_optional_int(execution, "duration_ms"),
+        error=optional_text(execution.error),
+        traceback=optional_text(execution.traceback),
+        trigger_type=optional_text(execution.trigger_type),
+        trigger_id=optional_text(execution.trigger_id),
+        batch_id=optional_text(execution.batch_id),
+        chat_id=optional_text(execution.chat_id),
+        created_at=optional_time(execution, "created_at"),
+        started_at=optional_time(execution, "started_at"),
+        completed_at=optional_time(execution, "completed_at"),
+        duration_ms=optional_int(execution, "duration_ms"),
         attempts=execution.attempts,
-        callback_url=_text(execution.callback_url),
+        callback_url=optional_text(execution.callback_url),
         callback_status=_callback_status(execution.callback_status),
-        callback_response_code=_optional_int(execution, "callback_response_code"),
-        callback_error=_text(execution.callback_error),
-        callback_attempted_at=_time(execution, "callback_attempted_at"),
-        input_prompt=_text(execution.input_prompt),
-        input_deadline_at=_time(execution, "input_deadline_at"),
+        callback_response_code=optional_int(execution, "callback_response_code"),
+        callback_error=optional_text(execution.callback_error),
+        callback_attempted_at=optional_time(execution, "callback_attempted_at"),
+        input_prompt=optional_text(execution.input_prompt),
+        input_deadline_at=optional_time(execution, "input_deadline_at"),
+        kind=optional_text(execution.kind),
+        prompt_tokens=optional_int(execution, "prompt_tokens"),
+        completion_tokens=optional_int(execution, "completion_tokens"),
+        parent_execution_id=optional_text(execution.parent_execution_id),
     )
 
 
@@ -254,8 +258,8 @@ def me_document(user: pb.User) -> MeResponse:
         id=user.id,
         email=user.email,
         roles=list(user.roles),
-        created_at=_time(user, "created_at"),
-        last_login_at=_time(user, "last_login_at"),
+        created_at=optional_time(user, "created_at"),
+        last_login_at=optional_time(user, "last_login_at"),
     )
 
 
@@ -277,7 +281,7 @@ def api_key_document(response: pb.CreateApiKeyResponse) -> ApiKeyDocument:
         name=response.name,
         user_id=response.user_id,
         key=response.key,
-        created_at=_time(response, "created_at"),
+        created_at=optional_time(response, "created_at"),
     )
 
 
@@ -349,8 +353,8 @@ def function_document(function: pb.Function) -> FunctionDocument:
         timeout=function.timeout_seconds or None,
         requires_approval=function.requires_approval,
         version=function.version,
-        created_at=_time(function, "created_at"),
-        updated_at=_time(function, "updated_at"),
+        created_at=optional_time(function, "created_at"),
+        updated_at=optional_time(function, "updated_at"),
     )
 
 
@@ -399,33 +403,35 @@ def batch_document(batch: pb.Batch) -> BatchDocument:
         failed=batch.failed,
         cancelled=batch.cancelled,
         status=_BATCH_STATUSES[batch.status],
-        created_at=_time(batch, "created_at"),
-        started_at=_time(batch, "started_at"),
-        finished_at=_time(batch, "finished_at"),
-        cancelled_at=_time(batch, "cancelled_at"),
-        trigger_id_prefix=_text(batch.trigger_id_prefix),
-        callback_url=_text(batch.callback_url),
-        batch_callback_url=_text(batch.batch_callback_url),
+        created_at=optional_time(batch, "created_at"),
+        started_at=optional_time(batch, "started_at"),
+        finished_at=optional_time(batch, "finished_at"),
+        cancelled_at=optional_time(batch, "cancelled_at"),
+        trigger_id_prefix=optional_text(batch.trigger_id_prefix),
+        callback_url=optional_text(batch.callback_url),
+        batch_callback_url=optional_text(batch.batch_callback_url),
         batch_callback_status=_callback_status(batch.batch_callback_status),
-        batch_callback_response_code=_optional_int(batch, "batch_callback_response_code"),
-        batch_callback_error=_text(batch.batch_callback_error),
-        batch_callback_attempted_at=_time(batch, "batch_callback_attempted_at"),
+        batch_callback_response_code=optional_int(batch, "batch_callback_response_code"),
+        batch_callback_error=optional_text(batch.batch_callback_error),
+        batch_callback_attempted_at=optional_time(batch, "batch_callback_attempted_at"),
+        prompt_tokens=batch.prompt_tokens,
+        completion_tokens=batch.completion_tokens,
     )
 
 
 def batch_execution_item(execution: pb.Execution) -> BatchExecutionItem:
     return BatchExecutionItem(
         execution_id=execution.execution_id,
-        index=_optional_int(execution, "batch_index"),
+        index=optional_int(execution, "batch_index"),
         status=status_name(execution.status).value.lower(),
         function_name=execution.function_name,
-        trigger_id=_text(execution.trigger_id),
-        chat_id=_text(execution.chat_id),
-        created_at=_time(execution, "created_at"),
-        started_at=_time(execution, "started_at"),
-        completed_at=_time(execution, "completed_at"),
-        duration_ms=_optional_int(execution, "duration_ms"),
-        error=_text(execution.error),
+        trigger_id=optional_text(execution.trigger_id),
+        chat_id=optional_text(execution.chat_id),
+        created_at=optional_time(execution, "created_at"),
+        started_at=optional_time(execution, "started_at"),
+        completed_at=optional_time(execution, "completed_at"),
+        duration_ms=optional_int(execution, "duration_ms"),
+        error=optional_text(execution.error),
     )
 
 
@@ -433,7 +439,7 @@ def batch_executions_page(response: pb.ListBatchExecutionsResponse) -> BatchExec
     return BatchExecutionsPage(
         executions=[batch_execution_item(execution) for execution in response.executions],
         total=response.total,
-        next_offset=_optional_int(response, "next_offset"),
+        next_offset=optional_int(response, "next_offset"),
     )
 
 

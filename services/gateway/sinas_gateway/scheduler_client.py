@@ -120,6 +120,42 @@ class SchedulerClient(Protocol):
         self, request: pb.CancelBatchRequest, caller: Credentials
     ) -> pb.CancelBatchResponse: ...
 
+    async def create_llm_provider(
+        self, request: pb.CreateLlmProviderRequest, caller: Credentials
+    ) -> pb.CreateLlmProviderResponse: ...
+
+    async def create_agent(
+        self, request: pb.CreateAgentRequest, caller: Credentials
+    ) -> pb.CreateAgentResponse: ...
+
+    async def get_agent(
+        self, request: pb.GetAgentRequest, caller: Credentials
+    ) -> pb.GetAgentResponse: ...
+
+    async def update_agent(
+        self, request: pb.UpdateAgentRequest, caller: Credentials
+    ) -> pb.UpdateAgentResponse: ...
+
+    async def delete_agent(
+        self, request: pb.DeleteAgentRequest, caller: Credentials
+    ) -> pb.DeleteAgentResponse: ...
+
+    async def submit_agent_run(
+        self, request: pb.SubmitAgentRunRequest, caller: Credentials
+    ) -> pb.SubmitAgentRunResponse: ...
+
+    async def submit_agent_batch(
+        self, request: pb.SubmitAgentBatchRequest, caller: Credentials
+    ) -> pb.SubmitAgentBatchResponse: ...
+
+    async def get_chat(
+        self, request: pb.GetChatRequest, caller: Credentials
+    ) -> pb.GetChatResponse: ...
+
+    async def list_chats(
+        self, request: pb.ListChatsRequest, caller: Credentials
+    ) -> pb.ListChatsResponse: ...
+
     async def is_serving(self) -> bool:
         """True while the scheduler answers its gRPC health check with SERVING."""
         ...
@@ -133,6 +169,7 @@ class GrpcSchedulerClient:
         self._functions = pb_grpc.FunctionServiceStub(channel)
         self._executions = pb_grpc.ExecutionServiceStub(channel)
         self._batches = pb_grpc.BatchServiceStub(channel)
+        self._agents = pb_grpc.AgentServiceStub(channel)
         self._health = health_pb2_grpc.HealthStub(channel)
         self._timeout = rpc_timeout_seconds
 
@@ -303,6 +340,73 @@ class GrpcSchedulerClient:
             request,
             metadata=caller.metadata(),
             timeout=self._timeout,
+        )
+
+    async def create_llm_provider(
+        self, request: pb.CreateLlmProviderRequest, caller: Credentials
+    ) -> pb.CreateLlmProviderResponse:
+        return await invoke(
+            self._agents.CreateLlmProvider,
+            request,
+            metadata=caller.metadata(),
+            timeout=self._timeout,
+        )
+
+    async def create_agent(
+        self, request: pb.CreateAgentRequest, caller: Credentials
+    ) -> pb.CreateAgentResponse:
+        return await invoke(
+            self._agents.CreateAgent, request, metadata=caller.metadata(), timeout=self._timeout
+        )
+
+    async def get_agent(
+        self, request: pb.GetAgentRequest, caller: Credentials
+    ) -> pb.GetAgentResponse:
+        return await invoke(
+            self._agents.GetAgent, request, metadata=caller.metadata(), timeout=self._timeout
+        )
+
+    async def update_agent(
+        self, request: pb.UpdateAgentRequest, caller: Credentials
+    ) -> pb.UpdateAgentResponse:
+        return await invoke(
+            self._agents.UpdateAgent, request, metadata=caller.metadata(), timeout=self._timeout
+        )
+
+    async def delete_agent(
+        self, request: pb.DeleteAgentRequest, caller: Credentials
+    ) -> pb.DeleteAgentResponse:
+        return await invoke(
+            self._agents.DeleteAgent, request, metadata=caller.metadata(), timeout=self._timeout
+        )
+
+    async def submit_agent_run(
+        self, request: pb.SubmitAgentRunRequest, caller: Credentials
+    ) -> pb.SubmitAgentRunResponse:
+        return await invoke(
+            self._agents.SubmitAgentRun, request, metadata=caller.metadata(), timeout=self._timeout
+        )
+
+    async def submit_agent_batch(
+        self, request: pb.SubmitAgentBatchRequest, caller: Credentials
+    ) -> pb.SubmitAgentBatchResponse:
+        return await invoke(
+            self._agents.SubmitAgentBatch,
+            request,
+            metadata=caller.metadata(),
+            timeout=self._timeout,
+        )
+
+    async def get_chat(self, request: pb.GetChatRequest, caller: Credentials) -> pb.GetChatResponse:
+        return await invoke(
+            self._agents.GetChat, request, metadata=caller.metadata(), timeout=self._timeout
+        )
+
+    async def list_chats(
+        self, request: pb.ListChatsRequest, caller: Credentials
+    ) -> pb.ListChatsResponse:
+        return await invoke(
+            self._agents.ListChats, request, metadata=caller.metadata(), timeout=self._timeout
         )
 
     async def is_serving(self) -> bool:

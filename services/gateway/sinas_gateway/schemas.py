@@ -131,6 +131,12 @@ class ExecutionDocument(BaseModel):
     # continued.
     input_prompt: str | None = None
     input_deadline_at: datetime | None = None
+    kind: str | None = Field(default=None, description='"function" or "agent".')
+    # Agent runs: the LLM tokens used (null for functions); a tool call's run names the agent
+    # run that made it.
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    parent_execution_id: str | None = None
 
 
 class ContinueRequest(BaseModel):
@@ -235,6 +241,10 @@ class BatchDocument(BaseModel):
     batch_callback_response_code: int | None = None
     batch_callback_error: str | None = None
     batch_callback_attempted_at: datetime | None = None
+    prompt_tokens: int = Field(default=0, description="LLM prompt tokens over the children.")
+    completion_tokens: int = Field(
+        default=0, description="LLM completion tokens over the children."
+    )
 
 
 class BatchExecutionItem(BaseModel):

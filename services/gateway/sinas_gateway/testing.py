@@ -154,5 +154,52 @@ class RecordingSchedulerClient:
     ) -> pb.CancelBatchResponse:
         return await self._answer("cancel_batch", request, caller, pb.CancelBatchResponse)
 
+    async def create_llm_provider(
+        self, request: pb.CreateLlmProviderRequest, caller: Credentials
+    ) -> pb.CreateLlmProviderResponse:
+        return await self._answer(
+            "create_llm_provider", request, caller, pb.CreateLlmProviderResponse
+        )
+
+    async def create_agent(
+        self, request: pb.CreateAgentRequest, caller: Credentials
+    ) -> pb.CreateAgentResponse:
+        return await self._answer("create_agent", request, caller, pb.CreateAgentResponse)
+
+    async def get_agent(
+        self, request: pb.GetAgentRequest, caller: Credentials
+    ) -> pb.GetAgentResponse:
+        return await self._answer("get_agent", request, caller, pb.GetAgentResponse)
+
+    async def update_agent(
+        self, request: pb.UpdateAgentRequest, caller: Credentials
+    ) -> pb.UpdateAgentResponse:
+        return await self._answer("update_agent", request, caller, pb.UpdateAgentResponse)
+
+    async def delete_agent(
+        self, request: pb.DeleteAgentRequest, caller: Credentials
+    ) -> pb.DeleteAgentResponse:
+        return await self._answer("delete_agent", request, caller, pb.DeleteAgentResponse)
+
+    async def submit_agent_run(
+        self, request: pb.SubmitAgentRunRequest, caller: Credentials
+    ) -> pb.SubmitAgentRunResponse:
+        return await self._answer("submit_agent_run", request, caller, pb.SubmitAgentRunResponse)
+
+    async def submit_agent_batch(
+        self, request: pb.SubmitAgentBatchRequest, caller: Credentials
+    ) -> pb.SubmitAgentBatchResponse:
+        return await self._answer(
+            "submit_agent_batch", request, caller, pb.SubmitAgentBatchResponse
+        )
+
+    async def get_chat(self, request: pb.GetChatRequest, caller: Credentials) -> pb.GetChatResponse:
+        return await self._answer("get_chat", request, caller, pb.GetChatResponse)
+
+    async def list_chats(
+        self, request: pb.ListChatsRequest, caller: Credentials
+    ) -> pb.ListChatsResponse:
+        return await self._answer("list_chats", request, caller, pb.ListChatsResponse)
+
     async def is_serving(self) -> bool:
         return self.serving

@@ -96,6 +96,14 @@ async def test_openapi_lists_every_path(http: httpx.AsyncClient) -> None:
         "/api/v1/roles",
         "/api/v1/users",
         "/api/v1/api-keys",
+        "/api/v1/llm-providers",
+        "/api/v1/agents",
+        "/api/v1/agents/{namespace}/{name}",
+        "/agents/{namespace}/{name}/execute/async",
+        "/agents/{namespace}/{name}/invoke",
+        "/agents/{namespace}/{name}/chats/batch",
+        "/chats",
+        "/chats/{chat_id}",
     }
     schemas = document["components"]["schemas"]
     for model in ("AsyncExecuteRequest", "SyncExecuteResponse", "ExecutionDocument", "ErrorBody"):

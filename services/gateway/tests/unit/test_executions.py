@@ -77,6 +77,10 @@ async def test_execution_document_has_every_field(
         "callback_attempted_at": "2025-03-01T12:00:04.500000Z",
         "input_prompt": None,
         "input_deadline_at": None,
+        "kind": "function",
+        "prompt_tokens": None,
+        "completion_tokens": None,
+        "parent_execution_id": None,
     }
     (call,) = scheduler.calls_to("get_execution")
     assert call.request == pb.GetExecutionRequest(execution_id="exec-1")

@@ -28,6 +28,16 @@ EXPECTED = {
     ("post", "/api/v1/roles"): ("RoleCreate", "201"),
     ("post", "/api/v1/users"): ("UserCreate", "201"),
     ("post", "/api/v1/api-keys"): ("ApiKeyCreate", "201"),
+    ("post", "/api/v1/llm-providers"): ("LlmProviderCreate", "201"),
+    ("post", "/api/v1/agents"): ("AgentCreate", "201"),
+    ("get", "/api/v1/agents/{namespace}/{name}"): (None, "200"),
+    ("put", "/api/v1/agents/{namespace}/{name}"): ("AgentUpdate", "200"),
+    ("delete", "/api/v1/agents/{namespace}/{name}"): (None, "204"),
+    ("post", "/agents/{namespace}/{name}/execute/async"): ("AgentRunRequest", "202"),
+    ("post", "/agents/{namespace}/{name}/invoke"): ("AgentInvokeRequest", "200"),
+    ("post", "/agents/{namespace}/{name}/chats/batch"): ("AgentBatchRequest", "202"),
+    ("get", "/chats"): (None, "200"),
+    ("get", "/chats/{chat_id}"): (None, "200"),
 }
 
 
