@@ -13,7 +13,9 @@ import nats
 from sinas_common.control import control_subject
 from sinas_common.grpc_client import open_channel
 from sinas_common.grpc_server import GrpcServer
-from sinas_executor.consumer import ConsumerOptions, ExecutionConsumer, subscribe
+from sinas_executor.agent import AgentLimits, ChatAgentRunner
+from sinas_executor.consumer import AGENT_JOB_KIND, ConsumerOptions, ExecutionConsumer, subscribe
+from sinas_executor.llm import HttpxChatModel
 from sinas_executor.pool import PoolLimits, SandboxRunner, WorkerPool
 from sinas_executor.scheduler_client import GrpcSchedulerClient
 from sinas_executor.settings import ExecutorSettings, SandboxSettings
@@ -45,6 +47,17 @@ def _protect_own_memory() -> None:
         ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
+def _options(settings: ExecutorSettings, *, concurrency: int) -> ConsumerOptions:
+    return ConsumerOptions(
+        worker_id=settings.executor_id,
+        api_url=settings.api_url,
+        concurrency=concurrency,
+        fetch_batch=settings.fetch_batch,
+        ack_wait_seconds=settings.ack_wait_seconds,
+        shutdown_grace_seconds=settings.shutdown_grace_seconds,
+    )
+
+
 async def run_executor(settings: ExecutorSettings) -> None:
     """Runs until SIGTERM/SIGINT, then finishes or hands back in-flight work."""
     _protect_own_memory()
@@ -58,23 +71,35 @@ async def run_executor(settings: ExecutorSettings) -> None:
     await pool.start()
     channel = open_channel(settings.scheduler.scheduler_addr)
     nc = await nats.connect(settings.nats.url, name=f"executor-{settings.executor_id}")
+    model = HttpxChatModel()
     try:
-        subscription = await subscribe(
-            nc.jetstream(), settings.nats, ack_wait_seconds=settings.ack_wait_seconds
+        scheduler = GrpcSchedulerClient(
+            channel, timeout_seconds=settings.scheduler.rpc_timeout_seconds
         )
+        runner = SandboxRunner(pool)
+        js = nc.jetstream()
         consumer = ExecutionConsumer(
-            subscription=subscription,
-            scheduler=GrpcSchedulerClient(
-                channel, timeout_seconds=settings.scheduler.rpc_timeout_seconds
+            subscription=await subscribe(
+                js, settings.nats, ack_wait_seconds=settings.ack_wait_seconds
             ),
-            runner=SandboxRunner(pool),
-            options=ConsumerOptions(
-                worker_id=settings.executor_id,
-                api_url=settings.api_url,
-                concurrency=settings.concurrency,
-                fetch_batch=settings.fetch_batch,
+            scheduler=scheduler,
+            runner=runner,
+            options=_options(settings, concurrency=settings.concurrency),
+        )
+        agent_consumer = ExecutionConsumer(
+            subscription=await subscribe(
+                js,
+                settings.nats,
                 ack_wait_seconds=settings.ack_wait_seconds,
-                shutdown_grace_seconds=settings.shutdown_grace_seconds,
+                kind=AGENT_JOB_KIND,
+            ),
+            scheduler=scheduler,
+            runner=runner,
+            options=_options(settings, concurrency=settings.agent_concurrency),
+            agents=ChatAgentRunner(
+                model=model,
+                scheduler=scheduler,
+                limits=AgentLimits(call_timeout_seconds=settings.llm_timeout_seconds),
             ),
         )
         # Core NATS, not JetStream: news of cancels and continues for the executions held here.
@@ -84,16 +109,21 @@ async def run_executor(settings: ExecutorSettings) -> None:
             "executor started",
             extra={"action": "start", "worker_id": settings.executor_id, "port": health.port},
         )
-        consuming = asyncio.create_task(consumer.run(), name="executor-consumer")
+        consuming = [
+            asyncio.create_task(consumer.run(), name="executor-consumer"),
+            asyncio.create_task(agent_consumer.run(), name="executor-agent-consumer"),
+        ]
         stopped = asyncio.create_task(stop.wait())
-        await asyncio.wait([consuming, stopped], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([*consuming, stopped], return_when=asyncio.FIRST_COMPLETED)
         logger.info("executor stopping", extra={"action": "stop"})
         consumer.stop()
-        await consuming
+        agent_consumer.stop()
+        await asyncio.gather(*consuming)
         stopped.cancel()
     finally:
         await health.stop(settings.shutdown_grace_seconds)
         await nc.close()
         await channel.close()
+        await model.close()
         await pool.close()
     logger.info("executor stopped", extra={"action": "stopped"})

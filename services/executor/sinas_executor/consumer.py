@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -16,6 +17,7 @@ from sinas_common.grpc_client import call_with_retry
 from sinas_common.jobstream import JobMessage, ensure_job_stream
 from sinas_common.pull import fetch_available, settle, wait_for_either
 from sinas_common.settings import NatsSettings
+from sinas_executor.agent import AgentRunner
 from sinas_executor.execution import execute
 from sinas_executor.interaction import InputWaiters
 from sinas_executor.models import ClaimedExecution, ClaimItem, ExecutionOutcome, FunctionVersion
@@ -25,31 +27,32 @@ from sinas_executor.scheduler_client import SchedulerPort
 logger = logging.getLogger(__name__)
 
 JOB_KIND = "function"
+AGENT_JOB_KIND = "agent"
 # A redelivered message comes back after this when a claim or a completion could not be made.
 RETRY_NAK_DELAY_SECONDS = 1.0
 
 
-def consumer_name(settings: NatsSettings) -> str:
-    return f"{settings.stream_prefix}_function_executor"
+def consumer_name(settings: NatsSettings, kind: str = JOB_KIND) -> str:
+    return f"{settings.stream_prefix}_{kind}_executor"
 
 
 async def subscribe(
-    js: JetStreamContext, settings: NatsSettings, *, ack_wait_seconds: float
+    js: JetStreamContext, settings: NatsSettings, *, ack_wait_seconds: float, kind: str = JOB_KIND
 ) -> JetStreamContext.PullSubscription:
-    """The durable pull consumer every executor replica shares."""
+    """The durable pull consumer of one job kind that every executor replica shares."""
     names = await ensure_job_stream(js, settings)
     config = ConsumerConfig(
-        durable_name=consumer_name(settings),
+        durable_name=consumer_name(settings, kind),
         ack_policy=AckPolicy.EXPLICIT,
         deliver_policy=DeliverPolicy.ALL,
         ack_wait=ack_wait_seconds,
         # The scheduler's claim decides when the attempts are used up, not JetStream.
         max_deliver=-1,
-        filter_subject=names.subject(JOB_KIND),
+        filter_subject=names.subject(kind),
     )
     return await js.pull_subscribe(
-        names.subject(JOB_KIND),
-        durable=consumer_name(settings),
+        names.subject(kind),
+        durable=consumer_name(settings, kind),
         stream=names.stream,
         config=config,
     )
@@ -80,7 +83,10 @@ class _Held:
 
 
 class ExecutionConsumer:
-    """Runs function executions from the job stream until `stop()`, then hands back the rest."""
+    """Runs executions from one job subject until `stop()`, then hands back the rest.
+
+    Function executions run in the sandbox through `runner`; agent runs through `agents`.
+    """
 
     def __init__(
         self,
@@ -89,10 +95,12 @@ class ExecutionConsumer:
         scheduler: SchedulerPort,
         runner: FunctionRunner,
         options: ConsumerOptions,
+        agents: AgentRunner | None = None,
     ) -> None:
         self._sub = subscription
         self._scheduler = scheduler
         self._runner = runner
+        self._agents = agents
         self._options = options
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
@@ -189,38 +197,62 @@ class ExecutionConsumer:
                 continue
             msg = batch.pop(claimed.execution_id)
             function = functions.get((claimed.function_id, claimed.function_version))
-            self._start(claimed, function, msg)
+            self._start(claimed.execution_id, msg, self._run_function(claimed, function))
+        for run in result.agent_runs:
+            if run.execution_id not in batch:
+                continue
+            if self._agents is None:
+                logger.error(
+                    "agent run claimed by a consumer without an agent runner",
+                    extra={"action": "claim", "execution_id": run.execution_id},
+                )
+                continue
+            self._start(
+                run.execution_id, batch.pop(run.execution_id), partial(self._agents.run, run)
+            )
         for msg in batch.values():
             # Neither claimed nor skipped: let the scheduler see it again later.
             await settle(msg.nak(delay=RETRY_NAK_DELAY_SECONDS))
 
-    def _start(self, claimed: ClaimedExecution, function: FunctionVersion | None, msg: Msg) -> None:
+    def _start(
+        self, execution_id: str, msg: Msg, work: Callable[[], Awaitable[ExecutionOutcome]]
+    ) -> None:
         held = _Held(msg=msg)
-        self._held[claimed.execution_id] = held
-        self._running.add(claimed.execution_id)
+        self._held[execution_id] = held
+        self._running.add(execution_id)
         held.task = asyncio.create_task(
-            self._run_one(claimed, function, msg), name=f"execution-{claimed.execution_id}"
+            self._run_one(execution_id, msg, work), name=f"execution-{execution_id}"
         )
 
+    def _run_function(
+        self, claimed: ClaimedExecution, function: FunctionVersion | None
+    ) -> Callable[[], Awaitable[ExecutionOutcome]]:
+        async def work() -> ExecutionOutcome:
+            inputs = self._waiters.open(claimed.execution_id, claimed.attempt)
+            try:
+                return await execute(
+                    claimed, function, self._runner, api_url=self._options.api_url, inputs=inputs
+                )
+            finally:
+                self._waiters.close(claimed.execution_id)
+
+        return work
+
     async def _run_one(
-        self, claimed: ClaimedExecution, function: FunctionVersion | None, msg: Msg
+        self, execution_id: str, msg: Msg, work: Callable[[], Awaitable[ExecutionOutcome]]
     ) -> None:
-        inputs = self._waiters.open(claimed.execution_id, claimed.attempt)
         try:
-            outcome = await execute(
-                claimed, function, self._runner, api_url=self._options.api_url, inputs=inputs
-            )
+            outcome = await work()
         except Exception:
             logger.exception(
                 "execution could not run",
-                extra={"action": "execute", "execution_id": claimed.execution_id},
+                extra={"action": "execute", "execution_id": execution_id},
             )
-            self._held.pop(claimed.execution_id, None)
+            self._held.pop(execution_id, None)
             await settle(msg.nak(delay=RETRY_NAK_DELAY_SECONDS))
             return
         finally:
-            self._waiters.close(claimed.execution_id)
-            self._running.discard(claimed.execution_id)
+            self._running.discard(execution_id)
             self._slot_freed.set()
         await self._outcomes.put((outcome, msg))
 

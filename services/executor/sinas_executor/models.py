@@ -1,4 +1,4 @@
-"""Domain values the executor works with: claims, function versions, run requests, outcomes."""
+"""Domain values the executor works with: claims, function versions, agent runs, outcomes."""
 
 from __future__ import annotations
 
@@ -57,12 +57,89 @@ class ClaimedExecution:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ChatMessage:
+    """One message of a chat transcript; `tool_calls` are OpenAI-style tool call objects."""
+
+    role: str
+    content: str = ""
+    tool_calls: tuple[Any, ...] = ()
+    tool_call_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentTool:
+    """A function the agent may call, as the model sees it."""
+
+    namespace: str
+    name: str
+    description: str = ""
+    input_schema: Any = None
+    requires_approval: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimedAgentRun:
+    """An agent attempt this executor now holds: provider, transcript so far and tools."""
+
+    execution_id: str
+    attempt: int
+    user_id: str
+    chat_id: str
+    access_token: str
+    provider_base_url: str
+    provider_api_key: str
+    model: str
+    temperature: float | None = None
+    max_tokens: int | None = None
+    max_turns: int
+    timeout_seconds: int
+    messages: tuple[ChatMessage, ...] = ()
+    tools: tuple[AgentTool, ...] = ()
+    user_email: str = ""
+    depth: int = 0
+    trigger_id: str = ""
+    batch_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ClaimResult:
     """What a claim call gave: attempts to run, ids to skip, and the versions they run."""
 
     claimed: tuple[ClaimedExecution, ...] = ()
     skipped_execution_ids: tuple[str, ...] = ()
     functions: tuple[FunctionVersion, ...] = ()
+    agent_runs: tuple[ClaimedAgentRun, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCallRequest:
+    """A model's call of a tool, to become a child function execution."""
+
+    tool_call_id: str
+    namespace: str
+    name: str
+    arguments: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCallSubmission:
+    """The scheduler's answer to one tool call: a child execution, a refusal, or approval."""
+
+    tool_call_id: str
+    execution_id: str = ""
+    error: str = ""
+    requires_approval: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChildResult:
+    """A child execution as a wait left it; `finished` is False when it is still going."""
+
+    execution_id: str
+    status: str
+    finished: bool
+    output: Any = None
+    error: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,6 +154,10 @@ class ExecutionOutcome:
     traceback: str = ""
     timed_out: bool = False
     completed_at: datetime
+    # Agent runs: the messages this attempt added to the chat, and the tokens it used.
+    new_messages: tuple[ChatMessage, ...] = ()
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -12,7 +12,11 @@ from sinas_common.grpc_client import invoke
 from sinas_common.jsoncodec import dump_json, load_json
 from sinas_common.timeconv import to_timestamp
 from sinas_executor.models import (
+    AgentTool,
     AwaitingInput,
+    ChatMessage,
+    ChildResult,
+    ClaimedAgentRun,
     ClaimedExecution,
     ClaimItem,
     ClaimResult,
@@ -21,6 +25,8 @@ from sinas_executor.models import (
     HeartbeatNews,
     OutcomeStatus,
     ResumedInput,
+    ToolCallRequest,
+    ToolCallSubmission,
 )
 from sinas_proto.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 
@@ -44,6 +50,76 @@ class SchedulerPort(Protocol):
     async def heartbeat(self, worker_id: str, execution_ids: Sequence[str]) -> HeartbeatNews: ...
 
     async def report_awaiting_input(self, items: Sequence[AwaitingInput]) -> list[str]: ...
+
+
+class AgentSchedulerPort(Protocol):
+    """What an agent run asks of the scheduler for its tool calls."""
+
+    async def submit_tool_calls(
+        self, execution_id: str, attempt: int, calls: Sequence[ToolCallRequest]
+    ) -> list[ToolCallSubmission]: ...
+
+    async def wait_execution(
+        self, execution_id: str, *, access_token: str, timeout_seconds: float
+    ) -> ChildResult:
+        """The execution after waiting up to `timeout_seconds`, as the token's user sees it."""
+        ...
+
+
+def _status_name(status: scheduler_pb2.ExecutionStatus.ValueType) -> str:
+    # EXECUTION_STATUS_COMPLETED -> COMPLETED
+    return scheduler_pb2.ExecutionStatus.Name(status).removeprefix("EXECUTION_STATUS_")
+
+
+def message_from_proto(message: scheduler_pb2.ChatMessage) -> ChatMessage:
+    tool_calls = load_json(message.tool_calls_json, empty=[])
+    return ChatMessage(
+        role=message.role,
+        content=message.content,
+        tool_calls=tuple(tool_calls) if isinstance(tool_calls, list) else (),
+        tool_call_id=message.tool_call_id,
+    )
+
+
+def message_to_proto(message: ChatMessage) -> scheduler_pb2.ChatMessage:
+    return scheduler_pb2.ChatMessage(
+        role=message.role,
+        content=message.content,
+        tool_calls_json=dump_json(list(message.tool_calls)) if message.tool_calls else b"",
+        tool_call_id=message.tool_call_id,
+    )
+
+
+def _agent_run_from_proto(message: scheduler_pb2.ClaimedAgentRun) -> ClaimedAgentRun:
+    return ClaimedAgentRun(
+        execution_id=message.execution_id,
+        attempt=message.attempt,
+        user_id=message.user_id,
+        user_email=message.user_email,
+        chat_id=message.chat_id,
+        access_token=message.access_token,
+        depth=message.depth,
+        provider_base_url=message.provider_base_url,
+        provider_api_key=message.provider_api_key,
+        model=message.model,
+        temperature=message.temperature if message.HasField("temperature") else None,
+        max_tokens=message.max_tokens if message.HasField("max_tokens") else None,
+        max_turns=message.max_turns,
+        timeout_seconds=message.timeout_seconds,
+        messages=tuple(message_from_proto(m) for m in message.messages),
+        tools=tuple(
+            AgentTool(
+                namespace=t.namespace,
+                name=t.name,
+                description=t.description,
+                input_schema=load_json(t.input_schema_json, empty=None),
+                requires_approval=t.requires_approval,
+            )
+            for t in message.tools
+        ),
+        trigger_id=message.trigger_id,
+        batch_id=message.batch_id,
+    )
 
 
 def _function_from_proto(message: scheduler_pb2.FunctionVersion) -> FunctionVersion:
@@ -88,14 +164,18 @@ def _outcome_to_proto(outcome: ExecutionOutcome) -> scheduler_pb2.ExecutionOutco
         traceback=outcome.traceback,
         timed_out=outcome.timed_out,
         completed_at=to_timestamp(outcome.completed_at),
+        new_messages=[message_to_proto(m) for m in outcome.new_messages],
+        prompt_tokens=outcome.prompt_tokens,
+        completion_tokens=outcome.completion_tokens,
     )
 
 
 class GrpcSchedulerClient:
-    """SchedulerPort over the scheduler's WorkerService; every call has a deadline."""
+    """SchedulerPort and AgentSchedulerPort over the scheduler; every call has a deadline."""
 
     def __init__(self, channel: grpc.aio.Channel, *, timeout_seconds: float = 30.0) -> None:
         self._stub = scheduler_pb2_grpc.WorkerServiceStub(channel)
+        self._executions = scheduler_pb2_grpc.ExecutionServiceStub(channel)
         self._timeout = timeout_seconds
 
     async def claim_executions(self, worker_id: str, items: Sequence[ClaimItem]) -> ClaimResult:
@@ -115,6 +195,7 @@ class GrpcSchedulerClient:
             claimed=tuple(_claimed_from_proto(c) for c in response.claimed),
             skipped_execution_ids=tuple(response.skipped_execution_ids),
             functions=tuple(_function_from_proto(f) for f in response.functions),
+            agent_runs=tuple(_agent_run_from_proto(r) for r in response.agent_runs),
         )
 
     async def complete_executions(self, outcomes: Sequence[ExecutionOutcome]) -> list[str]:
@@ -161,3 +242,54 @@ class GrpcSchedulerClient:
             self._stub.ReportAwaitingInput, request, timeout=self._timeout
         )
         return list(response.paused_execution_ids)
+
+    async def submit_tool_calls(
+        self, execution_id: str, attempt: int, calls: Sequence[ToolCallRequest]
+    ) -> list[ToolCallSubmission]:
+        request = scheduler_pb2.SubmitToolCallsRequest(
+            execution_id=execution_id,
+            attempt=attempt,
+            calls=[
+                scheduler_pb2.ToolCall(
+                    tool_call_id=call.tool_call_id,
+                    namespace=call.namespace,
+                    name=call.name,
+                    arguments_json=dump_json(call.arguments),
+                )
+                for call in calls
+            ],
+        )
+        response: scheduler_pb2.SubmitToolCallsResponse = await invoke(
+            self._stub.SubmitToolCalls, request, timeout=self._timeout
+        )
+        return [
+            ToolCallSubmission(
+                tool_call_id=s.tool_call_id,
+                execution_id=s.execution_id,
+                error=s.error,
+                requires_approval=s.requires_approval,
+            )
+            for s in response.submissions
+        ]
+
+    async def wait_execution(
+        self, execution_id: str, *, access_token: str, timeout_seconds: float
+    ) -> ChildResult:
+        request = scheduler_pb2.WaitExecutionRequest(
+            execution_id=execution_id, timeout_seconds=timeout_seconds
+        )
+        response: scheduler_pb2.WaitExecutionResponse = await invoke(
+            self._executions.WaitExecution,
+            request,
+            metadata=[("authorization", f"Bearer {access_token}")],
+            # The server holds the call for up to the wait; the deadline covers both.
+            timeout=timeout_seconds + self._timeout,
+        )
+        execution = response.execution
+        return ChildResult(
+            execution_id=execution.execution_id,
+            status=_status_name(execution.status),
+            finished=response.finished,
+            output=load_json(execution.output_json, empty=None),
+            error=execution.error,
+        )

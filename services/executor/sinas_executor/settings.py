@@ -45,6 +45,14 @@ class ExecutorSettings(ServiceSettings):
     api_url: str = Field(default="http://127.0.0.1:8000", validation_alias="SINAS_API_URL")
     grpc_bind: str = Field(default="0.0.0.0:50061", validation_alias="EXECUTOR_GRPC_BIND")
     executor_id: str = Field(default_factory=_default_executor_id, validation_alias="EXECUTOR_ID")
+    # Agent runs mostly wait on the model and on their tool calls: their own slots, so they
+    # never take the function slots their tool calls need.
+    agent_concurrency: int = Field(
+        default=16, ge=1, le=4096, validation_alias="EXECUTOR_AGENT_CONCURRENCY"
+    )
+    llm_timeout_seconds: float = Field(
+        default=120.0, gt=0, validation_alias="EXECUTOR_LLM_TIMEOUT_SECONDS"
+    )
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     nats: NatsSettings = Field(default_factory=NatsSettings)
     scheduler: SchedulerClientSettings = Field(default_factory=SchedulerClientSettings)
