@@ -79,7 +79,9 @@ def parse_completion(document: Any) -> ModelReply:
     content = message.get("content")
     if content is not None and not isinstance(content, str):
         raise ModelError("malformed LLM reply: message content is not text")
-    raw_calls = message.get("tool_calls") or []
+    raw_calls = message.get("tool_calls")
+    if raw_calls is None:
+        raw_calls = []
     if not isinstance(raw_calls, list):
         raise ModelError("malformed LLM reply: tool_calls is not a list")
     calls: list[dict[str, Any]] = []
