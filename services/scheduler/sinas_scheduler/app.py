@@ -16,17 +16,22 @@ from sinas_common.callback_policy import CallbackPolicy, Resolver, SystemResolve
 from sinas_common.grpc_server import GrpcServer
 from sinas_common.jobstream import ensure_job_stream
 from sinas_proto.scheduler.v1 import scheduler_pb2_grpc as pb_grpc
+from sinas_scheduler.agent_runs import AgentRunLimits, AgentRunUseCases
+from sinas_scheduler.agents import AgentLimits, AgentUseCases
 from sinas_scheduler.batches import BatchLimits, BatchUseCases
 from sinas_scheduler.callback_urls import PolicyCallbackUrlCheck
 from sinas_scheduler.callbacks import CallbackLimits, CallbackUseCases
 from sinas_scheduler.control import HeartbeatOnlyControl, NatsControlPublisher
 from sinas_scheduler.dispatch import DispatchLoop, JetStreamDispatcher
+from sinas_scheduler.encryption import FernetCipher, MissingKeyCipher, SecretCipher
 from sinas_scheduler.events import EventOutboxLoop, JetStreamEventPublisher
 from sinas_scheduler.identity import Authenticator
 from sinas_scheduler.interaction import Control, InteractionUseCases
 from sinas_scheduler.notifications import PostgresListener
+from sinas_scheduler.postgres_agents import PostgresAgentStore
 from sinas_scheduler.postgres_batches import PostgresBatchStore
 from sinas_scheduler.postgres_callbacks import PostgresBatchCallbackStore, PostgresCallbackStore
+from sinas_scheduler.postgres_chats import PostgresChatStore
 from sinas_scheduler.postgres_executions import PostgresExecutionStore
 from sinas_scheduler.postgres_functions import PostgresFunctionStore
 from sinas_scheduler.postgres_idempotency import PostgresIdempotencyStore
@@ -39,6 +44,7 @@ from sinas_scheduler.retention import SECONDS_PER_DAY, Retention, RetentionPolic
 from sinas_scheduler.scheduler import ExecutionLimits, ExecutionUseCases, WorkerUseCases
 from sinas_scheduler.server import (
     SERVICE_NAMES,
+    AgentServicer,
     BatchServicer,
     ExecutionServicer,
     FunctionServicer,
@@ -134,8 +140,45 @@ class SchedulerApp:
             callback_urls=PolicyCallbackUrlCheck(policy, self._resolver),
             idempotency=PostgresIdempotencyStore(engine),
         )
+        agent_store = PostgresAgentStore(engine)
+        chat_store = PostgresChatStore(engine)
+        key = settings.encryption_key
+        cipher: SecretCipher = (
+            FernetCipher(key.get_secret_value()) if key is not None else MissingKeyCipher()
+        )
+        agent_runs = AgentRunUseCases(
+            agents=agent_store,
+            chats=chat_store,
+            identity=identity_store,
+            cipher=cipher,
+            tokens=tokens,
+            limits=AgentRunLimits(
+                run_timeout_seconds=settings.agent_run_timeout_seconds,
+                max_depth=settings.max_execution_depth,
+                token_buffer_seconds=settings.execution_token_buffer_seconds,
+                max_token_seconds=settings.max_execution_token_seconds,
+            ),
+        )
         worker = WorkerUseCases(
-            executions=execution_store, functions=function_store, tokens=tokens, limits=limits
+            executions=execution_store,
+            functions=function_store,
+            tokens=tokens,
+            limits=limits,
+            agent_runs=agent_runs,
+        )
+        agents = AgentUseCases(
+            agents=agent_store,
+            chats=chat_store,
+            cipher=cipher,
+            limits=AgentLimits(
+                default_provider=settings.default_llm_provider,
+                default_max_turns=settings.default_agent_max_turns,
+                max_depth=settings.max_execution_depth,
+                max_batch_size=settings.max_batch_size,
+                idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
+            ),
+            callback_urls=PolicyCallbackUrlCheck(policy, self._resolver),
+            idempotency=PostgresIdempotencyStore(engine),
         )
         batch_store = PostgresBatchStore(engine)
         batches = BatchUseCases(
@@ -210,13 +253,16 @@ class SchedulerApp:
                     ExecutionServicer(auth, executions, interaction), s
                 ),
                 lambda s: pb_grpc.add_WorkerServiceServicer_to_server(
-                    WorkerServicer(worker, interaction), s
+                    WorkerServicer(worker, interaction, agent_runs), s
                 ),
                 lambda s: pb_grpc.add_NotifierServiceServicer_to_server(
                     NotifierServicer(callbacks), s
                 ),
                 lambda s: pb_grpc.add_BatchServiceServicer_to_server(
                     BatchServicer(auth, batches, interaction), s
+                ),
+                lambda s: pb_grpc.add_AgentServiceServicer_to_server(
+                    AgentServicer(auth, agents), s
                 ),
             ],
             service_names=SERVICE_NAMES,

@@ -217,7 +217,7 @@ class BatchUseCases:
 
     async def list(self, principal: Principal, *, limit: int, offset: int) -> list[Batch]:
         """The caller's batches (everyone's with executions.read:all), newest first."""
-        _check_page(limit, offset)
+        check_page(limit, offset)
         reads_all = perms.has_permission(principal.permissions, perms.EXECUTIONS_READ_ALL)
         return await self._batches.list_batches(
             BatchQuery(user_id=None if reads_all else principal.user.id, limit=limit, offset=offset)
@@ -233,7 +233,7 @@ class BatchUseCases:
         offset: int,
     ) -> BatchPage:
         """A page of the batch's children in batch order, with the total and next offset."""
-        _check_page(limit, offset)
+        check_page(limit, offset)
         await self.get(principal, batch_id)
         return await self._batches.list_batch_executions(
             batch_id, status=status, limit=limit, offset=offset
@@ -258,7 +258,7 @@ def _visible(principal: Principal, owner_id: str) -> bool:
     )
 
 
-def _check_page(limit: int, offset: int) -> None:
+def check_page(limit: int, offset: int) -> None:
     if not 1 <= limit <= MAX_LIST_LIMIT:
         raise InvalidArgument(
             f"limit must be between 1 and {MAX_LIST_LIMIT}",

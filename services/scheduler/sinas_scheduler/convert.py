@@ -10,6 +10,7 @@ from sinas_common.errors import FieldViolation, InvalidArgument
 from sinas_common.jsoncodec import dump_json
 from sinas_common.timeconv import from_timestamp, to_timestamp
 from sinas_proto.scheduler.v1 import scheduler_pb2 as pb
+from sinas_scheduler.agent_convert import agent_run_to_proto, messages_from_proto
 from sinas_scheduler.models import (
     AwaitingInput,
     Batch,
@@ -171,7 +172,12 @@ def execution_to_proto(execution: Execution) -> pb.Execution:
         timed_out=execution.timed_out,
         depth=execution.depth,
         input_prompt=execution.input_prompt or "",
+        parent_execution_id=execution.parent_execution_id or "",
     )
+    if execution.prompt_tokens is not None:
+        message.prompt_tokens = execution.prompt_tokens
+    if execution.completion_tokens is not None:
+        message.completion_tokens = execution.completion_tokens
     _set_time(message, "input_deadline_at", execution.input_deadline_at)
     if execution.duration_ms is not None:
         message.duration_ms = execution.duration_ms
@@ -215,8 +221,8 @@ def claim_result_to_proto(result: ClaimResult) -> pb.ClaimExecutionsResponse:
                 attempt=c.row.attempt,
                 user_id=c.row.user_id,
                 user_email=c.row.user_email,
-                function_id=c.row.function_id,
-                function_version=c.row.function_version,
+                function_id=c.row.function_id or "",
+                function_version=c.row.function_version or 0,
                 input_json=dump_json(c.row.input),
                 trigger_type=c.row.trigger_type,
                 trigger_id=c.row.trigger_id,
@@ -229,6 +235,7 @@ def claim_result_to_proto(result: ClaimResult) -> pb.ClaimExecutionsResponse:
         ],
         skipped_execution_ids=list(result.skipped),
         functions=[function_version_to_proto(f) for f in result.functions],
+        agent_runs=[agent_run_to_proto(run) for run in result.agent_runs],
     )
 
 
@@ -256,6 +263,13 @@ def outcomes_from_proto(items: Sequence[pb.ExecutionOutcome]) -> list[Outcome]:
                 timed_out=item.timed_out,
                 completed_at=from_timestamp(
                     item.completed_at, present=item.HasField("completed_at")
+                ),
+                new_messages=messages_from_proto(
+                    item.new_messages, f"outcomes[{index}].new_messages"
+                ),
+                prompt_tokens=item.prompt_tokens if item.HasField("prompt_tokens") else None,
+                completion_tokens=(
+                    item.completion_tokens if item.HasField("completion_tokens") else None
                 ),
             )
         )
@@ -319,6 +333,8 @@ def batch_to_proto(batch: Batch) -> pb.Batch:
         batch_callback_url=batch.batch_callback_url or "",
         batch_callback_status=batch.batch_callback_status or "",
         batch_callback_error=batch.batch_callback_error or "",
+        prompt_tokens=counts.prompt_tokens,
+        completion_tokens=counts.completion_tokens,
     )
     if batch.batch_callback_response_code is not None:
         message.batch_callback_response_code = batch.batch_callback_response_code

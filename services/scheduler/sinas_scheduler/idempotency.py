@@ -21,6 +21,8 @@ DEFAULT_IDEMPOTENCY_TTL_SECONDS = 86400
 # The endpoint is part of the fingerprint: one key can't stand for a single submit and a batch.
 ENDPOINT_EXECUTE_ASYNC = "execute/async"
 ENDPOINT_EXECUTE_BATCH = "execute/batch"
+ENDPOINT_AGENT_EXECUTE_ASYNC = "agents/execute/async"
+ENDPOINT_AGENT_CHATS_BATCH = "agents/chats/batch"
 
 KEY_REUSED_MESSAGE = "Idempotency-Key was already used for a different request"
 

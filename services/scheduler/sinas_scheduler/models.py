@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sinas_scheduler.agent_models import ChatMessage, ClaimedAgentRun
+
 
 class ExecutionStatus(enum.StrEnum):
     PENDING = "PENDING"
@@ -195,6 +197,9 @@ class NewExecution:
     delay_seconds: int
     parent_execution_id: str | None
     callback_url: str | None = None
+    # Tool-call children of agent runs.
+    chat_id: str | None = None
+    tool_call_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -233,6 +238,8 @@ class Execution:
     batch_index: int | None = None
     input_prompt: str | None = None
     input_deadline_at: datetime | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -270,15 +277,17 @@ class ClaimedRow:
     attempt: int
     user_id: str
     user_email: str
-    function_id: str
-    function_version: int
-    timeout_seconds: int
+    # None for agent runs (kind "agent"), which run no function version.
+    function_id: str | None
+    function_version: int | None
+    timeout_seconds: int | None
     input: Any
     trigger_type: str
     trigger_id: str
     batch_id: str | None
     chat_id: str | None
     depth: int
+    kind: str = KIND_FUNCTION
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -300,6 +309,7 @@ class ClaimResult:
     claimed: tuple[ClaimedExecution, ...]
     skipped: tuple[str, ...]
     functions: tuple[FunctionVersion, ...]
+    agent_runs: tuple[ClaimedAgentRun, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -314,6 +324,10 @@ class Outcome:
     traceback: str | None = None
     timed_out: bool = False
     completed_at: datetime | None = None
+    # Agent runs: the messages this attempt added to its chat, and its token usage.
+    new_messages: tuple[ChatMessage, ...] = ()
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -425,6 +439,9 @@ class BatchCounts:
     completed: int = 0
     failed: int = 0
     cancelled: int = 0
+    # Agent batches: the children's token usage summed.
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

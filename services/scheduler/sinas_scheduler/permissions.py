@@ -98,6 +98,12 @@ def function_permission(namespace: str, name: str, action: str, scope: str = "ow
     return f"sinas.functions/{namespace}/{name}.{action}:{scope}"
 
 
+def agent_permission(namespace: str, name: str, action: str, scope: str = "own") -> str:
+    return f"sinas.agents/{namespace}/{name}.{action}:{scope}"
+
+
+AGENTS_CREATE_ALL = "sinas.agents.create:all"
+LLM_PROVIDERS_CREATE_ALL = "sinas.llm_providers.create:all"
 FUNCTIONS_CREATE_ALL = "sinas.functions.create:all"
 EXECUTIONS_READ_ALL = "sinas.executions.read:all"
 EXECUTIONS_READ_OWN = "sinas.executions.read:own"

@@ -52,7 +52,9 @@ _NOTIFY_DISPATCH = sa.text("SELECT pg_notify(:channel, '')").bindparams(channel=
 
 _COUNTS = sa.text(
     """
-SELECT batch_id, status, count(*) AS n, min(started_at) AS started_at
+SELECT batch_id, status, count(*) AS n, min(started_at) AS started_at,
+       COALESCE(sum(prompt_tokens), 0) AS prompt_tokens,
+       COALESCE(sum(completion_tokens), 0) AS completion_tokens
 FROM executions
 WHERE batch_id = ANY(CAST(:ids AS text[]))
 GROUP BY batch_id, status
@@ -178,9 +180,12 @@ async def batch_counts(
     if not batch_ids:
         return {}
     tallies: dict[str, dict[str, int]] = defaultdict(dict)
+    tokens: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     started: dict[str, Any] = {}
     for row in (await conn.execute(_COUNTS, {"ids": list(batch_ids)})).mappings():
         tallies[row["batch_id"]][row["status"]] = int(row["n"])
+        tokens[row["batch_id"]][0] += int(row["prompt_tokens"])
+        tokens[row["batch_id"]][1] += int(row["completion_tokens"])
         first = row["started_at"]
         if first is not None and (
             started.get(row["batch_id"]) is None or first < started[row["batch_id"]]
@@ -194,6 +199,8 @@ async def batch_counts(
                 completed=by_status.get("COMPLETED", 0),
                 failed=by_status.get("FAILED", 0),
                 cancelled=by_status.get("CANCELLED", 0),
+                prompt_tokens=tokens[batch_id][0],
+                completion_tokens=tokens[batch_id][1],
             ),
             started.get(batch_id),
         )

@@ -31,6 +31,7 @@ from sinas_scheduler.models import (
 )
 from sinas_scheduler.postgres_batch_finish import finish_batches_if_done
 from sinas_scheduler.postgres_idempotency import reserve_idempotency_key
+from sinas_scheduler.postgres_messages import append_messages
 from sinas_scheduler.store import COMPLETION_CHANNEL, DISPATCH_CHANNEL, EVENTS_CHANNEL, Publish
 from sinas_scheduler.tables import JSON_DATA, executions
 
@@ -71,7 +72,7 @@ claimed AS (
            OR (e.status IN ('RUNNING', 'AWAITING_INPUT') AND e.attempts < i.delivery_attempt
                AND i.delivery_attempt <= :max_attempts))
     RETURNING e.id, e.attempts, e.user_id, e.function_id, e.function_version, e.input,
-              e.trigger_type, e.trigger_id, e.batch_id, e.chat_id, e.depth
+              e.trigger_type, e.trigger_id, e.batch_id, e.chat_id, e.depth, e.kind
 ),
 lost AS (
     UPDATE executions AS e
@@ -88,13 +89,15 @@ lost AS (
 )
 SELECT c.id, c.attempts, c.user_id, u.email, c.function_id, c.function_version,
        fv.timeout_seconds, c.input, c.trigger_type, c.trigger_id, c.batch_id, c.chat_id,
-       c.depth, false AS lost
+       c.depth, c.kind, false AS lost
 FROM claimed AS c
 JOIN users AS u ON u.id = c.user_id
-JOIN function_versions AS fv
+-- Agent runs have no function version.
+LEFT JOIN function_versions AS fv
   ON fv.function_id = c.function_id AND fv.version = c.function_version
 UNION ALL
-SELECT l.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, l.batch_id, NULL, NULL, true
+SELECT l.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, l.batch_id, NULL, NULL,
+       NULL, true
 FROM lost AS l CROSS JOIN LATERAL (SELECT pg_notify(:channel, l.id)) AS notified
 CROSS JOIN LATERAL (SELECT {_NOTIFY_EVENT.format(row="l")}) AS evented
 """
@@ -106,8 +109,10 @@ WITH o AS (
     SELECT * FROM unnest(
         CAST(:ids AS text[]), CAST(:attempts AS int[]), CAST(:statuses AS text[]),
         CAST(:outputs AS text[]), CAST(:errors AS text[]), CAST(:tracebacks AS text[]),
-        CAST(:timed_out AS boolean[]), CAST(:completed AS timestamptz[])
-    ) AS o(id, attempt, status, output, error, traceback, timed_out, completed_at)
+        CAST(:timed_out AS boolean[]), CAST(:completed AS timestamptz[]),
+        CAST(:prompt_tokens AS bigint[]), CAST(:completion_tokens AS bigint[])
+    ) AS o(id, attempt, status, output, error, traceback, timed_out, completed_at,
+           prompt_tokens, completion_tokens)
 ),
 done AS (
     UPDATE executions AS e
@@ -119,12 +124,14 @@ done AS (
         completed_at = GREATEST(COALESCE(o.completed_at, now()), e.started_at),
         duration_ms = (EXTRACT(EPOCH FROM GREATEST(COALESCE(o.completed_at, now()), e.started_at)
                        - e.started_at) * 1000)::bigint,
-        heartbeat_at = NULL
+        heartbeat_at = NULL,
+        prompt_tokens = o.prompt_tokens,
+        completion_tokens = o.completion_tokens
     FROM o
     WHERE e.id = o.id AND e.status = 'RUNNING' AND e.attempts = o.attempt
-    RETURNING e.id, e.callback_status, e.batch_id
+    RETURNING e.id, e.callback_status, e.batch_id, e.chat_id
 )
-SELECT d.id, d.batch_id FROM done AS d
+SELECT d.id, d.batch_id, d.chat_id FROM done AS d
 CROSS JOIN LATERAL (SELECT pg_notify(:channel, d.id)) AS notified
 CROSS JOIN LATERAL (SELECT {_NOTIFY_EVENT.format(row="d")}) AS evented
 """
@@ -283,6 +290,7 @@ class PostgresExecutionStore:
                 batch_id=row["batch_id"],
                 chat_id=row["chat_id"],
                 depth=row["depth"],
+                kind=row["kind"],
             )
             for row in rows
             if not row["lost"]
@@ -307,10 +315,22 @@ class PostgresExecutionStore:
             "tracebacks": [o.traceback for o in outcomes],
             "timed_out": [o.timed_out for o in outcomes],
             "completed": [o.completed_at for o in outcomes],
+            "prompt_tokens": [o.prompt_tokens for o in outcomes],
+            "completion_tokens": [o.completion_tokens for o in outcomes],
             "channel": COMPLETION_CHANNEL,
         }
         async with self._engine.begin() as conn:
             applied = (await conn.execute(_COMPLETE, params)).all()
+            # An applied agent run's new messages go after its chat's, in the same transaction.
+            by_id = {o.execution_id: o for o in outcomes}
+            await append_messages(
+                conn,
+                [
+                    (row.chat_id, by_id[row.id].new_messages)
+                    for row in applied
+                    if row.chat_id and by_id[row.id].new_messages
+                ],
+            )
             await finish_batches_if_done(conn, [row.batch_id for row in applied])
         return [str(row.id) for row in applied]
 
@@ -386,4 +406,6 @@ def execution_from_row(row: Any) -> Execution:
         batch_index=row["batch_index"],
         input_prompt=row["input_prompt"],
         input_deadline_at=row["input_deadline_at"],
+        prompt_tokens=row["prompt_tokens"],
+        completion_tokens=row["completion_tokens"],
     )

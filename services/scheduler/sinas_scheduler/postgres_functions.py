@@ -187,3 +187,8 @@ def _function(row: Any) -> Function:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
+
+
+def function_from_row(row: Any) -> Function:
+    """A function from a `functions` row (other adapters read the registry too)."""
+    return _function(row)

@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from sinas_common.errors import (
@@ -20,6 +21,7 @@ from sinas_common.errors import (
 from sinas_common.ids import uuid7
 from sinas_common.timeconv import utcnow
 from sinas_scheduler import permissions as perms
+from sinas_scheduler.agent_models import KIND_AGENT, ClaimedAgentRun
 from sinas_scheduler.idempotency import (
     DEFAULT_IDEMPOTENCY_TTL_SECONDS,
     ENDPOINT_EXECUTE_ASYNC,
@@ -34,6 +36,7 @@ from sinas_scheduler.models import (
     KIND_FUNCTION,
     TRIGGER_TYPE_API,
     ClaimedExecution,
+    ClaimedRow,
     ClaimItem,
     ClaimResult,
     Execution,
@@ -60,6 +63,14 @@ class CompletionSignals(Protocol):
     """Wakes waiters when an execution ends (on any replica)."""
 
     def watch(self, execution_id: str) -> AbstractContextManager[asyncio.Event]: ...
+
+
+class AgentRunPreparer(Protocol):
+    """Completes claimed agent rows with what a run needs (provider, transcript, tools)."""
+
+    async def prepare(
+        self, rows: Sequence[ClaimedRow], now: datetime
+    ) -> tuple[ClaimedAgentRun, ...]: ...
 
 
 class CallbackUrlCheck(Protocol):
@@ -279,11 +290,13 @@ class WorkerUseCases:
         functions: FunctionStore,
         tokens: TokenService,
         limits: ExecutionLimits,
+        agent_runs: AgentRunPreparer | None = None,
     ) -> None:
         self._executions = executions
         self._functions = functions
         self._tokens = tokens
         self._limits = limits
+        self._agent_runs = agent_runs
 
     async def claim(self, worker_id: str, items: Sequence[ClaimItem]) -> ClaimResult:
         outcome = await self._executions.claim(
@@ -298,7 +311,7 @@ class WorkerUseCases:
                     email=row.user_email,
                     now=now,
                     lifetime=execution_token_lifetime(
-                        function_timeout_seconds=row.timeout_seconds,
+                        function_timeout_seconds=row.timeout_seconds or 0,
                         buffer_seconds=self._limits.token_buffer_seconds,
                         max_seconds=self._limits.max_token_seconds,
                     ),
@@ -307,20 +320,39 @@ class WorkerUseCases:
                 ),
             )
             for row in outcome.claimed
+            if row.kind != KIND_AGENT
         )
-        keys = sorted({(c.row.function_id, c.row.function_version) for c in claimed})
+        agent_rows = [row for row in outcome.claimed if row.kind == KIND_AGENT]
+        agent_runs = (
+            await self._agent_runs.prepare(agent_rows, now)
+            if agent_rows and self._agent_runs is not None
+            else ()
+        )
+        keys = sorted(
+            {
+                (c.row.function_id, c.row.function_version)
+                for c in claimed
+                if c.row.function_id is not None and c.row.function_version is not None
+            }
+        )
         functions = await self._functions.function_versions(keys)
-        if claimed or outcome.skipped:
+        if claimed or agent_runs or outcome.skipped:
             logger.info(
                 "executions claimed",
                 extra={
                     "action": "claim",
                     "worker_id": worker_id,
                     "claimed": len(claimed),
+                    "agent_runs": len(agent_runs),
                     "skipped": len(outcome.skipped),
                 },
             )
-        return ClaimResult(claimed=claimed, skipped=outcome.skipped, functions=tuple(functions))
+        return ClaimResult(
+            claimed=claimed,
+            skipped=outcome.skipped,
+            functions=tuple(functions),
+            agent_runs=agent_runs,
+        )
 
     async def complete(self, outcomes: Sequence[Outcome]) -> list[str]:
         for index, outcome in enumerate(outcomes):

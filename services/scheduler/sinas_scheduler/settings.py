@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -58,6 +59,16 @@ class SchedulerSettings(ServiceSettings):
         default=300, ge=1, le=86400, validation_alias="CALLBACK_TOKEN_SECONDS"
     )
 
+    # Fernet key encrypting LLM provider API keys at rest; unset: providers can't be created.
+    encryption_key: SecretStr | None = Field(default=None, validation_alias="SINAS_ENCRYPTION_KEY")
+    default_llm_provider: str = Field(default="", validation_alias="DEFAULT_LLM_PROVIDER")
+    default_agent_max_turns: int = Field(
+        default=10, ge=1, le=1000, validation_alias="DEFAULT_AGENT_MAX_TURNS"
+    )
+    agent_run_timeout_seconds: int = Field(
+        default=600, ge=1, le=86400, validation_alias="AGENT_RUN_TIMEOUT_SECONDS"
+    )
+
     idempotency_ttl_seconds: int = Field(
         default=86400, ge=1, validation_alias="IDEMPOTENCY_TTL_SECONDS"
     )
@@ -69,11 +80,23 @@ class SchedulerSettings(ServiceSettings):
         default=500, ge=1, le=10000, validation_alias="RETENTION_CHUNK_SIZE"
     )
 
-    @field_validator("bootstrap_admin_key")
+    @field_validator("bootstrap_admin_key", "encryption_key")
     @classmethod
     def _empty_key_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().strip():
             return None
+        return value
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _fernet_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                Fernet(value.get_secret_value().encode())
+            except ValueError as exc:
+                raise ValueError(
+                    "SINAS_ENCRYPTION_KEY must be a Fernet key (32 url-safe base64 bytes)"
+                ) from exc
         return value
 
     @field_validator("database_url")

@@ -9,6 +9,17 @@ from typing import Protocol
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from sinas_common.jsoncodec import dump_json
+from sinas_scheduler.agent_models import (
+    Agent,
+    AgentRunBatch,
+    AgentRunContext,
+    AgentSpec,
+    Chat,
+    LlmProvider,
+    NewAgentRun,
+    NewLlmProvider,
+    RunningAgentExecution,
+)
 from sinas_scheduler.idempotency import IdempotencyReservation, StoredResponse
 from sinas_scheduler.models import (
     ApiKeyRecord,
@@ -183,3 +194,50 @@ class BatchCallbackStore(Protocol):
     async def fail_stale_batch_claims(
         self, *, claim_timeout_seconds: float, error: str
     ) -> list[str]: ...
+
+
+class AgentStore(Protocol):
+    async def create_provider(self, new: NewLlmProvider) -> LlmProvider: ...
+
+    async def get_provider(self, name: str) -> LlmProvider | None: ...
+
+    async def create_agent(
+        self, *, namespace: str, name: str, owner_user_id: str, spec: AgentSpec
+    ) -> Agent: ...
+
+    async def get_agent(self, namespace: str, name: str) -> Agent | None: ...
+
+    async def update_agent(
+        self, *, agent_id: str, expected_version: int, spec: AgentSpec, updated_by: str
+    ) -> Agent: ...
+
+    async def delete_agent(self, namespace: str, name: str) -> bool: ...
+
+    async def live_functions(self, names: Sequence[tuple[str, str]]) -> list[Function]: ...
+
+
+class ChatStore(Protocol):
+    async def insert_agent_runs(
+        self,
+        shared: AgentRunBatch,
+        runs: Sequence[NewAgentRun],
+        *,
+        idempotency: IdempotencyReservation | None = None,
+    ) -> StoredResponse | None:
+        """None when stored; when the key is held, nothing is stored and the holder's answer
+        comes back."""
+        ...
+
+    async def get_chat(self, chat_id: str) -> Chat | None: ...
+
+    async def list_chats(self, *, user_id: str, limit: int, offset: int) -> list[Chat]: ...
+
+    async def run_contexts(self, chat_ids: Sequence[str]) -> dict[str, AgentRunContext]: ...
+
+    async def running_agent_execution(
+        self, execution_id: str, attempt: int
+    ) -> RunningAgentExecution | None: ...
+
+    async def insert_tool_calls(
+        self, parent: RunningAgentExecution, children: Sequence[NewExecution]
+    ) -> None: ...

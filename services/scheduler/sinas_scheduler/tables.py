@@ -162,6 +162,10 @@ executions = sa.Table(
     sa.Column("input_round", sa.Integer, nullable=False, server_default="0"),
     sa.Column("resumed_input", JSON_DATA),
     sa.Column("resumed_at", TZ),
+    # Agent runs: LLM token usage; tool-call children: the model's id of the call.
+    sa.Column("prompt_tokens", sa.BigInteger),
+    sa.Column("completion_tokens", sa.BigInteger),
+    sa.Column("tool_call_id", sa.String(255)),
     sa.CheckConstraint(
         "status IN (" + ", ".join(f"'{s}'" for s in EXECUTION_STATUSES) + ")", name="status"
     ),
@@ -180,6 +184,7 @@ executions = sa.Table(
         postgresql_where=sa.text("status = 'RUNNING'"),
     ),
     sa.Index("ix_executions_batch_status", "batch_id", "status"),
+    sa.Index("ix_executions_chat", "chat_id"),
     # The retention sweep reads only finished rows, oldest first.
     sa.Index(
         "ix_executions_retention",
@@ -267,4 +272,92 @@ idempotency_keys = sa.Table(
     sa.Column("response", JSON_DATA, nullable=False),
     sa.Column("created_at", TZ, nullable=False),
     sa.Index("ix_idempotency_keys_created", "created_at"),
+)
+
+# The API key is Fernet-encrypted with SINAS_ENCRYPTION_KEY; the plain key is never stored.
+llm_providers = sa.Table(
+    "llm_providers",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False, unique=True),
+    sa.Column("base_url", sa.Text, nullable=False),
+    sa.Column("api_key_encrypted", sa.Text, nullable=False),
+    sa.Column("default_model", sa.String(255), nullable=False),
+    sa.Column("created_by", ID, nullable=False),
+    sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
+)
+
+agents = sa.Table(
+    "agents",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("namespace", sa.String(255), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("owner_user_id", ID, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
+    sa.Column("updated_at", TZ, nullable=False, server_default=sa.func.now()),
+    sa.Column("deleted_at", TZ),
+    # As functions: a deleted agent keeps its row (chats point at its versions).
+    sa.Index(
+        "uq_agents_live_name",
+        "namespace",
+        "name",
+        unique=True,
+        postgresql_where=sa.text("deleted_at IS NULL"),
+    ),
+)
+
+# Every create and update writes one immutable version; a chat runs the version it began with.
+agent_versions = sa.Table(
+    "agent_versions",
+    metadata,
+    sa.Column("agent_id", ID, sa.ForeignKey("agents.id"), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column("llm_provider", sa.String(255), nullable=False, server_default=""),
+    sa.Column("model", sa.String(255), nullable=False, server_default=""),
+    sa.Column("system_prompt", sa.Text, nullable=False, server_default=""),
+    sa.Column("initial_messages", JSON_DATA, nullable=False),
+    sa.Column("input_schema", JSON_DATA, nullable=False),
+    sa.Column("temperature", sa.Float),
+    sa.Column("max_tokens", sa.Integer),
+    sa.Column("enabled_functions", JSON_DATA, nullable=False),
+    sa.Column("max_turns", sa.Integer, nullable=False),
+    sa.Column("created_by", ID, nullable=False),
+    sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
+)
+
+# The provider and model are resolved at submit, so a run never depends on later defaults.
+chats = sa.Table(
+    "chats",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("user_id", ID, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("agent_id", ID, nullable=False),
+    sa.Column("agent_version", sa.Integer, nullable=False),
+    sa.Column("agent_namespace", sa.String(255), nullable=False),
+    sa.Column("agent_name", sa.String(255), nullable=False),
+    sa.Column("llm_provider_id", ID, sa.ForeignKey("llm_providers.id"), nullable=False),
+    sa.Column("model", sa.String(255), nullable=False),
+    sa.Column("title", sa.Text, nullable=False, server_default=""),
+    sa.Column("input_variables", JSON_DATA, nullable=False),
+    sa.Column("created_at", TZ, nullable=False),
+    sa.Column("updated_at", TZ, nullable=False),
+    sa.Index("ix_chats_user_created", "user_id", sa.text("created_at DESC")),
+    sa.Index("ix_chats_retention", "updated_at"),
+)
+
+messages = sa.Table(
+    "messages",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("chat_id", ID, sa.ForeignKey("chats.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("content", sa.Text),
+    sa.Column("tool_calls", JSON_DATA),
+    sa.Column("tool_call_id", sa.String(255)),
+    sa.Column("created_at", TZ, nullable=False),
+    sa.UniqueConstraint("chat_id", "position"),
 )
