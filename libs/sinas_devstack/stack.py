@@ -16,6 +16,7 @@ from typing import IO
 
 import grpc
 import httpx
+from cryptography.fernet import Fernet
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sinas_devstack.embedded import free_port
@@ -114,6 +115,8 @@ class StackConfig:
     gateway_port: int = 0
     nats_stream_prefix: str = "SINAS"
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Encrypts LLM provider API keys at rest; a fresh key per stack unless one is given.
+    encryption_key: str = field(default_factory=lambda: Fernet.generate_key().decode())
 
 
 class Stack:
@@ -138,6 +141,7 @@ class Stack:
                 "NATS_STREAM_PREFIX": self.config.nats_stream_prefix,
                 "SCHEDULER_ADDR": self.scheduler_addr,
                 "SINAS_BOOTSTRAP_ADMIN_KEY": self.config.admin_key,
+                "SINAS_ENCRYPTION_KEY": self.config.encryption_key,
                 "SINAS_API_URL": self.gateway_url,
                 "PYTHONUNBUFFERED": "1",
             }

@@ -13,6 +13,7 @@ from pathlib import Path
 from types import FrameType
 
 import psycopg
+from cryptography.fernet import Fernet
 
 from sinas_devstack.embedded import EmbeddedNats, EmbeddedPostgres
 from sinas_devstack.stack import ServiceProcess, Stack, StackConfig
@@ -31,6 +32,7 @@ class RunOptions:
     nats_url: str | None
     admin_key: str | None
     gateway_port: int
+    encryption_key: str | None = None
 
     @classmethod
     def from_environment(cls) -> RunOptions:
@@ -40,6 +42,7 @@ class RunOptions:
             nats_url=os.environ.get("NATS_URL") or None,
             admin_key=os.environ.get("SINAS_BOOTSTRAP_ADMIN_KEY") or None,
             gateway_port=int(os.environ.get("GATEWAY_PORT") or 8000),
+            encryption_key=os.environ.get("SINAS_ENCRYPTION_KEY") or None,
         )
 
 
@@ -49,6 +52,18 @@ def persistent_admin_key(home: Path) -> str:
     if path.exists():
         return path.read_text().strip()
     key = "sk-" + secrets.token_urlsafe(32)
+    path.touch(mode=0o600)
+    path.write_text(key + "\n")
+    return key
+
+
+def persistent_encryption_key(home: Path) -> str:
+    """The Fernet key kept under SINAS_HOME, generated on first start; provider API keys
+    stored with it stay readable across restarts."""
+    path = home / "encryption-key"
+    if path.exists():
+        return path.read_text().strip()
+    key = Fernet.generate_key().decode()
     path.touch(mode=0o600)
     path.write_text(key + "\n")
     return key
@@ -103,6 +118,7 @@ class Supervisor:
                     log_dir=home / "logs",
                     admin_key=admin_key,
                     gateway_port=self.options.gateway_port,
+                    encryption_key=(self.options.encryption_key or persistent_encryption_key(home)),
                 )
             )
             self.stack.start_all()
