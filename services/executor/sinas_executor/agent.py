@@ -225,6 +225,9 @@ class ChatAgentRunner:
                 max_tokens=run.max_tokens,
             )
             call_timeout = min(self._limits.call_timeout_seconds, deadline - loop.time())
+            if call_timeout <= 0:
+                # The run's own deadline, reached between calls: reported as the run's timeout.
+                raise TimeoutError
             try:
                 reply = await self._model.complete(request, timeout_seconds=call_timeout)
             except ModelError as exc:
