@@ -50,8 +50,8 @@ INSERT INTO executions (
     batch_index, chat_id)
 SELECT r.id, :user_id, :kind, :namespace, :name, :trigger_type, r.trigger_id, 'PENDING',
        CAST(r.input AS json), :depth, now(), now() + make_interval(secs => :delay_seconds),
-       :parent_execution_id, :callback_url, :callback_status, :batch_id,
-       CASE WHEN :batch_id IS NULL THEN NULL ELSE (r.ord - 1)::int END, r.chat_id
+       :parent_execution_id, :callback_url, :callback_status, CAST(:batch_id AS text),
+       CASE WHEN CAST(:batch_id AS text) IS NULL THEN NULL ELSE (r.ord - 1)::int END, r.chat_id
 FROM unnest(CAST(:ids AS text[]), CAST(:chat_ids AS text[]), CAST(:trigger_ids AS text[]),
             CAST(:inputs AS text[])) WITH ORDINALITY AS r(id, chat_id, trigger_id, input, ord)
 """

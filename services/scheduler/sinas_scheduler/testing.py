@@ -32,6 +32,7 @@ class RunningScheduler:
     notifier: pb_grpc.NotifierServiceStub
     admin_key: str
     batches: pb_grpc.BatchServiceStub
+    agents: pb_grpc.AgentServiceStub
 
     @property
     def admin(self) -> list[tuple[str, str]]:
@@ -129,6 +130,7 @@ async def start_in_process(
         notifier=pb_grpc.NotifierServiceStub(channel),
         admin_key=admin_key,
         batches=pb_grpc.BatchServiceStub(channel),
+        agents=pb_grpc.AgentServiceStub(channel),
     )
 
 

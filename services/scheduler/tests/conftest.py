@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from sinas_common.callback_policy import Resolver
@@ -24,8 +25,13 @@ def admin_key() -> str:
 
 
 @pytest.fixture
+def encryption_key() -> str:
+    return Fernet.generate_key().decode()
+
+
+@pytest.fixture
 def scheduler_settings(
-    database_url: str, nats_settings: NatsSettings, admin_key: str
+    database_url: str, nats_settings: NatsSettings, admin_key: str, encryption_key: str
 ) -> Callable[..., SchedulerSettings]:
     """Settings for a scheduler of this test; keyword overrides use the env variable names."""
 
@@ -35,6 +41,7 @@ def scheduler_settings(
             "nats": nats_settings,
             "SCHEDULER_GRPC_BIND": "127.0.0.1:0",
             "SINAS_BOOTSTRAP_ADMIN_KEY": admin_key,
+            "SINAS_ENCRYPTION_KEY": encryption_key,
             "SCHEDULER_DB_POOL_SIZE": 5,
             "SHUTDOWN_GRACE_SECONDS": 1,
             **overrides,
