@@ -40,6 +40,20 @@ DELETE FROM batches AS b USING doomed WHERE b.id = doomed.id
 """
 )
 
+# Messages go with their chat (ON DELETE CASCADE).
+_DELETE_CHATS = sa.text(
+    """
+WITH doomed AS (
+    SELECT c.id FROM chats AS c
+    WHERE c.updated_at < now() - make_interval(secs => :age)
+      AND NOT EXISTS (SELECT 1 FROM executions AS e WHERE e.chat_id = c.id)
+    LIMIT :limit
+    FOR UPDATE OF c SKIP LOCKED
+)
+DELETE FROM chats AS c USING doomed WHERE c.id = doomed.id
+"""
+)
+
 _DELETE_KEYS = sa.text(
     """
 WITH doomed AS (
@@ -63,6 +77,9 @@ class PostgresRetentionStore:
 
     async def delete_finished_batches(self, *, older_than_seconds: float, limit: int) -> int:
         return await self._delete(_DELETE_BATCHES, {"age": older_than_seconds, "limit": limit})
+
+    async def delete_idle_chats(self, *, older_than_seconds: float, limit: int) -> int:
+        return await self._delete(_DELETE_CHATS, {"age": older_than_seconds, "limit": limit})
 
     async def delete_expired_idempotency_keys(self, *, ttl_seconds: int, limit: int) -> int:
         return await self._delete(_DELETE_KEYS, {"ttl_seconds": ttl_seconds, "limit": limit})

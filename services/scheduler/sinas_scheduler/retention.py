@@ -1,5 +1,6 @@
-"""Retention: deletes finished executions, finished batches whose children are all gone, and
-expired idempotency keys, in small chunks of short transactions that never block submits."""
+"""Retention: deletes finished executions, finished batches whose children are all gone, chats
+(with their messages) none of whose executions is left, and expired idempotency keys, in
+small chunks of short transactions that never block submits."""
 
 from __future__ import annotations
 
@@ -23,6 +24,11 @@ class RetentionStore(Protocol):
         """Deletes up to `limit` finished batches none of whose children is left; the count."""
         ...
 
+    async def delete_idle_chats(self, *, older_than_seconds: float, limit: int) -> int:
+        """Deletes up to `limit` chats idle that long none of whose executions is left (their
+        messages with them); the count."""
+        ...
+
     async def delete_expired_idempotency_keys(self, *, ttl_seconds: int, limit: int) -> int:
         """Deletes up to `limit` keys past their lifetime; the count."""
         ...
@@ -40,6 +46,7 @@ class RetentionCounts:
     executions: int
     batches: int
     idempotency_keys: int
+    chats: int = 0
 
 
 class Retention:
@@ -62,19 +69,28 @@ class Retention:
                 older_than_seconds=policy.retention_seconds, limit=policy.chunk_size
             )
         )
+        # After the executions: a chat goes only once no execution points at it.
+        chats = await self._drain(
+            lambda: self._store.delete_idle_chats(
+                older_than_seconds=policy.retention_seconds, limit=policy.chunk_size
+            )
+        )
         keys = await self._drain(
             lambda: self._store.delete_expired_idempotency_keys(
                 ttl_seconds=policy.idempotency_ttl_seconds, limit=policy.chunk_size
             )
         )
-        counts = RetentionCounts(executions=executions, batches=batches, idempotency_keys=keys)
-        if executions or batches or keys:
+        counts = RetentionCounts(
+            executions=executions, batches=batches, idempotency_keys=keys, chats=chats
+        )
+        if executions or batches or chats or keys:
             logger.info(
                 "retention sweep deleted rows",
                 extra={
                     "action": "retention",
                     "executions": executions,
                     "batches": batches,
+                    "chats": chats,
                     "idempotency_keys": keys,
                 },
             )

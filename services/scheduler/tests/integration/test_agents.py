@@ -23,6 +23,8 @@ from sinas_common.grpc_client import invoke
 from sinas_common.jsoncodec import dump_json, load_json
 from sinas_proto.scheduler.v1 import scheduler_pb2 as pb
 from sinas_scheduler.agent_models import APPROVAL_REQUIRED_ERROR
+from sinas_scheduler.postgres_retention import PostgresRetentionStore
+from sinas_scheduler.retention import Retention, RetentionPolicy
 from sinas_scheduler.testing import RunningScheduler, bearer
 
 from .test_worker import claim, complete, done
@@ -455,3 +457,37 @@ async def test_agent_batch_sums_tokens_and_replays_its_idempotency_key(
     ).batch
     assert (batch.kind, batch.status, batch.completed) == ("agent", "completed", 3)
     assert (batch.prompt_tokens, batch.completion_tokens) == (30, 6)
+
+
+async def test_retention_deletes_idle_chats_once_their_executions_are_gone(
+    scheduler: RunningScheduler, db: AsyncEngine
+) -> None:
+    _, key = await ready(scheduler)
+    old = await submit_run(scheduler, bearer(key), {"who": "a"})
+    kept = await submit_run(scheduler, bearer(key), {"who": "b"})
+    response = await claim(scheduler, (old.execution_id, 1), (kept.execution_id, 1))
+    await complete(scheduler, *[done(r.execution_id, 1, {}) for r in response.agent_runs])
+    async with db.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "UPDATE executions SET completed_at = now() - interval '40 days' WHERE id = :id"
+            ),
+            {"id": old.execution_id},
+        )
+        await conn.execute(sa.text("UPDATE chats SET updated_at = now() - interval '40 days'"))
+
+    counts = await Retention(
+        PostgresRetentionStore(db),
+        RetentionPolicy(retention_seconds=30 * 86400, idempotency_ttl_seconds=86400, chunk_size=1),
+    ).sweep()
+
+    assert (counts.executions, counts.chats) == (1, 1)
+    async with db.connect() as conn:
+        chats = {row[0] for row in await conn.execute(sa.text("SELECT id FROM chats"))}
+        orphans = (
+            await conn.execute(
+                sa.text("SELECT count(*) FROM messages WHERE chat_id = :id"), {"id": old.chat_id}
+            )
+        ).scalar_one()
+    assert chats == {kept.chat_id}
+    assert orphans == 0
