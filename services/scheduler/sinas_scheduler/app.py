@@ -17,6 +17,7 @@ from sinas_common.grpc_server import GrpcServer
 from sinas_common.jobstream import ensure_job_stream
 from sinas_proto.scheduler.v1 import scheduler_pb2_grpc as pb_grpc
 from sinas_scheduler.agent_runs import AgentRunLimits, AgentRunUseCases
+from sinas_scheduler.agent_server import AgentServicer
 from sinas_scheduler.agents import AgentLimits, AgentUseCases
 from sinas_scheduler.batches import BatchLimits, BatchUseCases
 from sinas_scheduler.callback_urls import PolicyCallbackUrlCheck
@@ -44,7 +45,6 @@ from sinas_scheduler.retention import SECONDS_PER_DAY, Retention, RetentionPolic
 from sinas_scheduler.scheduler import ExecutionLimits, ExecutionUseCases, WorkerUseCases
 from sinas_scheduler.server import (
     SERVICE_NAMES,
-    AgentServicer,
     BatchServicer,
     ExecutionServicer,
     FunctionServicer,

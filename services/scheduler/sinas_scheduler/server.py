@@ -9,7 +9,6 @@ from sinas_proto.scheduler.v1 import scheduler_pb2 as pb
 from sinas_proto.scheduler.v1 import scheduler_pb2_grpc as pb_grpc
 from sinas_scheduler import agent_convert, convert
 from sinas_scheduler.agent_runs import AgentRunUseCases
-from sinas_scheduler.agents import AgentInput, AgentUseCases, SubmitAgentRequest
 from sinas_scheduler.batches import BatchUseCases, SubmitBatchRequest
 from sinas_scheduler.callbacks import CallbackUseCases
 from sinas_scheduler.identity import ME_SCOPES, Authenticator
@@ -32,7 +31,7 @@ SERVICE_NAMES = (
 )
 
 
-async def _caller(auth: Authenticator, context: Context) -> Principal:
+async def caller(auth: Authenticator, context: Context) -> Principal:
     return await auth.authenticate(context.invocation_metadata() or ())
 
 
@@ -54,21 +53,21 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
     async def CreateRole(
         self, request: pb.CreateRoleRequest, context: Context
     ) -> pb.CreateRoleResponse:
-        principal = await _caller(self._auth, context)
+        principal = await caller(self._auth, context)
         role = await self._identity.create_role(principal, request.name, list(request.permissions))
         return pb.CreateRoleResponse(role=convert.role_to_proto(role))
 
     async def CreateUser(
         self, request: pb.CreateUserRequest, context: Context
     ) -> pb.CreateUserResponse:
-        principal = await _caller(self._auth, context)
+        principal = await caller(self._auth, context)
         user = await self._identity.create_user(principal, request.email, list(request.roles))
         return pb.CreateUserResponse(user=convert.user_to_proto(user))
 
     async def CreateApiKey(
         self, request: pb.CreateApiKeyRequest, context: Context
     ) -> pb.CreateApiKeyResponse:
-        principal = await _caller(self._auth, context)
+        principal = await caller(self._auth, context)
         issued = await self._identity.create_api_key(principal, request.name, request.user_id)
         return convert.api_key_to_proto(issued)
 
@@ -81,7 +80,7 @@ class FunctionServicer(pb_grpc.FunctionServiceServicer):
     async def CreateFunction(
         self, request: pb.CreateFunctionRequest, context: Context
     ) -> pb.CreateFunctionResponse:
-        principal = await _caller(self._auth, context)
+        principal = await caller(self._auth, context)
         spec = convert.spec_from_create(request, self._functions.default_timeout_seconds)
         function = await self._functions.create(
             principal, namespace=request.namespace, name=request.name, spec=spec
@@ -91,14 +90,14 @@ class FunctionServicer(pb_grpc.FunctionServiceServicer):
     async def GetFunction(
         self, request: pb.GetFunctionRequest, context: Context
     ) -> pb.GetFunctionResponse:
-        principal = await _caller(self._auth, context)
+        principal = await caller(self._auth, context)
         function = await self._functions.get(principal, request.namespace, request.name)
         return pb.GetFunctionResponse(function=convert.function_to_proto(function))
 
     async def UpdateFunction(
         self, request: pb.UpdateFunctionRequest, context: Context
     ) -> pb.UpdateFunctionResponse:
-        principal = await _caller(self._auth, context)
+        principal = await caller(self._auth, context)
         function = await self._functions.update(
             principal, request.namespace, request.name, convert.changes_from_update(request)
         )
@@ -107,7 +106,7 @@ class FunctionServicer(pb_grpc.FunctionServiceServicer):
     async def DeleteFunction(
         self, request: pb.DeleteFunctionRequest, context: Context
     ) -> pb.DeleteFunctionResponse:
-        principal = await _caller(self._auth, context)
+        principal = await caller(self._auth, context)
         await self._functions.delete(principal, request.namespace, request.name)
         return pb.DeleteFunctionResponse()
 
@@ -126,7 +125,7 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
     async def SubmitExecution(
         self, request: pb.SubmitExecutionRequest, context: Context
     ) -> pb.SubmitExecutionResponse:
-        principal = await _caller(self._auth, context)
+        principal = await caller(self._auth, context)
         execution_id = await self._executions.submit(
             principal,
             SubmitRequest(
@@ -146,7 +145,7 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
     async def WaitExecution(
         self, request: pb.WaitExecutionRequest, context: Context
     ) -> pb.WaitExecutionResponse:
-        principal = await _caller(self._auth, context)
+        principal = await caller(self._auth, context)
         execution, finished = await self._executions.wait(
             principal, request.execution_id, request.timeout_seconds
         )
@@ -157,14 +156,14 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
     async def GetExecution(
         self, request: pb.GetExecutionRequest, context: Context
     ) -> pb.GetExecutionResponse:
-        principal = await _caller(self._auth, context)
+        principal = await caller(self._auth, context)
         execution = await self._executions.get(principal, request.execution_id)
         return pb.GetExecutionResponse(execution=convert.execution_to_proto(execution))
 
     async def ListExecutions(
         self, request: pb.ListExecutionsRequest, context: Context
     ) -> pb.ListExecutionsResponse:
-        principal = await _caller(self._auth, context)
+        principal = await caller(self._auth, context)
         query = ExecutionQuery(
             user_id=principal.user.id,
             function_name=request.function_name or None,
@@ -182,7 +181,7 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
     async def ContinueExecution(
         self, request: pb.ContinueExecutionRequest, context: Context
     ) -> pb.ContinueExecutionResponse:
-        principal = await _caller(self._auth, context)
+        principal = await caller(self._auth, context)
         value = parse_json_field("input", request.input_json, empty=None)
         execution = await self._interaction.continue_execution(
             principal, request.execution_id, value
@@ -192,7 +191,7 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
     async def CancelExecution(
         self, request: pb.CancelExecutionRequest, context: Context
     ) -> pb.CancelExecutionResponse:
-        principal = await _caller(self._auth, context)
+        principal = await caller(self._auth, context)
         execution, cancelled = await self._interaction.cancel_execution(
             principal, request.execution_id
         )
@@ -288,7 +287,7 @@ class BatchServicer(pb_grpc.BatchServiceServicer):
     async def CancelBatch(
         self, request: pb.CancelBatchRequest, context: Context
     ) -> pb.CancelBatchResponse:
-        principal = await _caller(self._auth, context)
+        principal = await caller(self._auth, context)
         result = await self._interaction.cancel_batch(principal, request.batch_id)
         return pb.CancelBatchResponse(
             batch_id=result.batch_id,
@@ -299,7 +298,7 @@ class BatchServicer(pb_grpc.BatchServiceServicer):
     async def SubmitBatch(
         self, request: pb.SubmitBatchRequest, context: Context
     ) -> pb.SubmitBatchResponse:
-        principal = await _caller(self._auth, context)
+        principal = await caller(self._auth, context)
         submitted = await self._batches.submit(
             principal,
             SubmitBatchRequest(
@@ -325,14 +324,14 @@ class BatchServicer(pb_grpc.BatchServiceServicer):
         )
 
     async def GetBatch(self, request: pb.GetBatchRequest, context: Context) -> pb.GetBatchResponse:
-        principal = await _caller(self._auth, context)
+        principal = await caller(self._auth, context)
         batch = await self._batches.get(principal, request.batch_id)
         return pb.GetBatchResponse(batch=convert.batch_to_proto(batch))
 
     async def ListBatches(
         self, request: pb.ListBatchesRequest, context: Context
     ) -> pb.ListBatchesResponse:
-        principal = await _caller(self._auth, context)
+        principal = await caller(self._auth, context)
         found = await self._batches.list(
             principal, limit=request.limit or 100, offset=request.offset
         )
@@ -341,7 +340,7 @@ class BatchServicer(pb_grpc.BatchServiceServicer):
     async def ListBatchExecutions(
         self, request: pb.ListBatchExecutionsRequest, context: Context
     ) -> pb.ListBatchExecutionsResponse:
-        principal = await _caller(self._auth, context)
+        principal = await caller(self._auth, context)
         page = await self._batches.list_executions(
             principal,
             request.batch_id,
@@ -350,138 +349,3 @@ class BatchServicer(pb_grpc.BatchServiceServicer):
             offset=request.offset,
         )
         return convert.batch_page_to_proto(page)
-
-
-class AgentServicer(pb_grpc.AgentServiceServicer):
-    def __init__(self, auth: Authenticator, agents: AgentUseCases) -> None:
-        self._auth = auth
-        self._agents = agents
-
-    async def CreateLlmProvider(
-        self, request: pb.CreateLlmProviderRequest, context: Context
-    ) -> pb.CreateLlmProviderResponse:
-        principal = await _caller(self._auth, context)
-        provider = await self._agents.create_provider(
-            principal,
-            name=request.name,
-            base_url=request.base_url,
-            api_key=request.api_key,
-            default_model=request.default_model,
-        )
-        return pb.CreateLlmProviderResponse(provider=agent_convert.provider_to_proto(provider))
-
-    async def CreateAgent(
-        self, request: pb.CreateAgentRequest, context: Context
-    ) -> pb.CreateAgentResponse:
-        principal = await _caller(self._auth, context)
-        agent = await self._agents.create_agent(
-            principal,
-            namespace=request.namespace,
-            name=request.name,
-            spec=agent_convert.spec_from_create(request, self._agents.default_max_turns),
-        )
-        return pb.CreateAgentResponse(agent=agent_convert.agent_to_proto(agent))
-
-    async def GetAgent(self, request: pb.GetAgentRequest, context: Context) -> pb.GetAgentResponse:
-        principal = await _caller(self._auth, context)
-        agent = await self._agents.get_agent(principal, request.namespace, request.name)
-        return pb.GetAgentResponse(agent=agent_convert.agent_to_proto(agent))
-
-    async def UpdateAgent(
-        self, request: pb.UpdateAgentRequest, context: Context
-    ) -> pb.UpdateAgentResponse:
-        principal = await _caller(self._auth, context)
-        agent = await self._agents.update_agent(
-            principal,
-            request.namespace,
-            request.name,
-            agent_convert.changes_from_update(request),
-        )
-        return pb.UpdateAgentResponse(agent=agent_convert.agent_to_proto(agent))
-
-    async def DeleteAgent(
-        self, request: pb.DeleteAgentRequest, context: Context
-    ) -> pb.DeleteAgentResponse:
-        principal = await _caller(self._auth, context)
-        await self._agents.delete_agent(principal, request.namespace, request.name)
-        return pb.DeleteAgentResponse()
-
-    async def SubmitAgentRun(
-        self, request: pb.SubmitAgentRunRequest, context: Context
-    ) -> pb.SubmitAgentRunResponse:
-        principal = await _caller(self._auth, context)
-        submitted = await self._agents.submit(
-            principal,
-            SubmitAgentRequest(
-                namespace=request.namespace,
-                name=request.name,
-                inputs=[
-                    AgentInput(
-                        input_variables=parse_json_field(
-                            "input_variables", request.input_variables_json, empty={}
-                        ),
-                        message=request.message,
-                    )
-                ],
-                trigger_id=request.trigger_id,
-                delay_seconds=(
-                    request.delay_seconds if request.HasField("delay_seconds") else None
-                ),
-                callback_url=request.callback_url,
-                idempotency_key=request.idempotency_key,
-            ),
-        )
-        return pb.SubmitAgentRunResponse(
-            execution_id=submitted.execution_ids[0], chat_id=submitted.chat_ids[0]
-        )
-
-    async def SubmitAgentBatch(
-        self, request: pb.SubmitAgentBatchRequest, context: Context
-    ) -> pb.SubmitAgentBatchResponse:
-        principal = await _caller(self._auth, context)
-        submitted = await self._agents.submit(
-            principal,
-            SubmitAgentRequest(
-                namespace=request.namespace,
-                name=request.name,
-                inputs=[
-                    AgentInput(
-                        input_variables=parse_json_field(
-                            f"inputs[{index}].input_variables",
-                            item.input_variables_json,
-                            empty={},
-                        ),
-                        message=item.message,
-                    )
-                    for index, item in enumerate(request.inputs)
-                ],
-                batch=True,
-                trigger_id=request.trigger_id_prefix,
-                delay_seconds=(
-                    request.delay_seconds if request.HasField("delay_seconds") else None
-                ),
-                callback_url=request.callback_url,
-                batch_callback_url=request.batch_callback_url,
-                idempotency_key=request.idempotency_key,
-            ),
-        )
-        return pb.SubmitAgentBatchResponse(
-            batch_id=submitted.batch_id,
-            execution_ids=list(submitted.execution_ids),
-            chat_ids=list(submitted.chat_ids),
-            total=len(submitted.execution_ids),
-        )
-
-    async def GetChat(self, request: pb.GetChatRequest, context: Context) -> pb.GetChatResponse:
-        principal = await _caller(self._auth, context)
-        chat = await self._agents.get_chat(principal, request.chat_id)
-        return pb.GetChatResponse(chat=agent_convert.chat_to_proto(chat))
-
-    async def ListChats(
-        self, request: pb.ListChatsRequest, context: Context
-    ) -> pb.ListChatsResponse:
-        principal = await _caller(self._auth, context)
-        chats = await self._agents.list_chats(
-            principal, limit=request.limit or 100, offset=request.offset
-        )
-        return pb.ListChatsResponse(chats=[agent_convert.chat_to_proto(chat) for chat in chats])
