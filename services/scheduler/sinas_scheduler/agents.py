@@ -160,7 +160,7 @@ class AgentUseCases:
                 created_by=principal.user.id,
             )
         )
-        logger.info("llm provider created", extra={"action": "create_provider", "name": name})
+        logger.info("llm provider created", extra={"action": "create_provider", "provider": name})
         return provider
 
     async def create_agent(
