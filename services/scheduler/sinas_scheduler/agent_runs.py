@@ -238,7 +238,7 @@ class AgentRunUseCases:
             extra={
                 "action": "submit_tool_calls",
                 "execution_id": execution_id,
-                "created": len(children),
+                "children_created": len(children),
                 "refused": len(submissions) - len(children),
             },
         )
