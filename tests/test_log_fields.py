@@ -25,9 +25,13 @@ def test_no_extra_field_shadows_a_log_record_attribute() -> None:
     clashes = []
     for path in source_files():
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.keyword) and node.arg == "extra":
-                if isinstance(node.value, ast.Dict):
-                    for key in node.value.keys:
-                        if isinstance(key, ast.Constant) and key.value in RESERVED:
-                            clashes.append(f"{path.relative_to(ROOT)}:{key.lineno} {key.value}")
+            if not (
+                isinstance(node, ast.keyword)
+                and node.arg == "extra"
+                and isinstance(node.value, ast.Dict)
+            ):
+                continue
+            for key in node.value.keys:
+                if isinstance(key, ast.Constant) and key.value in RESERVED:
+                    clashes.append(f"{path.relative_to(ROOT)}:{key.lineno} {key.value}")
     assert clashes == []
