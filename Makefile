@@ -14,10 +14,11 @@ PROTO_FILES := $(shell find $(PROTO_SRC) -name '*.proto')
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml sdks/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e sdks/python
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install the project with its dev tools
@@ -31,13 +32,14 @@ proto-check: $(STAMP) ## Fail when the committed stubs differ from what proto/ g
 	$(BIN)/python scripts/proto_check.py
 
 fmt: $(STAMP) ## Format and autofix
-	$(BIN)/ruff format libs/sinas_common libs/sinas_devstack services tests scripts bench
-	$(BIN)/ruff check --fix libs/sinas_common libs/sinas_devstack services tests scripts bench
+	$(BIN)/ruff format libs/sinas_common libs/sinas_devstack services tests scripts bench sdks/python examples
+	$(BIN)/ruff check --fix libs/sinas_common libs/sinas_devstack services tests scripts bench sdks/python examples
 
 lint: $(STAMP) ## ruff and mypy --strict
-	$(BIN)/ruff check libs/sinas_common libs/sinas_devstack services tests scripts bench
-	$(BIN)/ruff format --check libs/sinas_common libs/sinas_devstack services tests scripts bench
+	$(BIN)/ruff check libs/sinas_common libs/sinas_devstack services tests scripts bench sdks/python examples
+	$(BIN)/ruff format --check libs/sinas_common libs/sinas_devstack services tests scripts bench sdks/python examples
 	$(BIN)/mypy libs/sinas_common libs/sinas_devstack services/scheduler/sinas_scheduler services/executor/sinas_executor services/gateway/sinas_gateway services/notifier/sinas_notifier
+	cd sdks/python && $(abspath $(BIN))/mypy sinas
 
 test: $(STAMP) ## Install what is needed and run the whole suite (starts its own servers)
 	$(MAKE) --no-print-directory proto-check
