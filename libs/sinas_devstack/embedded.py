@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -120,6 +121,124 @@ class EmbeddedNats:
                 self._process.kill()
                 self._process.wait()
         self._process = None
+
+
+@dataclass
+class _ClusterNode:
+    name: str
+    port: int
+    cluster_port: int
+    data_dir: Path
+    process: subprocess.Popen[bytes] | None = None
+
+
+@dataclass
+class EmbeddedNatsCluster:
+    """Three (or `size`) nats-servers routed into one JetStream cluster on free loopback ports.
+
+    Each node keeps its own store under `data_dir`, so a killed node rejoins with its data.
+    """
+
+    data_dir: Path
+    size: int = 3
+    nodes: list[_ClusterNode] = field(default_factory=list, init=False)
+
+    @property
+    def url(self) -> str:
+        """Every node's client URL, comma-separated: the form NATS_URL takes."""
+        return ",".join(f"nats://127.0.0.1:{node.port}" for node in self.nodes)
+
+    def start(self) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.nodes = [
+            _ClusterNode(f"n{i}", free_port(), free_port(), self.data_dir / f"n{i}")
+            for i in range(self.size)
+        ]
+        for index in range(self.size):
+            self.start_node(index)
+        for node in self.nodes:
+            assert node.process is not None
+            wait_for_port("127.0.0.1", node.port, timeout=30, process=node.process)
+        self._wait_for_jetstream()
+        return self.url
+
+    def start_node(self, index: int) -> None:
+        """Starts (or restarts) one node; it finds the others through the fixed routes."""
+        node = self.nodes[index]
+        node.data_dir.mkdir(parents=True, exist_ok=True)
+        routes = ",".join(f"nats-route://127.0.0.1:{other.cluster_port}" for other in self.nodes)
+        with (node.data_dir / "nats-server.log").open("ab") as log:
+            node.process = subprocess.Popen(
+                [
+                    EmbeddedNats.binary(),
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    str(node.port),
+                    "-n",
+                    node.name,
+                    "-js",
+                    "-sd",
+                    str(node.data_dir),
+                    "--cluster_name",
+                    "sinas",
+                    "--cluster",
+                    f"nats://127.0.0.1:{node.cluster_port}",
+                    "--routes",
+                    routes,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def wait_node(self, index: int, *, timeout: float = 30) -> None:
+        node = self.nodes[index]
+        assert node.process is not None
+        wait_for_port("127.0.0.1", node.port, timeout=timeout, process=node.process)
+
+    def kill_node(self, index: int) -> None:
+        """SIGKILL one node: what losing a machine looks like to the cluster."""
+        process = self.nodes[index].process
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
+    def _wait_for_jetstream(self, timeout: float = 60) -> None:
+        # JetStream answers only once the meta group has elected a leader across the routes.
+        import asyncio
+
+        import nats
+
+        async def ready() -> bool:
+            client = await nats.connect(servers=self.url.split(","), connect_timeout=2)
+            try:
+                await client.jetstream().account_info()
+                return True
+            except Exception:  # any JetStream error means "not yet"
+                return False
+            finally:
+                await client.close()
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            # In a thread of its own: the caller may already be running an event loop.
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                if pool.submit(asyncio.run, ready()).result():
+                    return
+            time.sleep(0.5)
+        raise TimeoutError(f"the NATS cluster had no JetStream leader within {timeout} s")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            if node.process is not None and node.process.poll() is None:
+                node.process.terminate()
+                try:
+                    node.process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    node.process.kill()
+                    node.process.wait()
+            node.process = None
 
 
 def python_env(**overrides: str) -> dict[str, str]:

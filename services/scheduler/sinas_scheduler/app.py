@@ -207,7 +207,9 @@ class SchedulerApp:
         dispatch_loop: DispatchLoop | None = None
         event_loop: EventOutboxLoop | None = None
         if settings.dispatcher_enabled:
-            self._nats = client = await nats.connect(settings.nats.url, name="sinas-scheduler")
+            self._nats = client = await nats.connect(
+                servers=settings.nats.url.split(","), name="sinas-scheduler"
+            )
             dispatcher = JetStreamDispatcher(
                 client, await ensure_job_stream(client.jetstream(), settings.nats)
             )
