@@ -11,6 +11,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from sinas_common.errors import STATUS_DETAILS_KEY, SinasError
+from sinas_common.metrics import MetricsInterceptor
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,8 @@ class GrpcServer:
         max_message_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self._server = grpc.aio.server(
-            interceptors=[ErrorInterceptor()],
+            # Metrics first: it sees the status code the error interceptor settles on.
+            interceptors=[MetricsInterceptor(), ErrorInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),

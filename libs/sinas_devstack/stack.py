@@ -131,9 +131,13 @@ class Stack:
         self.scheduler_addr = f"127.0.0.1:{self.scheduler_port}"
         self.gateway_url = f"http://127.0.0.1:{self.gateway_port}"
         self.services: dict[str, ServiceProcess] = {}
+        # Service name -> the port of its Prometheus endpoint, for tests to scrape.
+        self.metrics_ports: dict[str, int] = {}
 
     def base_env(self) -> dict[str, str]:
         env = dict(os.environ)
+        # Each service gets its own metrics port in `_add`; an inherited one would collide.
+        env.pop("METRICS_PORT", None)
         env.update(
             {
                 "DATABASE_URL": self.config.database_url,
@@ -197,8 +201,15 @@ class Stack:
         return self.config.log_dir / f"{name}.log"
 
     def _add(self, service: ServiceProcess) -> ServiceProcess:
+        service.env.setdefault("METRICS_BIND", "127.0.0.1")
+        port = int(service.env.setdefault("METRICS_PORT", str(free_port())))
+        self.metrics_ports[service.name] = port
         self.services[service.name] = service
         return service
+
+    def metrics_url(self, name: str) -> str:
+        """Where the named service's Prometheus endpoint answers."""
+        return f"http://127.0.0.1:{self.metrics_ports[name]}/metrics"
 
     def wait_ready(self, service: ServiceProcess, *, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

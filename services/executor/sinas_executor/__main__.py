@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from sinas_common.logs import configure_logging
+from sinas_common.metrics import MetricsServer
 from sinas_executor.app import run_executor
 from sinas_executor.settings import ExecutorSettings
 
@@ -12,7 +13,11 @@ from sinas_executor.settings import ExecutorSettings
 def main() -> None:
     settings = ExecutorSettings()
     configure_logging("executor", settings.log_level)
-    asyncio.run(run_executor(settings))
+    metrics = MetricsServer.start(settings.metrics_bind, settings.metrics_port)
+    try:
+        asyncio.run(run_executor(settings))
+    finally:
+        metrics.close()
 
 
 if __name__ == "__main__":

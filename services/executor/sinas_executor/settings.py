@@ -44,6 +44,9 @@ class ExecutorSettings(ServiceSettings):
     )
     api_url: str = Field(default="http://127.0.0.1:8000", validation_alias="SINAS_API_URL")
     grpc_bind: str = Field(default="0.0.0.0:50061", validation_alias="EXECUTOR_GRPC_BIND")
+    # Prometheus scrape endpoint, on its own port so it never shares the API's exposure.
+    metrics_bind: str = Field(default="0.0.0.0", validation_alias="METRICS_BIND")
+    metrics_port: int = Field(default=9102, ge=0, le=65535, validation_alias="METRICS_PORT")
     executor_id: str = Field(default_factory=_default_executor_id, validation_alias="EXECUTOR_ID")
     # Agent runs mostly wait on the model and on their tool calls: their own slots, so they
     # never take the function slots their tool calls need.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from sinas_common.logs import configure_logging
+from sinas_common.metrics import MetricsServer
 from sinas_gateway.app import serve
 from sinas_gateway.settings import GatewaySettings
 
@@ -12,7 +13,11 @@ from sinas_gateway.settings import GatewaySettings
 def main() -> None:
     settings = GatewaySettings()
     configure_logging("gateway", settings.log_level)
-    asyncio.run(serve(settings))
+    metrics = MetricsServer.start(settings.metrics_bind, settings.metrics_port)
+    try:
+        asyncio.run(serve(settings))
+    finally:
+        metrics.close()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,9 @@ class GatewaySettings(ServiceSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
     host: str = Field(default="0.0.0.0", validation_alias="GATEWAY_HOST")
+    # Prometheus scrape endpoint, on its own port so it never shares the API's exposure.
+    metrics_bind: str = Field(default="0.0.0.0", validation_alias="METRICS_BIND")
+    metrics_port: int = Field(default=9100, ge=0, le=65535, validation_alias="METRICS_PORT")
     port: int = Field(default=8000, ge=0, le=65535, validation_alias="GATEWAY_PORT")
     max_request_body_bytes: int = Field(
         default=1024 * 1024, gt=0, validation_alias="MAX_REQUEST_BODY_BYTES"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from sinas_common.logs import configure_logging
+from sinas_common.metrics import MetricsServer
 from sinas_notifier.app import run_notifier
 from sinas_notifier.settings import NotifierSettings
 
@@ -12,7 +13,11 @@ from sinas_notifier.settings import NotifierSettings
 def main() -> None:
     settings = NotifierSettings()
     configure_logging("notifier", settings.log_level)
-    asyncio.run(run_notifier(settings))
+    metrics = MetricsServer.start(settings.metrics_bind, settings.metrics_port)
+    try:
+        asyncio.run(run_notifier(settings))
+    finally:
+        metrics.close()
 
 
 if __name__ == "__main__":

@@ -63,6 +63,9 @@ class NotifierSettings(ServiceSettings):
     concurrency: int = Field(default=64, ge=1, le=4096, validation_alias="NOTIFIER_CONCURRENCY")
     fetch_batch: int = Field(default=100, ge=1, le=10_000, validation_alias="NOTIFIER_FETCH_BATCH")
     grpc_bind: str = Field(default="0.0.0.0:50071", validation_alias="NOTIFIER_GRPC_BIND")
+    # Prometheus scrape endpoint, on its own port so it never shares the API's exposure.
+    metrics_bind: str = Field(default="0.0.0.0", validation_alias="METRICS_BIND")
+    metrics_port: int = Field(default=9103, ge=0, le=65535, validation_alias="METRICS_PORT")
     notifier_id: str = Field(default_factory=_default_notifier_id, validation_alias="NOTIFIER_ID")
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     callback: CallbackPolicySettings = Field(default_factory=CallbackPolicySettings)

@@ -8,6 +8,7 @@ import logging
 import signal
 
 from sinas_common.logs import configure_logging
+from sinas_common.metrics import MetricsServer
 from sinas_scheduler.app import SchedulerApp
 from sinas_scheduler.migrate import upgrade_to_head
 from sinas_scheduler.settings import SchedulerSettings
@@ -49,7 +50,11 @@ def main(argv: list[str] | None = None) -> None:
         logger.info("database migrated", extra={"action": "migrate"})
         if args.migrate_only:
             return
-    asyncio.run(serve(settings))
+    metrics = MetricsServer.start(settings.metrics_bind, settings.metrics_port)
+    try:
+        asyncio.run(serve(settings))
+    finally:
+        metrics.close()
 
 
 if __name__ == "__main__":

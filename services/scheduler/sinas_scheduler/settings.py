@@ -18,6 +18,9 @@ class SchedulerSettings(ServiceSettings):
     database_url: str = Field(validation_alias="DATABASE_URL")
     nats: NatsSettings = Field(default_factory=NatsSettings)
     grpc_bind: str = Field(default="0.0.0.0:50051", validation_alias="SCHEDULER_GRPC_BIND")
+    # Prometheus scrape endpoint, on its own port so it never shares the API's exposure.
+    metrics_bind: str = Field(default="0.0.0.0", validation_alias="METRICS_BIND")
+    metrics_port: int = Field(default=9101, ge=0, le=65535, validation_alias="METRICS_PORT")
     db_pool_size: int = Field(default=10, ge=1, le=1000, validation_alias="SCHEDULER_DB_POOL_SIZE")
     bootstrap_admin_key: SecretStr | None = Field(
         default=None, validation_alias="SINAS_BOOTSTRAP_ADMIN_KEY"

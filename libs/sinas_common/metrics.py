@@ -1,0 +1,123 @@
+"""Prometheus metrics shared by every service: the scrape server, gRPC counters, sampling."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from threading import Thread
+from typing import Any
+from wsgiref.simple_server import WSGIServer
+
+import grpc
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import start_http_server
+
+logger = logging.getLogger(__name__)
+
+# Seconds from fractions of a millisecond (a claim) to minutes (a slow callback or lag).
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+SIZE_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10_000, 100_000)
+
+GRPC_REQUESTS = Counter(
+    "sinas_grpc_requests_total", "gRPC calls served, by method and status code", ["method", "code"]
+)
+GRPC_SECONDS = Histogram(
+    "sinas_grpc_request_seconds",
+    "Time to serve one gRPC call, by method",
+    ["method"],
+    buckets=LATENCY_BUCKETS,
+)
+
+
+class MetricsServer:
+    """The `/metrics` HTTP endpoint on its own port, served from a daemon thread."""
+
+    def __init__(self, server: WSGIServer, thread: Thread) -> None:
+        self._server = server
+        self._thread = thread
+
+    @classmethod
+    def start(
+        cls, bind: str, port: int, *, registry: CollectorRegistry = REGISTRY
+    ) -> MetricsServer:
+        server, thread = start_http_server(port, addr=bind, registry=registry)
+        started = cls(server, thread)
+        logger.info(
+            "metrics endpoint listening",
+            extra={"action": "start", "bind": bind, "port": started.port},
+        )
+        return started
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_port)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Counts unary calls by method and final status code and times them.
+
+    Placed before the ErrorInterceptor, so a SinasError has already become an abort with its
+    code by the time this one sees the call end."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+        method = handler_call_details.method
+
+        async def measured(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                return await inner(request, context)
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except BaseException:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            finally:
+                GRPC_REQUESTS.labels(method=method, code=_code_name(code)).inc()
+                GRPC_SECONDS.labels(method=method).observe(time.perf_counter() - started)
+
+        return grpc.unary_unary_rpc_method_handler(
+            measured,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _code_name(code: object) -> str:
+    # context.code() gives a StatusCode after abort(), or a bare int on some grpc versions.
+    if isinstance(code, grpc.StatusCode):
+        return str(code.name)
+    for status in grpc.StatusCode:
+        if status.value[0] == code:
+            return str(status.name)
+    return "UNKNOWN"
+
+
+async def sample_forever(
+    sample: Callable[[], Awaitable[float]], gauge: Gauge, *, interval_seconds: float
+) -> None:
+    """Sets `gauge` from `sample()` every interval; a failed sample is logged and skipped."""
+    while True:
+        try:
+            gauge.set(await sample())
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.warning("metrics sample failed", exc_info=True, extra={"action": "sample"})
+        await asyncio.sleep(interval_seconds)
