@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -23,6 +24,7 @@ from sinas_common.grpc_client import call_with_retry
 from sinas_common.pull import MessageSource, fetch_available, settle, wait_for_either
 from sinas_common.settings import NatsSettings
 from sinas_common.timeconv import utcnow
+from sinas_notifier.metrics import CALLBACK_SECONDS, CALLBACKS
 from sinas_notifier.models import CallbackClaim, DeliveryOutcome, callback_key
 from sinas_notifier.scheduler_client import CallbackSchedulerPort
 
@@ -198,6 +200,7 @@ class CallbackConsumer:
         )
 
     async def _deliver_one(self, claim: CallbackClaim, msg: Msg) -> None:
+        started = time.perf_counter()
         try:
             outcome = await self._deliverer.deliver(claim)
         except Exception as exc:
@@ -217,11 +220,16 @@ class CallbackConsumer:
         finally:
             self._delivering.pop(claim.key, None)
             self._slot_freed.set()
+        kind = "batch" if claim.batch_id and not claim.execution_id else "execution"
+        CALLBACKS.labels(kind=kind, outcome="sent" if outcome.sent else "failed").inc()
+        CALLBACK_SECONDS.labels(kind=kind).observe(time.perf_counter() - started)
         logger.info(
             "callback attempted",
             extra={
                 "action": "deliver",
                 "callback": claim.key,
+                "execution_id": claim.execution_id,
+                "batch_id": claim.batch_id,
                 "sent": outcome.sent,
                 "response_code": outcome.response_code,
             },
