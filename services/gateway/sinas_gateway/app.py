@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from sinas_common.grpc_client import open_channel
 from sinas_gateway.body_limit import BodySizeLimit
 from sinas_gateway.errors import install_error_handlers
+from sinas_gateway.metrics import RequestMetrics
 from sinas_gateway.routes import (
     agent_management,
     agents,
@@ -59,6 +60,8 @@ def create_app(settings: GatewaySettings, scheduler: SchedulerClient) -> FastAPI
         app.include_router(module.router)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_body_bytes)
+    # Outermost, so requests the body limit rejects are counted too.
+    app.add_middleware(RequestMetrics)
     return app
 
 
