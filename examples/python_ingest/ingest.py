@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import httpx
 import uvicorn
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 from sinas import AsyncSinasClient
 from sinas.integrations.fastapi import WebhookVerifier
 
@@ -62,17 +62,27 @@ class Progress:
         self.finished.set()
 
 
+async def verified_callback(request: Request) -> Any:
+    """The callback's payload once the SDK has verified its signature (else a 401)."""
+    verifier: WebhookVerifier = request.app.state.verifier
+    return await verifier(request)
+
+
+# Module level, so FastAPI can resolve it from this module's globals.
+Callback = Annotated[dict[str, Any], Depends(verified_callback)]
+
+
 def build_app(progress: Progress, secret: str) -> FastAPI:
     """The HTTPS callback receiver: a request that fails verification is answered 401."""
-    verified = WebhookVerifier(secret)
     app = FastAPI()
+    app.state.verifier = WebhookVerifier(secret)
 
     @app.post("/callbacks/document")
-    async def document_done(payload: Annotated[dict[str, Any], Depends(verified)]) -> None:
+    async def document_done(payload: Callback) -> None:
         progress.record_child(payload)
 
     @app.post("/callbacks/batch")
-    async def batch_done(payload: Annotated[dict[str, Any], Depends(verified)]) -> None:
+    async def batch_done(payload: Callback) -> None:
         progress.record_summary(payload)
 
     return app
@@ -139,6 +149,22 @@ async def report_while_waiting(client: AsyncSinasClient, batch_id: str, progress
             continue
 
 
+async def report_missing_callbacks(client: AsyncSinasClient, batch_id: str) -> None:
+    """Says what the server recorded about callbacks that never arrived."""
+    batch = await client.batches.get(batch_id)
+    log.error(
+        "no batch callback: %s %s",
+        batch["batch_callback_status"],
+        batch["batch_callback_error"],
+    )
+    first = await client.executions.get(
+        batch["execution_ids"][0]
+        if "execution_ids" in batch
+        else (await client.batches.list_executions(batch_id, limit=1))[0]["execution_id"]
+    )
+    log.error("first document's callback: %s %s", first["callback_status"], first["callback_error"])
+
+
 async def run(args: argparse.Namespace) -> int:
     base_url = os.environ["SINAS_BASE_URL"]
     secret = os.environ["SINAS_WEBHOOK_SECRET"]
@@ -181,9 +207,13 @@ async def run(args: argparse.Namespace) -> int:
                 submitted["total"],
                 me["email"],
             )
-            await asyncio.wait_for(
-                report_while_waiting(client, batch_id, progress), timeout=args.timeout
-            )
+            try:
+                await asyncio.wait_for(
+                    report_while_waiting(client, batch_id, progress), timeout=args.timeout
+                )
+            except TimeoutError:
+                await report_missing_callbacks(client, batch_id)
+                return 1
             # The summary can overtake the last per-document callbacks: give them a moment.
             for _ in range(100):
                 if len(progress.succeeded) + len(progress.failed) >= progress.total:
@@ -218,6 +248,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+    # One line per HTTP request would drown the progress report.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     return asyncio.run(run(parse_args(sys.argv[1:] if argv is None else argv)))
 
 

@@ -6,6 +6,9 @@ Needs Starlette (installed with FastAPI, or ``pip install 'sinas[fastapi]'``)::
 
     @app.post("/callbacks")
     async def callback(payload: Annotated[dict[str, Any], Depends(verified)]) -> None: ...
+
+FastAPI resolves annotations in the module's globals, so create the verifier at module level
+(or reach it through ``request.app.state`` from a module-level dependency).
 """
 
 from __future__ import annotations
