@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sinas_common.callback_policy import CallbackPolicy, Resolver, SystemResolver
 from sinas_common.grpc_server import GrpcServer
 from sinas_common.jobstream import ensure_job_stream
+from sinas_common.metrics import sample_forever
 from sinas_proto.scheduler.v1 import scheduler_pb2_grpc as pb_grpc
 from sinas_scheduler.agent_runs import AgentRunLimits, AgentRunUseCases
 from sinas_scheduler.agent_server import AgentServicer
@@ -28,6 +29,7 @@ from sinas_scheduler.encryption import FernetCipher, MissingKeyCipher, SecretCip
 from sinas_scheduler.events import EventOutboxLoop, JetStreamEventPublisher
 from sinas_scheduler.identity import Authenticator
 from sinas_scheduler.interaction import Control, InteractionUseCases
+from sinas_scheduler.metrics import QUEUE_DEPTH, QUEUE_SAMPLE_SECONDS
 from sinas_scheduler.notifications import PostgresListener
 from sinas_scheduler.postgres_agents import PostgresAgentStore
 from sinas_scheduler.postgres_batches import PostgresBatchStore
@@ -287,6 +289,12 @@ class SchedulerApp:
             ),
         )
         self._spawn(run_retention(retention, settings.retention_interval_seconds), "retention")
+        self._spawn(
+            sample_forever(
+                execution_store.count_due, QUEUE_DEPTH, interval_seconds=QUEUE_SAMPLE_SECONDS
+            ),
+            "queue-depth",
+        )
         logger.info(
             "scheduler listening",
             extra={

@@ -27,6 +27,7 @@ from sinas_scheduler.idempotency import (
     replay,
     request_fingerprint,
 )
+from sinas_scheduler.metrics import BATCH_SIZE
 from sinas_scheduler.models import (
     KIND_FUNCTION,
     Batch,
@@ -198,6 +199,7 @@ class BatchUseCases:
         if held is not None:
             # A concurrent request with the same key stored first; this one stored nothing.
             return _replayed_batch(held, fingerprint)
+        BATCH_SIZE.observe(size)
         logger.info(
             "batch submitted",
             extra={"action": "submit_batch", "batch_id": new.id, "total": size},

@@ -288,6 +288,8 @@ class ClaimedRow:
     chat_id: str | None
     depth: int
     kind: str = KIND_FUNCTION
+    # Seconds from run_at to this claim: how long a due execution waited to start.
+    dispatch_lag_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

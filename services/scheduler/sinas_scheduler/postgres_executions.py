@@ -72,7 +72,8 @@ claimed AS (
            OR (e.status IN ('RUNNING', 'AWAITING_INPUT') AND e.attempts < i.delivery_attempt
                AND i.delivery_attempt <= :max_attempts))
     RETURNING e.id, e.attempts, e.user_id, e.function_id, e.function_version, e.input,
-              e.trigger_type, e.trigger_id, e.batch_id, e.chat_id, e.depth, e.kind
+              e.trigger_type, e.trigger_id, e.batch_id, e.chat_id, e.depth, e.kind,
+              EXTRACT(EPOCH FROM now() - e.run_at)::float8 AS lag_seconds
 ),
 lost AS (
     UPDATE executions AS e
@@ -89,7 +90,7 @@ lost AS (
 )
 SELECT c.id, c.attempts, c.user_id, u.email, c.function_id, c.function_version,
        fv.timeout_seconds, c.input, c.trigger_type, c.trigger_id, c.batch_id, c.chat_id,
-       c.depth, c.kind, false AS lost
+       c.depth, c.kind, c.lag_seconds, false AS lost
 FROM claimed AS c
 JOIN users AS u ON u.id = c.user_id
 -- Agent runs have no function version.
@@ -97,7 +98,7 @@ LEFT JOIN function_versions AS fv
   ON fv.function_id = c.function_id AND fv.version = c.function_version
 UNION ALL
 SELECT l.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, l.batch_id, NULL, NULL,
-       NULL, true
+       NULL, NULL, true
 FROM lost AS l CROSS JOIN LATERAL (SELECT pg_notify(:channel, l.id)) AS notified
 CROSS JOIN LATERAL (SELECT {_NOTIFY_EVENT.format(row="l")}) AS evented
 """
@@ -176,6 +177,11 @@ FOR UPDATE SKIP LOCKED
 
 _MARK_DISPATCHED = sa.text(
     "UPDATE executions SET dispatched_at = now() WHERE id = ANY(CAST(:ids AS text[]))"
+)
+
+_COUNT_DUE = sa.text(
+    "SELECT count(*) FROM executions"
+    " WHERE status = 'PENDING' AND dispatched_at IS NULL AND run_at <= now()"
 )
 
 _NEXT_DUE = sa.text(
@@ -291,6 +297,7 @@ class PostgresExecutionStore:
                 chat_id=row["chat_id"],
                 depth=row["depth"],
                 kind=row["kind"],
+                dispatch_lag_seconds=row["lag_seconds"],
             )
             for row in rows
             if not row["lost"]
@@ -363,6 +370,11 @@ class PostgresExecutionStore:
             await publish(due)
             await conn.execute(_MARK_DISPATCHED, {"ids": [d.id for d in due]})
         return len(due)
+
+    async def count_due(self) -> int:
+        """PENDING executions already due but not yet published: the dispatch backlog."""
+        async with self._engine.connect() as conn:
+            return int((await conn.execute(_COUNT_DUE)).scalar_one())
 
     async def seconds_until_next_due(self) -> float | None:
         async with self._engine.connect() as conn:

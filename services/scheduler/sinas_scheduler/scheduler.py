@@ -31,6 +31,7 @@ from sinas_scheduler.idempotency import (
     replay,
     request_fingerprint,
 )
+from sinas_scheduler.metrics import DISPATCH_LAG, EXECUTIONS_FINISHED
 from sinas_scheduler.models import (
     DEFAULT_TRIGGER_ID,
     KIND_FUNCTION,
@@ -336,6 +337,9 @@ class WorkerUseCases:
             }
         )
         functions = await self._functions.function_versions(keys)
+        for row in outcome.claimed:
+            if row.attempt == 1 and row.dispatch_lag_seconds is not None:
+                DISPATCH_LAG.observe(max(row.dispatch_lag_seconds, 0.0))
         if claimed or agent_runs or outcome.skipped:
             logger.info(
                 "executions claimed",
@@ -365,7 +369,17 @@ class WorkerUseCases:
                         )
                     ],
                 )
-        return await self._executions.complete(outcomes)
+        applied = await self._executions.complete(outcomes)
+        by_id = {o.execution_id: o for o in outcomes}
+        for execution_id in applied:
+            ended = by_id[execution_id]
+            label = "TIMED_OUT" if ended.timed_out else ended.status.value
+            EXECUTIONS_FINISHED.labels(outcome=label).inc()
+            logger.info(
+                "execution finished",
+                extra={"action": "complete", "execution_id": execution_id, "outcome": label},
+            )
+        return applied
 
     async def heartbeat(self, worker_id: str, execution_ids: Sequence[str]) -> None:
         await self._executions.heartbeat(worker_id=worker_id, execution_ids=execution_ids)
@@ -376,6 +390,7 @@ class WorkerUseCases:
             lease_seconds=self._limits.lease_seconds, max_attempts=self._limits.max_attempts
         )
         for execution_id in reaped:
+            EXECUTIONS_FINISHED.labels(outcome="WORKER_LOST").inc()
             logger.warning(
                 "execution failed: worker lost",
                 extra={"action": "reap", "execution_id": execution_id},

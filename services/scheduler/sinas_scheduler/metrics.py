@@ -1,0 +1,23 @@
+"""The scheduler's Prometheus metrics: outcomes, dispatch lag, backlog and batch sizes."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from sinas_common.metrics import LATENCY_BUCKETS, SIZE_BUCKETS
+
+EXECUTIONS_FINISHED = Counter(
+    "sinas_executions_finished_total",
+    "Executions ended, by outcome (COMPLETED, FAILED, TIMED_OUT, WORKER_LOST)",
+    ["outcome"],
+)
+DISPATCH_LAG = Histogram(
+    "sinas_dispatch_lag_seconds",
+    "Seconds from an execution's run_at to its first claim by an executor",
+    buckets=LATENCY_BUCKETS,
+)
+QUEUE_DEPTH = Gauge(
+    "sinas_pending_due_executions", "PENDING executions already due and not yet published"
+)
+BATCH_SIZE = Histogram("sinas_batch_size", "Children per submitted batch", buckets=SIZE_BUCKETS)
+QUEUE_SAMPLE_SECONDS = 5.0
