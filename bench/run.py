@@ -168,7 +168,15 @@ def main() -> None:
         "--batches", type=int, default=20, help="1,000-child batches submitted per round"
     )
     parser.add_argument("--repeat", type=int, default=3, help="rounds; medians are reported")
+    parser.add_argument(
+        "--scale-out", action="store_true", help="only the 1 vs 2 executor figure (scale_out.py)"
+    )
     options = parser.parse_args()
+    if options.scale_out:
+        from scale_out import main as scale_out
+
+        scale_out()
+        return
 
     root = Path(tempfile.mkdtemp(prefix="sinas-bench-"))
     root.chmod(0o755)
