@@ -28,6 +28,11 @@ class NatsSettings(BaseSettings):
     )
     stream_replicas: int = Field(default=1, ge=1, le=5, validation_alias="NATS_STREAM_REPLICAS")
 
+    @property
+    def servers(self) -> list[str]:
+        """NATS_URL may list several servers of a cluster, comma-separated."""
+        return [server.strip() for server in self.url.split(",") if server.strip()]
+
 
 class SchedulerClientSettings(BaseSettings):
     """How a service reaches the scheduler."""

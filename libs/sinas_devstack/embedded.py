@@ -42,11 +42,33 @@ class EmbeddedPostgres:
     """PostgreSQL 16 from the pgserver wheel, listening on a Unix socket in its data folder."""
 
     data_dir: Path
+    # Many services, each with a pool, share one server in tests and `make run`; PostgreSQL's
+    # default of 100 connections runs out.
+    max_connections: int = 1000
     _server: Any = field(default=None, init=False, repr=False)
 
     def start(self) -> str:
         """Starts (or joins) the server; returns a SQLAlchemy URL for the `postgres` database."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._launch()
+        url = f"postgresql+psycopg://postgres@/postgres?host={self.data_dir}"
+        libpq = f"postgresql://postgres@/postgres?host={self.data_dir}"
+        import psycopg
+
+        with psycopg.connect(libpq, autocommit=True) as conn:
+            row = conn.execute("SHOW max_connections").fetchone()
+            if row is not None and int(row[0]) < self.max_connections:
+                conn.execute(f"ALTER SYSTEM SET max_connections = {int(self.max_connections)}")
+                restart = True
+            else:
+                restart = False
+        if restart:
+            # max_connections only changes at server start.
+            self.stop()
+            self._launch()
+        return url
+
+    def _launch(self) -> None:
         # pgserver run as root hands the data folder to its own system user, which must be able
         # to traverse every parent folder.
         with warnings.catch_warnings():
@@ -56,7 +78,6 @@ class EmbeddedPostgres:
             self._server = pgserver.get_server(  # type: ignore[attr-defined]
                 str(self.data_dir), cleanup_mode="stop"
             )
-        return f"postgresql+psycopg://postgres@/postgres?host={self.data_dir}"
 
     def stop(self) -> None:
         if self._server is not None:

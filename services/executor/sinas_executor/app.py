@@ -70,9 +70,7 @@ async def run_executor(settings: ExecutorSettings) -> None:
     pool = WorkerPool(pool_limits(settings.sandbox))
     await pool.start()
     channel = open_channel(settings.scheduler.scheduler_addr)
-    nc = await nats.connect(
-        servers=settings.nats.url.split(","), name=f"executor-{settings.executor_id}"
-    )
+    nc = await nats.connect(servers=settings.nats.servers, name=f"executor-{settings.executor_id}")
     model = HttpxChatModel()
     try:
         scheduler = GrpcSchedulerClient(

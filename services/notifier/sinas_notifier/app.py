@@ -54,9 +54,7 @@ async def run_notifier(settings: NotifierSettings) -> None:
     deliverer = build_deliverer(settings)
     health = GrpcServer(bind=settings.grpc_bind, registrars=[], service_names=[HEALTH_SERVICE_NAME])
     channel = open_channel(settings.scheduler.scheduler_addr)
-    nc = await nats.connect(
-        servers=settings.nats.url.split(","), name=f"notifier-{settings.notifier_id}"
-    )
+    nc = await nats.connect(servers=settings.nats.servers, name=f"notifier-{settings.notifier_id}")
     try:
         subscription = await subscribe(
             nc.jetstream(), settings.nats, ack_wait_seconds=ACK_WAIT_SECONDS

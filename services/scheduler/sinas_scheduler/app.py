@@ -16,6 +16,7 @@ from sinas_common.callback_policy import CallbackPolicy, Resolver, SystemResolve
 from sinas_common.grpc_server import GrpcServer
 from sinas_common.jobstream import ensure_job_stream
 from sinas_common.metrics import sample_forever
+from sinas_common.tasks import cancel_and_wait
 from sinas_proto.scheduler.v1 import scheduler_pb2_grpc as pb_grpc
 from sinas_scheduler.agent_runs import AgentRunLimits, AgentRunUseCases
 from sinas_scheduler.agent_server import AgentServicer
@@ -210,7 +211,7 @@ class SchedulerApp:
         event_loop: EventOutboxLoop | None = None
         if settings.dispatcher_enabled:
             self._nats = client = await nats.connect(
-                servers=settings.nats.url.split(","), name="sinas-scheduler"
+                servers=settings.nats.servers, name="sinas-scheduler"
             )
             dispatcher = JetStreamDispatcher(
                 client, await ensure_job_stream(client.jetstream(), settings.nats)
@@ -312,11 +313,7 @@ class SchedulerApp:
         if self._server is not None:
             await self._server.stop(self._settings.shutdown_grace_seconds)
             self._server = None
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
         if self._nats is not None:
             with contextlib.suppress(Exception):

@@ -43,7 +43,7 @@ class JetStreamDispatcher:
 
     @classmethod
     async def connect(cls, settings: NatsSettings) -> JetStreamDispatcher:
-        client = await nats.connect(servers=settings.url.split(","), name="sinas-scheduler")
+        client = await nats.connect(servers=settings.servers, name="sinas-scheduler")
         names = await ensure_job_stream(client.jetstream(), settings)
         return cls(client, names)
 
