@@ -138,13 +138,6 @@ CROSS JOIN LATERAL (SELECT {_NOTIFY_EVENT.format(row="d")}) AS evented
 """
 )
 
-_HEARTBEAT = sa.text(
-    """
-UPDATE executions SET heartbeat_at = now()
-WHERE id = ANY(CAST(:ids AS text[])) AND status = 'RUNNING' AND worker_id = :worker_id
-"""
-)
-
 _REAP = sa.text(
     f"""
 WITH lost AS (
@@ -340,12 +333,6 @@ class PostgresExecutionStore:
             )
             await finish_batches_if_done(conn, [row.batch_id for row in applied])
         return [str(row.id) for row in applied]
-
-    async def heartbeat(self, *, worker_id: str, execution_ids: Sequence[str]) -> None:
-        if not execution_ids:
-            return
-        async with self._engine.begin() as conn:
-            await conn.execute(_HEARTBEAT, {"ids": list(execution_ids), "worker_id": worker_id})
 
     async def reap_lost(self, *, lease_seconds: float, max_attempts: int) -> list[str]:
         params = {

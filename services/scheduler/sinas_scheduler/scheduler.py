@@ -381,9 +381,6 @@ class WorkerUseCases:
             )
         return applied
 
-    async def heartbeat(self, worker_id: str, execution_ids: Sequence[str]) -> None:
-        await self._executions.heartbeat(worker_id=worker_id, execution_ids=execution_ids)
-
     async def reap(self) -> list[str]:
         """Fails RUNNING executions whose last allowed attempt stopped heartbeating."""
         reaped = await self._executions.reap_lost(
