@@ -8,10 +8,9 @@ two only delays the event to the next sweep, and a rolled-back end publishes not
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from nats.aio.client import Client as NatsClient
 
@@ -24,15 +23,10 @@ from sinas_common.eventstream import (
     ensure_event_stream,
 )
 from sinas_common.settings import NatsSettings
+from sinas_scheduler.outbox import publish_acknowledged, run_outbox, sweep_in_batches
 from sinas_scheduler.store import BatchCallbackStore, CallbackStore
 
 logger = logging.getLogger(__name__)
-
-MSG_ID_HEADER = "Nats-Msg-Id"
-PUBLISH_ACK_TIMEOUT_SECONDS = 30.0
-# Even with nothing woken, sweep this often (a NOTIFY may be lost while reconnecting).
-MAX_IDLE_SECONDS = 5.0
-ERROR_BACKOFF_SECONDS = 1.0
 
 
 class EventPublisher(Protocol):
@@ -59,26 +53,16 @@ class JetStreamEventPublisher:
         return cls(client, names)
 
     async def publish_terminated(self, execution_ids: Sequence[str]) -> None:
-        acks: list[asyncio.Future[Any]] = []
-        for execution_id in execution_ids:
-            event = ExecutionTerminated(execution_id=execution_id)
-            acks.append(
-                await self._js.publish_async(
-                    self._subject, event.encode(), headers={MSG_ID_HEADER: event.message_id}
-                )
-            )
-        await asyncio.wait_for(asyncio.gather(*acks), timeout=PUBLISH_ACK_TIMEOUT_SECONDS)
+        events = [ExecutionTerminated(execution_id=execution_id) for execution_id in execution_ids]
+        await publish_acknowledged(
+            self._js, [(self._subject, event.encode(), event.message_id) for event in events]
+        )
 
     async def publish_batches_terminated(self, batch_ids: Sequence[str]) -> None:
-        acks: list[asyncio.Future[Any]] = []
-        for batch_id in batch_ids:
-            event = BatchTerminated(batch_id=batch_id)
-            acks.append(
-                await self._js.publish_async(
-                    self._batch_subject, event.encode(), headers={MSG_ID_HEADER: event.message_id}
-                )
-            )
-        await asyncio.wait_for(asyncio.gather(*acks), timeout=PUBLISH_ACK_TIMEOUT_SECONDS)
+        events = [BatchTerminated(batch_id=batch_id) for batch_id in batch_ids]
+        await publish_acknowledged(
+            self._js, [(self._batch_subject, event.encode(), event.message_id) for event in events]
+        )
 
 
 class EventOutboxLoop:
@@ -100,36 +84,26 @@ class EventOutboxLoop:
         self._batch_size = batch_size
 
     async def sweep(self) -> int:
-        total = 0
-        while True:
-            count = await self._store.publish_terminated(
-                limit=self._batch_size, publish=self._publisher.publish_terminated
+        total = await sweep_in_batches(
+            lambda limit: self._store.publish_terminated(
+                limit=limit, publish=self._publisher.publish_terminated
+            ),
+            self._batch_size,
+        )
+        batch_store = self._batch_store
+        if batch_store is not None:
+            total += await sweep_in_batches(
+                lambda limit: batch_store.publish_batches_terminated(
+                    limit=limit, publish=self._publisher.publish_batches_terminated
+                ),
+                self._batch_size,
             )
-            total += count
-            if count < self._batch_size:
-                break
-        while self._batch_store is not None:
-            count = await self._batch_store.publish_batches_terminated(
-                limit=self._batch_size, publish=self._publisher.publish_batches_terminated
-            )
-            total += count
-            if count < self._batch_size:
-                break
         if total:
             logger.info("terminal events published", extra={"action": "publish", "count": total})
         return total
 
+    async def _sweep_without_schedule(self) -> None:
+        await self.sweep()
+
     async def run(self) -> None:
-        while True:
-            # Cleared before the sweep: an execution ending during it sets the event again.
-            self._wakeup.clear()
-            try:
-                await self.sweep()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("event sweep failed", extra={"action": "publish"})
-                await asyncio.sleep(ERROR_BACKOFF_SECONDS)
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout=MAX_IDLE_SECONDS)
+        await run_outbox(sweep=self._sweep_without_schedule, wakeup=self._wakeup, action="publish")
