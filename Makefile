@@ -9,7 +9,7 @@ PROTO_OUT := libs
 PROTO_FILES := $(shell find $(PROTO_SRC) -name '*.proto')
 
 .DEFAULT_GOAL := help
-.PHONY: help install proto proto-check fmt lint test run bench clean
+.PHONY: help install proto proto-check fmt lint test test-scale-out run bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -43,7 +43,10 @@ lint: $(STAMP) ## ruff and mypy --strict
 
 test: $(STAMP) ## Install what is needed and run the whole suite (starts its own servers)
 	$(MAKE) --no-print-directory proto-check
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not scale_out" $(PYTEST_ARGS)
+
+test-scale-out: $(STAMP) ## The multi-replica chaos test: 3-node NATS, two of each service, kills
+	$(BIN)/pytest -m scale_out tests/e2e/test_scale_out.py $(PYTEST_ARGS)
 
 run: $(STAMP) ## Start the whole system (embedded PostgreSQL and NATS unless configured)
 	$(BIN)/python -m sinas_devstack

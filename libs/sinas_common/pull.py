@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
 
 import nats.errors
 from nats.aio.msg import Msg
+from nats.js.errors import ServiceUnavailableError
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # A fetch error (a reconnect in progress, say) is retried after this pause.
 FETCH_ERROR_PAUSE_SECONDS = 0.5
@@ -68,3 +71,26 @@ async def wait_for_either(first: asyncio.Event, second: asyncio.Event) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
+
+
+# How long a service keeps retrying JetStream set-up calls at start before giving up.
+SETTLE_ATTEMPTS = 60
+SETTLE_PAUSE_SECONDS = 1.0
+
+
+async def while_jetstream_settles(call: Callable[[], Awaitable[T]]) -> T:
+    """Retries a JetStream management call (stream or consumer set-up) while the cluster is
+    still electing leaders or a node is coming back: such calls time out or find no
+    responder for a few seconds, which must not crash a starting service."""
+    for attempt in range(1, SETTLE_ATTEMPTS + 1):
+        try:
+            return await call()
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, ServiceUnavailableError):
+            if attempt == SETTLE_ATTEMPTS:
+                raise
+            logger.warning(
+                "jetstream not ready, retrying",
+                extra={"action": "jetstream_setup", "attempt": attempt},
+            )
+            await asyncio.sleep(SETTLE_PAUSE_SECONDS)
+    raise AssertionError("unreachable")

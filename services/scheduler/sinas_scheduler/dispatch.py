@@ -11,6 +11,7 @@ import nats
 from nats.aio.client import Client as NatsClient
 
 from sinas_common.jobstream import JobMessage, JobStreamNames, ensure_job_stream
+from sinas_common.pull import while_jetstream_settles
 from sinas_common.settings import NatsSettings
 from sinas_scheduler.models import DueExecution
 from sinas_scheduler.outbox import publish_acknowledged, run_outbox, sweep_in_batches
@@ -36,7 +37,9 @@ class JetStreamDispatcher:
     @classmethod
     async def connect(cls, settings: NatsSettings) -> JetStreamDispatcher:
         client = await nats.connect(servers=settings.servers, name="sinas-scheduler")
-        names = await ensure_job_stream(client.jetstream(), settings)
+        names = await while_jetstream_settles(
+            lambda: ensure_job_stream(client.jetstream(), settings)
+        )
         return cls(client, names)
 
     async def publish(self, due: Sequence[DueExecution]) -> None:

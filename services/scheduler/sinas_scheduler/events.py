@@ -22,6 +22,7 @@ from sinas_common.eventstream import (
     ExecutionTerminated,
     ensure_event_stream,
 )
+from sinas_common.pull import while_jetstream_settles
 from sinas_common.settings import NatsSettings
 from sinas_scheduler.outbox import publish_acknowledged, run_outbox, sweep_in_batches
 from sinas_scheduler.store import BatchCallbackStore, CallbackStore
@@ -49,7 +50,9 @@ class JetStreamEventPublisher:
 
     @classmethod
     async def create(cls, client: NatsClient, settings: NatsSettings) -> JetStreamEventPublisher:
-        names = await ensure_event_stream(client.jetstream(), settings)
+        names = await while_jetstream_settles(
+            lambda: ensure_event_stream(client.jetstream(), settings)
+        )
         return cls(client, names)
 
     async def publish_terminated(self, execution_ids: Sequence[str]) -> None:
