@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import nats.errors
@@ -94,3 +95,45 @@ async def while_jetstream_settles(call: Callable[[], Awaitable[T]]) -> T:
             )
             await asyncio.sleep(SETTLE_PAUSE_SECONDS)
     raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PullPacing:
+    """How a bounded pull loop fetches: at most `concurrency` in flight, `fetch_batch` a time."""
+
+    concurrency: int
+    fetch_batch: int
+    idle_timeout: float
+    top_up_timeout: float
+
+
+async def pull_until_stopped(
+    sub: MessageSource,
+    *,
+    pacing: PullPacing,
+    in_flight: Callable[[], int],
+    slot_freed: asyncio.Event,
+    stopping: asyncio.Event,
+    handle: Callable[[Sequence[Msg]], Awaitable[None]],
+) -> None:
+    """Fetches while slots are free and hands each batch to `handle`, until `stopping` is
+    set; a batch fetched as the stop arrives is handed back (nak) for another replica."""
+    while not stopping.is_set():
+        free = pacing.concurrency - in_flight()
+        if free <= 0:
+            slot_freed.clear()
+            await wait_for_either(slot_freed, stopping)
+            continue
+        msgs = await fetch_available(
+            sub,
+            min(free, pacing.fetch_batch),
+            idle_timeout=pacing.idle_timeout,
+            top_up_timeout=pacing.top_up_timeout,
+        )
+        if not msgs:
+            continue
+        if stopping.is_set():
+            for msg in msgs:
+                await settle(msg.nak())
+            return
+        await handle(msgs)

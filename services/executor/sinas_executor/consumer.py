@@ -15,7 +15,12 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from sinas_common.control import ControlMessage
 from sinas_common.grpc_client import call_with_retry
 from sinas_common.jobstream import JobMessage, ensure_job_stream
-from sinas_common.pull import fetch_available, settle, wait_for_either, while_jetstream_settles
+from sinas_common.pull import (
+    PullPacing,
+    pull_until_stopped,
+    settle,
+    while_jetstream_settles,
+)
 from sinas_common.settings import NatsSettings
 from sinas_executor.agent import AgentRunner
 from sinas_executor.execution import execute
@@ -136,30 +141,18 @@ class ExecutionConsumer:
     # -- fetching and claiming ---------------------------------------------------------------
 
     async def _fetch_loop(self) -> None:
-        while not self._stopping.is_set():
-            free = self._options.concurrency - len(self._running)
-            if free <= 0:
-                self._slot_freed.clear()
-                await self._wait_for_slot()
-                continue
-            msgs = await self._fetch(min(free, self._options.fetch_batch))
-            if not msgs:
-                continue
-            if self._stopping.is_set():
-                for msg in msgs:
-                    await settle(msg.nak())
-                return
-            await self._claim_and_start(msgs)
-
-    async def _wait_for_slot(self) -> None:
-        await wait_for_either(self._slot_freed, self._stopping)
-
-    async def _fetch(self, wanted: int) -> list[Msg]:
-        return await fetch_available(
+        await pull_until_stopped(
             self._sub,
-            wanted,
-            idle_timeout=self._options.idle_fetch_seconds,
-            top_up_timeout=self._options.top_up_fetch_seconds,
+            pacing=PullPacing(
+                concurrency=self._options.concurrency,
+                fetch_batch=self._options.fetch_batch,
+                idle_timeout=self._options.idle_fetch_seconds,
+                top_up_timeout=self._options.top_up_fetch_seconds,
+            ),
+            in_flight=lambda: len(self._running),
+            slot_freed=self._slot_freed,
+            stopping=self._stopping,
+            handle=self._claim_and_start,
         )
 
     async def _claim_and_start(self, msgs: Sequence[Msg]) -> None:
