@@ -20,8 +20,15 @@ __all__ = ["StackFactory", "admin_client_for"]
 
 @pytest.fixture
 def isolated_stack(stack_factory: StackFactory) -> Stack:
-    """A system of this test's own, not started: the test starts and kills what it needs."""
-    return stack_factory(EXECUTOR_ACK_WAIT_SECONDS="3")
+    """A system of this test's own, not started: the test starts and kills what it needs.
+
+    Short leases (heartbeats every second) so a killed executor's attempts are retried soon.
+    """
+    return stack_factory(
+        EXECUTOR_ACK_WAIT_SECONDS="3",
+        EXECUTION_LEASE_SECONDS="3",
+        SCHEDULER_REAPER_INTERVAL_SECONDS="0.5",
+    )
 
 
 @pytest.fixture

@@ -79,6 +79,8 @@ def replicated_stack(
                 receiver.port,
                 NATS_STREAM_REPLICAS="3",
                 EXECUTOR_ACK_WAIT_SECONDS="5",
+                EXECUTION_LEASE_SECONDS="10",
+                SCHEDULER_REAPER_INTERVAL_SECONDS="1",
                 CALLBACK_CLAIM_TIMEOUT_SECONDS="5",
             ),
         )

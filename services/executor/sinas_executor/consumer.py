@@ -25,7 +25,13 @@ from sinas_common.settings import NatsSettings
 from sinas_executor.agent import AgentRunner
 from sinas_executor.execution import execute
 from sinas_executor.interaction import InputWaiters
-from sinas_executor.models import ClaimedExecution, ClaimItem, ExecutionOutcome, FunctionVersion
+from sinas_executor.models import (
+    ClaimedExecution,
+    ClaimItem,
+    ExecutionOutcome,
+    FunctionVersion,
+    HeldAttempt,
+)
 from sinas_executor.pool import FunctionRunner
 from sinas_executor.scheduler_client import SchedulerPort
 
@@ -86,6 +92,7 @@ class ConsumerOptions:
 @dataclass(slots=True)
 class _Held:
     msg: Msg
+    attempt: int
     task: asyncio.Task[None] | None = None
 
 
@@ -192,7 +199,9 @@ class ExecutionConsumer:
                 continue
             msg = batch.pop(claimed.execution_id)
             function = functions.get((claimed.function_id, claimed.function_version))
-            self._start(claimed.execution_id, msg, self._run_function(claimed, function))
+            self._start(
+                claimed.execution_id, claimed.attempt, msg, self._run_function(claimed, function)
+            )
         for run in result.agent_runs:
             if run.execution_id not in batch:
                 continue
@@ -203,16 +212,23 @@ class ExecutionConsumer:
                 )
                 continue
             self._start(
-                run.execution_id, batch.pop(run.execution_id), partial(self._agents.run, run)
+                run.execution_id,
+                run.attempt,
+                batch.pop(run.execution_id),
+                partial(self._agents.run, run),
             )
         for msg in batch.values():
             # Neither claimed nor skipped: let the scheduler see it again later.
             await settle(msg.nak(delay=RETRY_NAK_DELAY_SECONDS))
 
     def _start(
-        self, execution_id: str, msg: Msg, work: Callable[[], Awaitable[ExecutionOutcome]]
+        self,
+        execution_id: str,
+        attempt: int,
+        msg: Msg,
+        work: Callable[[], Awaitable[ExecutionOutcome]],
     ) -> None:
-        held = _Held(msg=msg)
+        held = _Held(msg=msg, attempt=attempt)
         self._held[execution_id] = held
         self._running.add(execution_id)
         held.task = asyncio.create_task(
@@ -243,8 +259,7 @@ class ExecutionConsumer:
                 "execution could not run",
                 extra={"action": "execute", "execution_id": execution_id},
             )
-            self._held.pop(execution_id, None)
-            await settle(msg.nak(delay=RETRY_NAK_DELAY_SECONDS))
+            await self._hand_back([execution_id])
             return
         finally:
             self._running.discard(execution_id)
@@ -334,9 +349,28 @@ class ExecutionConsumer:
             task.cancel()
         await asyncio.gather(completer, ticker, return_exceptions=True)
         # Whatever is still held did not finish or was not recorded: another executor takes it.
-        for execution_id, entry in list(self._held.items()):
-            await settle(entry.msg.nak())
-            self._held.pop(execution_id, None)
+        await self._hand_back(list(self._held))
+
+    async def _hand_back(self, execution_ids: Sequence[str]) -> None:
+        """Releases unfinished attempts, then naks their messages so they start again at once
+        elsewhere. Unreleased (scheduler unreachable), the reaper retries them after the lease.
+        """
+        entries = [(eid, held) for eid in execution_ids if (held := self._held.pop(eid, None))]
+        if not entries:
+            return
+        try:
+            await self._scheduler.release_executions(
+                self._options.worker_id,
+                [HeldAttempt(execution_id=eid, attempt=held.attempt) for eid, held in entries],
+            )
+        except Exception:
+            logger.warning(
+                "attempts not released",
+                extra={"action": "release", "count": len(entries)},
+                exc_info=True,
+            )
+        for execution_id, held in entries:
+            await settle(held.msg.nak())
             logger.info(
                 "execution handed back", extra={"action": "nak", "execution_id": execution_id}
             )

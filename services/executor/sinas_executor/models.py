@@ -24,6 +24,14 @@ class ClaimItem:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HeldAttempt:
+    """An attempt this executor claimed and hands back unfinished."""
+
+    execution_id: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FunctionVersion:
     """The code and schemas of one version of a function, as the scheduler stored them."""
 

@@ -23,6 +23,7 @@ from sinas_executor.models import (
     ExecutionOutcome,
     FunctionVersion,
     HeartbeatNews,
+    HeldAttempt,
     OutcomeStatus,
     ResumedInput,
     ToolCallRequest,
@@ -46,6 +47,10 @@ class SchedulerPort(Protocol):
     async def claim_executions(self, worker_id: str, items: Sequence[ClaimItem]) -> ClaimResult: ...
 
     async def complete_executions(self, outcomes: Sequence[ExecutionOutcome]) -> list[str]: ...
+
+    async def release_executions(
+        self, worker_id: str, attempts: Sequence[HeldAttempt]
+    ) -> list[str]: ...
 
     async def heartbeat(self, worker_id: str, execution_ids: Sequence[str]) -> HeartbeatNews: ...
 
@@ -197,6 +202,21 @@ class GrpcSchedulerClient:
             functions=tuple(_function_from_proto(f) for f in response.functions),
             agent_runs=tuple(_agent_run_from_proto(r) for r in response.agent_runs),
         )
+
+    async def release_executions(
+        self, worker_id: str, attempts: Sequence[HeldAttempt]
+    ) -> list[str]:
+        request = scheduler_pb2.ReleaseExecutionsRequest(
+            worker_id=worker_id,
+            attempts=[
+                scheduler_pb2.ReleasedAttempt(execution_id=a.execution_id, attempt=a.attempt)
+                for a in attempts
+            ],
+        )
+        response: scheduler_pb2.ReleaseExecutionsResponse = await invoke(
+            self._stub.ReleaseExecutions, request, timeout=self._timeout
+        )
+        return list(response.released_execution_ids)
 
     async def complete_executions(self, outcomes: Sequence[ExecutionOutcome]) -> list[str]:
         request = scheduler_pb2.CompleteExecutionsRequest(

@@ -28,6 +28,7 @@ from sinas_scheduler.models import (
     HeartbeatNews,
     IssuedApiKey,
     Outcome,
+    ReleasedAttempt,
     Role,
     User,
 )
@@ -197,6 +198,13 @@ def claim_items(request: pb.ClaimExecutionsRequest) -> list[ClaimItem]:
     return [
         ClaimItem(execution_id=item.execution_id, delivery_attempt=item.delivery_attempt)
         for item in request.items
+    ]
+
+
+def released_attempts(request: pb.ReleaseExecutionsRequest) -> list[ReleasedAttempt]:
+    return [
+        ReleasedAttempt(execution_id=item.execution_id, attempt=item.attempt)
+        for item in request.attempts
     ]
 
 

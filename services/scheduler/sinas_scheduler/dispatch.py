@@ -27,7 +27,7 @@ class Dispatcher(Protocol):
 
 
 class JetStreamDispatcher:
-    """Publishes one JobMessage per execution; the execution id deduplicates re-publishes."""
+    """Publishes one JobMessage per execution attempt; its message id deduplicates re-publishes."""
 
     def __init__(self, client: NatsClient, names: JobStreamNames) -> None:
         self._client = client
@@ -49,7 +49,7 @@ class JetStreamDispatcher:
                 (
                     self._names.subject(execution.kind),
                     JobMessage(execution_id=execution.id, kind=execution.kind).encode(),
-                    execution.id,
+                    execution.message_id,
                 )
                 for execution in due
             ],

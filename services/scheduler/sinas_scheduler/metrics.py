@@ -16,6 +16,15 @@ DISPATCH_LAG = Histogram(
     "Seconds from an execution's run_at to its first claim by an executor",
     buckets=LATENCY_BUCKETS,
 )
+REDELIVERIES = Counter(
+    "sinas_job_redeliveries_total",
+    "Job messages a worker presented with a JetStream delivery count above 1",
+)
+ATTEMPTS_RETRIED = Counter(
+    "sinas_attempts_retried_total",
+    "Attempts whose worker stopped heartbeating, dispatched again (reaped) or handed back",
+    ["reason"],
+)
 QUEUE_DEPTH = Gauge(
     "sinas_pending_due_executions", "PENDING executions already due and not yet published"
 )

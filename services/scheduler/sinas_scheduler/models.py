@@ -261,6 +261,12 @@ class DueExecution:
 
     id: str
     kind: str
+    # Attempts made so far: part of the message id, so a retry is not taken for a duplicate.
+    attempts: int = 0
+
+    @property
+    def message_id(self) -> str:
+        return f"{self.id}.{self.attempts}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -298,6 +304,22 @@ class ClaimOutcome:
 
     claimed: tuple[ClaimedRow, ...]
     skipped: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReleasedAttempt:
+    """An attempt a stopping worker hands back unfinished."""
+
+    execution_id: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReapOutcome:
+    """Attempts whose worker went quiet: failed after the last one, else dispatched again."""
+
+    lost: tuple[str, ...]
+    retried: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -28,6 +28,8 @@ from sinas_scheduler.models import (
     ExecutionStatus,
     NewExecution,
     Outcome,
+    ReapOutcome,
+    ReleasedAttempt,
 )
 from sinas_scheduler.postgres_batch_finish import finish_batches_if_done
 from sinas_scheduler.postgres_idempotency import reserve_idempotency_key
@@ -44,19 +46,15 @@ _NOTIFY_EVENT = (
     f"CASE WHEN {{row}}.callback_status IS NOT NULL THEN pg_notify('{EVENTS_CHANNEL}', '') END"
 )
 
-# Delivery attempts past the limit fail a still-RUNNING execution instead of claiming it; a
-# PENDING one is claimable whatever the count, since no worker ever started it.
+# Only a PENDING row is claimed. A message for a row that is RUNNING elsewhere is a duplicate
+# (a NATS node failed under a live worker and its in-progress acks were lost, or the reaper
+# re-dispatched an attempt whose worker went quiet): it is skipped, and the row decides.
 _CLAIM = sa.text(
-    f"""
-WITH items AS (
-    SELECT DISTINCT ON (i.id) i.id, i.delivery_attempt
-    FROM unnest(CAST(:ids AS text[]), CAST(:attempts AS int[])) AS i(id, delivery_attempt)
-    ORDER BY i.id, i.delivery_attempt DESC
-),
-claimed AS (
+    """
+WITH claimed AS (
     UPDATE executions AS e
     SET status = 'RUNNING',
-        attempts = GREATEST(i.delivery_attempt, e.attempts + 1),
+        attempts = e.attempts + 1,
         started_at = COALESCE(e.started_at, now()),
         worker_id = :worker_id,
         heartbeat_at = now(),
@@ -66,41 +64,19 @@ claimed AS (
         input_deadline_at = NULL,
         resumed_input = NULL,
         resumed_at = NULL
-    FROM items AS i
-    WHERE e.id = i.id
-      AND (e.status = 'PENDING'
-           OR (e.status IN ('RUNNING', 'AWAITING_INPUT') AND e.attempts < i.delivery_attempt
-               AND i.delivery_attempt <= :max_attempts))
+    WHERE e.id = ANY(CAST(:ids AS text[])) AND e.status = 'PENDING'
     RETURNING e.id, e.attempts, e.user_id, e.function_id, e.function_version, e.input,
               e.trigger_type, e.trigger_id, e.batch_id, e.chat_id, e.depth, e.kind,
               EXTRACT(EPOCH FROM now() - e.run_at)::float8 AS lag_seconds
-),
-lost AS (
-    UPDATE executions AS e
-    SET status = 'FAILED',
-        error = :lost_prefix || e.attempts::text || :lost_suffix,
-        completed_at = now(),
-        duration_ms = (EXTRACT(EPOCH FROM now() - COALESCE(e.started_at, now())) * 1000)::bigint,
-        heartbeat_at = NULL,
-        input_prompt = NULL
-    FROM items AS i
-    WHERE e.id = i.id AND e.status IN ('RUNNING', 'AWAITING_INPUT')
-      AND i.delivery_attempt > :max_attempts
-    RETURNING e.id, e.callback_status, e.batch_id
 )
 SELECT c.id, c.attempts, c.user_id, u.email, c.function_id, c.function_version,
        fv.timeout_seconds, c.input, c.trigger_type, c.trigger_id, c.batch_id, c.chat_id,
-       c.depth, c.kind, c.lag_seconds, false AS lost
+       c.depth, c.kind, c.lag_seconds
 FROM claimed AS c
 JOIN users AS u ON u.id = c.user_id
 -- Agent runs have no function version.
 LEFT JOIN function_versions AS fv
   ON fv.function_id = c.function_id AND fv.version = c.function_version
-UNION ALL
-SELECT l.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, l.batch_id, NULL, NULL,
-       NULL, NULL, true
-FROM lost AS l CROSS JOIN LATERAL (SELECT pg_notify(:channel, l.id)) AS notified
-CROSS JOIN LATERAL (SELECT {_NOTIFY_EVENT.format(row="l")}) AS evented
 """
 ).columns(input=JSON_DATA)
 
@@ -138,29 +114,69 @@ CROSS JOIN LATERAL (SELECT {_NOTIFY_EVENT.format(row="d")}) AS evented
 """
 )
 
+# An attempt whose worker stopped heartbeating for a whole lease is over. With attempts left,
+# the row goes back to PENDING and is dispatched again (a new message: the old one may be
+# gone with its NATS node); after the last one it fails "worker lost".
 _REAP = sa.text(
     f"""
-WITH lost AS (
+WITH stale AS (
+    SELECT id FROM executions
+    WHERE status IN ('RUNNING', 'AWAITING_INPUT')
+      AND heartbeat_at < now() - make_interval(secs => :lease_seconds)
+    ORDER BY heartbeat_at
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+),
+retried AS (
+    UPDATE executions AS e
+    SET status = 'PENDING',
+        worker_id = NULL,
+        heartbeat_at = NULL,
+        dispatched_at = NULL,
+        input_prompt = NULL,
+        input_deadline_at = NULL
+    FROM stale
+    WHERE e.id = stale.id AND e.attempts < :max_attempts
+    RETURNING e.id
+),
+lost AS (
     UPDATE executions AS e
     SET status = 'FAILED',
         error = :lost_prefix || e.attempts::text || :lost_suffix,
         completed_at = now(),
         duration_ms = (EXTRACT(EPOCH FROM now() - COALESCE(e.started_at, now())) * 1000)::bigint,
-        heartbeat_at = NULL
-    WHERE e.status = 'RUNNING'
-      AND e.heartbeat_at < now() - make_interval(secs => :lease_seconds)
-      AND e.attempts >= :max_attempts
+        heartbeat_at = NULL,
+        input_prompt = NULL
+    FROM stale
+    WHERE e.id = stale.id AND e.attempts >= :max_attempts
     RETURNING e.id, e.callback_status, e.batch_id
 )
-SELECT l.id, l.batch_id FROM lost AS l
+SELECT l.id, l.batch_id, true AS lost FROM lost AS l
 CROSS JOIN LATERAL (SELECT pg_notify(:channel, l.id)) AS notified
 CROSS JOIN LATERAL (SELECT {_NOTIFY_EVENT.format(row="l")}) AS evented
+UNION ALL
+SELECT r.id, NULL, false FROM retried AS r
+CROSS JOIN LATERAL (SELECT pg_notify(:dispatch_channel, '')) AS woken
+"""
+)
+
+# A stopping worker's unfinished attempts go back to PENDING; their messages, nak'ed right
+# after, bring them to another worker. Still dispatched: no second message is needed.
+_RELEASE = sa.text(
+    """
+UPDATE executions AS e
+SET status = 'PENDING', worker_id = NULL, heartbeat_at = NULL,
+    input_prompt = NULL, input_deadline_at = NULL
+FROM unnest(CAST(:ids AS text[]), CAST(:attempts AS int[])) AS r(id, attempt)
+WHERE e.id = r.id AND e.attempts = r.attempt AND e.worker_id = :worker_id
+  AND e.status IN ('RUNNING', 'AWAITING_INPUT')
+RETURNING e.id
 """
 )
 
 _DUE = sa.text(
     """
-SELECT id, kind FROM executions
+SELECT id, kind, attempts FROM executions
 WHERE dispatched_at IS NULL AND status = 'PENDING' AND run_at <= now()
 ORDER BY run_at
 LIMIT :limit
@@ -257,23 +273,12 @@ class PostgresExecutionStore:
             rows = (await conn.execute(select)).mappings().all()
         return [execution_from_row(row) for row in rows]
 
-    async def claim(
-        self, *, worker_id: str, items: Sequence[ClaimItem], max_attempts: int
-    ) -> ClaimOutcome:
+    async def claim(self, *, worker_id: str, items: Sequence[ClaimItem]) -> ClaimOutcome:
         if not items:
             return ClaimOutcome(claimed=(), skipped=())
-        params = {
-            "ids": [item.execution_id for item in items],
-            "attempts": [item.delivery_attempt for item in items],
-            "worker_id": worker_id,
-            "max_attempts": max_attempts,
-            "lost_prefix": WORKER_LOST_PREFIX,
-            "lost_suffix": WORKER_LOST_SUFFIX,
-            "channel": COMPLETION_CHANNEL,
-        }
+        params = {"ids": [item.execution_id for item in items], "worker_id": worker_id}
         async with self._engine.begin() as conn:
             rows = (await conn.execute(_CLAIM, params)).mappings().all()
-            await finish_batches_if_done(conn, [row["batch_id"] for row in rows if row["lost"]])
         claimed = [
             ClaimedRow(
                 execution_id=row["id"],
@@ -293,13 +298,24 @@ class PostgresExecutionStore:
                 dispatch_lag_seconds=row["lag_seconds"],
             )
             for row in rows
-            if not row["lost"]
         ]
         claimed_ids = {row.execution_id for row in claimed}
         skipped = tuple(
             dict.fromkeys(i.execution_id for i in items if i.execution_id not in claimed_ids)
         )
         return ClaimOutcome(claimed=tuple(claimed), skipped=skipped)
+
+    async def release(self, *, worker_id: str, attempts: Sequence[ReleasedAttempt]) -> list[str]:
+        if not attempts:
+            return []
+        params = {
+            "ids": [a.execution_id for a in attempts],
+            "attempts": [a.attempt for a in attempts],
+            "worker_id": worker_id,
+        }
+        async with self._engine.begin() as conn:
+            released = (await conn.execute(_RELEASE, params)).scalars().all()
+        return [str(execution_id) for execution_id in released]
 
     async def complete(self, outcomes: Sequence[Outcome]) -> list[str]:
         if not outcomes:
@@ -334,18 +350,25 @@ class PostgresExecutionStore:
             await finish_batches_if_done(conn, [row.batch_id for row in applied])
         return [str(row.id) for row in applied]
 
-    async def reap_lost(self, *, lease_seconds: float, max_attempts: int) -> list[str]:
+    async def reap_stale(
+        self, *, lease_seconds: float, max_attempts: int, limit: int
+    ) -> ReapOutcome:
         params = {
             "lease_seconds": lease_seconds,
             "max_attempts": max_attempts,
+            "limit": limit,
             "lost_prefix": WORKER_LOST_PREFIX,
             "lost_suffix": WORKER_LOST_SUFFIX,
             "channel": COMPLETION_CHANNEL,
+            "dispatch_channel": DISPATCH_CHANNEL,
         }
         async with self._engine.begin() as conn:
-            reaped = (await conn.execute(_REAP, params)).all()
-            await finish_batches_if_done(conn, [row.batch_id for row in reaped])
-        return [str(row.id) for row in reaped]
+            rows = (await conn.execute(_REAP, params)).all()
+            await finish_batches_if_done(conn, [row.batch_id for row in rows if row.lost])
+        return ReapOutcome(
+            lost=tuple(str(row.id) for row in rows if row.lost),
+            retried=tuple(str(row.id) for row in rows if not row.lost),
+        )
 
     async def dispatch_due(self, *, limit: int, publish: Publish) -> int:
         """Publishes due rows and marks them dispatched; a failed publish rolls back the mark."""
@@ -353,7 +376,7 @@ class PostgresExecutionStore:
             rows = (await conn.execute(_DUE, {"limit": limit})).all()
             if not rows:
                 return 0
-            due = [DueExecution(id=row[0], kind=row[1]) for row in rows]
+            due = [DueExecution(id=row[0], kind=row[1], attempts=row[2]) for row in rows]
             await publish(due)
             await conn.execute(_MARK_DISPATCHED, {"ids": [d.id for d in due]})
         return len(due)

@@ -31,7 +31,12 @@ from sinas_scheduler.idempotency import (
     replay,
     request_fingerprint,
 )
-from sinas_scheduler.metrics import DISPATCH_LAG, EXECUTIONS_FINISHED
+from sinas_scheduler.metrics import (
+    ATTEMPTS_RETRIED,
+    DISPATCH_LAG,
+    EXECUTIONS_FINISHED,
+    REDELIVERIES,
+)
 from sinas_scheduler.models import (
     DEFAULT_TRIGGER_ID,
     KIND_FUNCTION,
@@ -46,6 +51,7 @@ from sinas_scheduler.models import (
     NewExecution,
     Outcome,
     Principal,
+    ReleasedAttempt,
 )
 from sinas_scheduler.registry import FunctionUseCases, require
 from sinas_scheduler.store import ExecutionStore, FunctionStore, IdempotencyStore
@@ -278,6 +284,9 @@ def _visible(principal: Principal, execution: Execution) -> bool:
     )
 
 
+# Stale attempts handled per reaper pass; the rest wait for the next pass.
+REAP_LIMIT = 1000
+
 _OUTCOME_STATUSES = frozenset({ExecutionStatus.COMPLETED, ExecutionStatus.FAILED})
 
 
@@ -300,9 +309,8 @@ class WorkerUseCases:
         self._agent_runs = agent_runs
 
     async def claim(self, worker_id: str, items: Sequence[ClaimItem]) -> ClaimResult:
-        outcome = await self._executions.claim(
-            worker_id=worker_id, items=items, max_attempts=self._limits.max_attempts
-        )
+        outcome = await self._executions.claim(worker_id=worker_id, items=items)
+        REDELIVERIES.inc(sum(1 for item in items if item.delivery_attempt > 1))
         now = utcnow()
         claimed = tuple(
             ClaimedExecution(
@@ -381,15 +389,34 @@ class WorkerUseCases:
             )
         return applied
 
+    async def release(self, worker_id: str, attempts: Sequence[ReleasedAttempt]) -> list[str]:
+        released = await self._executions.release(worker_id=worker_id, attempts=attempts)
+        ATTEMPTS_RETRIED.labels(reason="handed_back").inc(len(released))
+        for execution_id in released:
+            logger.info(
+                "execution handed back",
+                extra={"action": "release", "execution_id": execution_id, "worker_id": worker_id},
+            )
+        return released
+
     async def reap(self) -> list[str]:
-        """Fails RUNNING executions whose last allowed attempt stopped heartbeating."""
-        reaped = await self._executions.reap_lost(
-            lease_seconds=self._limits.lease_seconds, max_attempts=self._limits.max_attempts
+        """Ends the attempts whose worker stopped heartbeating for a lease: dispatches them
+        again, or fails them "worker lost" after the last allowed attempt. Returns the failed."""
+        reaped = await self._executions.reap_stale(
+            lease_seconds=self._limits.lease_seconds,
+            max_attempts=self._limits.max_attempts,
+            limit=REAP_LIMIT,
         )
-        for execution_id in reaped:
+        for execution_id in reaped.lost:
             EXECUTIONS_FINISHED.labels(outcome="WORKER_LOST").inc()
             logger.warning(
                 "execution failed: worker lost",
                 extra={"action": "reap", "execution_id": execution_id},
             )
-        return reaped
+        ATTEMPTS_RETRIED.labels(reason="worker_lost").inc(len(reaped.retried))
+        for execution_id in reaped.retried:
+            logger.warning(
+                "execution dispatched again: its worker went quiet",
+                extra={"action": "reap", "execution_id": execution_id},
+            )
+        return list(reaped.lost)

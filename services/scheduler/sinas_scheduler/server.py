@@ -219,6 +219,12 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         result = await self._worker.claim(request.worker_id, convert.claim_items(request))
         return convert.claim_result_to_proto(result)
 
+    async def ReleaseExecutions(
+        self, request: pb.ReleaseExecutionsRequest, context: Context
+    ) -> pb.ReleaseExecutionsResponse:
+        released = await self._worker.release(request.worker_id, convert.released_attempts(request))
+        return pb.ReleaseExecutionsResponse(released_execution_ids=released)
+
     async def CompleteExecutions(
         self, request: pb.CompleteExecutionsRequest, context: Context
     ) -> pb.CompleteExecutionsResponse:

@@ -42,6 +42,8 @@ from sinas_scheduler.models import (
     NewBatch,
     NewExecution,
     Outcome,
+    ReapOutcome,
+    ReleasedAttempt,
     Role,
     SigningKey,
     User,
@@ -125,13 +127,17 @@ class ExecutionStore(Protocol):
 
     async def list_executions(self, query: ExecutionQuery) -> list[Execution]: ...
 
-    async def claim(
-        self, *, worker_id: str, items: Sequence[ClaimItem], max_attempts: int
-    ) -> ClaimOutcome: ...
+    async def claim(self, *, worker_id: str, items: Sequence[ClaimItem]) -> ClaimOutcome: ...
+
+    async def release(self, *, worker_id: str, attempts: Sequence[ReleasedAttempt]) -> list[str]:
+        """Back to PENDING: attempts the worker still holds that it hands back unfinished."""
+        ...
 
     async def complete(self, outcomes: Sequence[Outcome]) -> list[str]: ...
 
-    async def reap_lost(self, *, lease_seconds: float, max_attempts: int) -> list[str]: ...
+    async def reap_stale(
+        self, *, lease_seconds: float, max_attempts: int, limit: int
+    ) -> ReapOutcome: ...
 
     async def dispatch_due(self, *, limit: int, publish: Publish) -> int: ...
 

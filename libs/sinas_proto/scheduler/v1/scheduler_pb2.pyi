@@ -2489,7 +2489,9 @@ class ClaimRequestItem(_message.Message):
     DELIVERY_ATTEMPT_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     delivery_attempt: _builtins.int
-    """JetStream's delivery count for the message that carried the execution."""
+    """JetStream's delivery count for the message that carried the execution; logged and
+    counted as redeliveries, never used to decide.
+    """
     def __init__(
         self,
         *,
@@ -2503,6 +2505,71 @@ class ClaimRequestItem(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ClaimRequestItem: _TypeAlias = ClaimRequestItem  # noqa: Y015
+
+@_typing.final
+class ReleasedAttempt(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    execution_id: _builtins.str
+    attempt: _builtins.int
+    def __init__(
+        self,
+        *,
+        execution_id: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "execution_id", b"execution_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleasedAttempt: _TypeAlias = ReleasedAttempt  # noqa: Y015
+
+@_typing.final
+class ReleaseExecutionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    worker_id: _builtins.str
+    @_builtins.property
+    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReleasedAttempt]: ...
+    def __init__(
+        self,
+        *,
+        worker_id: _builtins.str = ...,
+        attempts: _abc.Iterable[Global___ReleasedAttempt] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "worker_id", b"worker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseExecutionsRequest: _TypeAlias = ReleaseExecutionsRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseExecutionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELEASED_EXECUTION_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def released_execution_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        released_execution_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["released_execution_ids", b"released_execution_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseExecutionsResponse: _TypeAlias = ReleaseExecutionsResponse  # noqa: Y015
 
 @_typing.final
 class ClaimExecutionsRequest(_message.Message):

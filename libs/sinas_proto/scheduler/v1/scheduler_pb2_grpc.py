@@ -1639,6 +1639,11 @@ class WorkerServiceStub:
                 request_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ClaimExecutionsRequest.SerializeToString,
                 response_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ClaimExecutionsResponse.FromString,
                 _registered_method=True)
+        self.ReleaseExecutions = channel.unary_unary(
+                '/sinas.scheduler.v1.WorkerService/ReleaseExecutions',
+                request_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ReleaseExecutionsRequest.SerializeToString,
+                response_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ReleaseExecutionsResponse.FromString,
+                _registered_method=True)
         self.CompleteExecutions = channel.unary_unary(
                 '/sinas.scheduler.v1.WorkerService/CompleteExecutions',
                 request_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.CompleteExecutionsRequest.SerializeToString,
@@ -1669,10 +1674,20 @@ class WorkerServiceServicer:
     """
 
     def ClaimExecutions(self, request, context):
-        """PENDING→RUNNING (or a redelivered RUNNING whose attempt is older) as one conditional
-        UPDATE. What can't be claimed (cancelled, finished, claimed by another) is skipped.
-        A redelivery past the last allowed attempt ends the execution FAILED ("worker lost")
-        and comes back as skipped: the executor acks it and runs nothing.
+        """PENDING→RUNNING as one conditional UPDATE. Anything else (cancelled, finished, or
+        running under another worker) is skipped: the executor acks the message and runs
+        nothing. A message only wakes a worker up; the row decides. An attempt whose worker
+        stops heartbeating is retried (or failed "worker lost" after the last attempt) by the
+        scheduler's reaper, never judged by JetStream's delivery count, which also grows when
+        a NATS node fails under a live worker.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseExecutions(self, request, context):
+        """RUNNING → PENDING for attempts a stopping worker hands back unfinished, so the
+        redelivered messages start them again elsewhere at once instead of after the lease.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1716,6 +1731,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.ClaimExecutions,
                     request_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ClaimExecutionsRequest.FromString,
                     response_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ClaimExecutionsResponse.SerializeToString,
+            ),
+            'ReleaseExecutions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseExecutions,
+                    request_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ReleaseExecutionsRequest.FromString,
+                    response_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ReleaseExecutionsResponse.SerializeToString,
             ),
             'CompleteExecutions': grpc.unary_unary_rpc_method_handler(
                     servicer.CompleteExecutions,
@@ -1769,6 +1789,33 @@ class WorkerService:
             '/sinas.scheduler.v1.WorkerService/ClaimExecutions',
             sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ClaimExecutionsRequest.SerializeToString,
             sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ClaimExecutionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseExecutions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sinas.scheduler.v1.WorkerService/ReleaseExecutions',
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ReleaseExecutionsRequest.SerializeToString,
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ReleaseExecutionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

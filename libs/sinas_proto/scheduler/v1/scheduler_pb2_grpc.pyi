@@ -578,10 +578,16 @@ class WorkerServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> WorkerServiceAsyncStub: ...
     ClaimExecutions: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ClaimExecutionsRequest, _scheduler_pb2.ClaimExecutionsResponse]
-    """PENDING→RUNNING (or a redelivered RUNNING whose attempt is older) as one conditional
-    UPDATE. What can't be claimed (cancelled, finished, claimed by another) is skipped.
-    A redelivery past the last allowed attempt ends the execution FAILED ("worker lost")
-    and comes back as skipped: the executor acks it and runs nothing.
+    """PENDING→RUNNING as one conditional UPDATE. Anything else (cancelled, finished, or
+    running under another worker) is skipped: the executor acks the message and runs
+    nothing. A message only wakes a worker up; the row decides. An attempt whose worker
+    stops heartbeating is retried (or failed "worker lost" after the last attempt) by the
+    scheduler's reaper, never judged by JetStream's delivery count, which also grows when
+    a NATS node fails under a live worker.
+    """
+    ReleaseExecutions: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ReleaseExecutionsRequest, _scheduler_pb2.ReleaseExecutionsResponse]
+    """RUNNING → PENDING for attempts a stopping worker hands back unfinished, so the
+    redelivered messages start them again elsewhere at once instead of after the lease.
     """
     CompleteExecutions: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.CompleteExecutionsRequest, _scheduler_pb2.CompleteExecutionsResponse]
     """Records outcomes of claimed attempts; an outcome for an attempt that no longer holds
@@ -607,10 +613,16 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ClaimExecutions: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ClaimExecutionsRequest, _scheduler_pb2.ClaimExecutionsResponse]  # type: ignore[assignment]
-    """PENDING→RUNNING (or a redelivered RUNNING whose attempt is older) as one conditional
-    UPDATE. What can't be claimed (cancelled, finished, claimed by another) is skipped.
-    A redelivery past the last allowed attempt ends the execution FAILED ("worker lost")
-    and comes back as skipped: the executor acks it and runs nothing.
+    """PENDING→RUNNING as one conditional UPDATE. Anything else (cancelled, finished, or
+    running under another worker) is skipped: the executor acks the message and runs
+    nothing. A message only wakes a worker up; the row decides. An attempt whose worker
+    stops heartbeating is retried (or failed "worker lost" after the last attempt) by the
+    scheduler's reaper, never judged by JetStream's delivery count, which also grows when
+    a NATS node fails under a live worker.
+    """
+    ReleaseExecutions: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ReleaseExecutionsRequest, _scheduler_pb2.ReleaseExecutionsResponse]  # type: ignore[assignment]
+    """RUNNING → PENDING for attempts a stopping worker hands back unfinished, so the
+    redelivered messages start them again elsewhere at once instead of after the lease.
     """
     CompleteExecutions: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.CompleteExecutionsRequest, _scheduler_pb2.CompleteExecutionsResponse]  # type: ignore[assignment]
     """Records outcomes of claimed attempts; an outcome for an attempt that no longer holds
@@ -639,10 +651,22 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _scheduler_pb2.ClaimExecutionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_scheduler_pb2.ClaimExecutionsResponse, _abc.Awaitable[_scheduler_pb2.ClaimExecutionsResponse]]:
-        """PENDING→RUNNING (or a redelivered RUNNING whose attempt is older) as one conditional
-        UPDATE. What can't be claimed (cancelled, finished, claimed by another) is skipped.
-        A redelivery past the last allowed attempt ends the execution FAILED ("worker lost")
-        and comes back as skipped: the executor acks it and runs nothing.
+        """PENDING→RUNNING as one conditional UPDATE. Anything else (cancelled, finished, or
+        running under another worker) is skipped: the executor acks the message and runs
+        nothing. A message only wakes a worker up; the row decides. An attempt whose worker
+        stops heartbeating is retried (or failed "worker lost" after the last attempt) by the
+        scheduler's reaper, never judged by JetStream's delivery count, which also grows when
+        a NATS node fails under a live worker.
+        """
+
+    @_abc_1.abstractmethod
+    def ReleaseExecutions(
+        self,
+        request: _scheduler_pb2.ReleaseExecutionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.ReleaseExecutionsResponse, _abc.Awaitable[_scheduler_pb2.ReleaseExecutionsResponse]]:
+        """RUNNING → PENDING for attempts a stopping worker hands back unfinished, so the
+        redelivered messages start them again elsewhere at once instead of after the lease.
         """
 
     @_abc_1.abstractmethod

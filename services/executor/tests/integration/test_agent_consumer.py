@@ -34,6 +34,7 @@ from sinas_executor.models import (
     ClaimResult,
     ExecutionOutcome,
     HeartbeatNews,
+    HeldAttempt,
     OutcomeStatus,
     ToolCallRequest,
 )
@@ -267,6 +268,11 @@ class AgentClaimingScheduler:
     async def heartbeat(self, worker_id: str, execution_ids: Sequence[str]) -> HeartbeatNews:
         self.heartbeats.append(list(execution_ids))
         return HeartbeatNews()
+
+    async def release_executions(
+        self, worker_id: str, attempts: Sequence[HeldAttempt]
+    ) -> list[str]:
+        return [a.execution_id for a in attempts]
 
     async def report_awaiting_input(self, items: Sequence[AwaitingInput]) -> list[str]:
         return []

@@ -25,6 +25,7 @@ from sinas_executor.models import (
     ExecutionOutcome,
     FunctionVersion,
     HeartbeatNews,
+    HeldAttempt,
     OutcomeStatus,
 )
 from sinas_executor.pool import PoolLimits, SandboxRunner, WorkerPool
@@ -52,6 +53,7 @@ class RecordingScheduler:
     claims: list[list[ClaimItem]] = field(default_factory=list)
     completions: list[list[ExecutionOutcome]] = field(default_factory=list)
     heartbeats: list[list[str]] = field(default_factory=list)
+    releases: list[list[HeldAttempt]] = field(default_factory=list)
     inputs: dict[str, Any] = field(default_factory=dict)
     timeout_seconds: int = 30
     reports: list[AwaitingInput] = field(default_factory=list)
@@ -108,6 +110,12 @@ class RecordingScheduler:
     async def heartbeat(self, worker_id: str, execution_ids: Sequence[str]) -> HeartbeatNews:
         self.heartbeats.append(list(execution_ids))
         return self.news
+
+    async def release_executions(
+        self, worker_id: str, attempts: Sequence[HeldAttempt]
+    ) -> list[str]:
+        self.releases.append(list(attempts))
+        return [a.execution_id for a in attempts]
 
     async def report_awaiting_input(self, items: Sequence[AwaitingInput]) -> list[str]:
         self.reports.extend(items)
@@ -293,6 +301,8 @@ async def test_stop_hands_back_unfinished_work(harness: Harness) -> None:
     _, task = harness.consumers.pop()
     await task
     assert "exec-long" not in harness.scheduler.outcomes
+    # Released first, so the scheduler lets the redelivery claim it without waiting a lease.
+    assert harness.scheduler.releases == [[HeldAttempt(execution_id="exec-long", attempt=1)]]
     # Handed back at once: another executor's fetch gets it again.
     other = await subscribe(harness.js, harness.settings, ack_wait_seconds=3.0)
     (again,) = await other.fetch(1, timeout=10)

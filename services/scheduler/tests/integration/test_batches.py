@@ -109,12 +109,12 @@ async def drill(
     return response
 
 
-async def claim(scheduler: RunningScheduler, *ids: str, attempt: int = 1) -> list[str]:
+async def claim(scheduler: RunningScheduler, *ids: str) -> list[str]:
     response = await invoke(
         scheduler.worker.ClaimExecutions,
         pb.ClaimExecutionsRequest(
             worker_id="w1",
-            items=[pb.ClaimRequestItem(execution_id=i, delivery_attempt=attempt) for i in ids],
+            items=[pb.ClaimRequestItem(execution_id=i, delivery_attempt=1) for i in ids],
         ),
     )
     return [c.execution_id for c in response.claimed]
@@ -281,18 +281,6 @@ async def test_the_last_child_ends_the_batch(
     assert ended.completed == outcomes.count(pb.EXECUTION_STATUS_COMPLETED)
     assert ended.failed == outcomes.count(pb.EXECUTION_STATUS_FAILED)
     assert (ended.running, ended.queued) == (0, 0)
-
-
-async def test_a_lost_worker_on_the_last_attempt_ends_the_batch(
-    scheduler: RunningScheduler,
-) -> None:
-    submitted = await submit(scheduler, [{"n": 1}])
-    (execution_id,) = submitted.execution_ids
-    await claim(scheduler, execution_id)
-    # A redelivery past the attempt limit (3 by default) fails it as lost.
-    assert await claim(scheduler, execution_id, attempt=4) == []
-    ended = await get_batch(scheduler, submitted.batch_id)
-    assert (ended.status, ended.failed) == ("failed", 1)
 
 
 async def test_the_reaper_ends_the_batch(start_scheduler: StartScheduler) -> None:

@@ -269,30 +269,6 @@ async def test_an_end_committed_while_no_publisher_runs_is_published_later(
     assert await column(db, "event_published_at", execution_id) is not None
 
 
-async def test_a_lost_worker_end_yields_an_event(
-    scheduler: RunningScheduler, jetstream: JetStreamContext, nats_settings: NatsSettings
-) -> None:
-    execution_id = await scheduler.submit(scheduler.admin, {}, callback_url=HOOK)
-    items = [pb.ClaimRequestItem(execution_id=execution_id, delivery_attempt=1)]
-    await invoke(
-        scheduler.worker.ClaimExecutions, pb.ClaimExecutionsRequest(worker_id="w", items=items)
-    )
-    # A redelivery past the attempt limit fails it: the worker was lost.
-    late = [pb.ClaimRequestItem(execution_id=execution_id, delivery_attempt=99)]
-    await invoke(
-        scheduler.worker.ClaimExecutions, pb.ClaimExecutionsRequest(worker_id="w", items=late)
-    )
-
-    async def published() -> bool:
-        return await published_ids(jetstream, nats_settings) == [execution_id]
-
-    await eventually(published)
-    [delivery] = (await claim_callbacks(scheduler, execution_id)).deliveries
-    payload = load_json(delivery.payload_json)
-    assert payload["status"] == "failure"
-    assert payload["error"].startswith("worker lost")
-
-
 async def test_a_reaped_execution_yields_an_event(
     start_scheduler: StartScheduler, jetstream: JetStreamContext, nats_settings: NatsSettings
 ) -> None:

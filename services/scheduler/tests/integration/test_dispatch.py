@@ -70,7 +70,8 @@ async def test_due_rows_are_published_once_with_msg_id(
     await scheduler.create_function()
     ids = [await scheduler.submit(scheduler.admin, {"i": i}) for i in range(3)]
     messages = await wait_for_published(jetstream, nats_settings, 3)
-    assert sorted(m.headers["Nats-Msg-Id"] for m in messages) == sorted(ids)
+    # The message id names the attempt to come: a retry is a new message, a re-publish is not.
+    assert sorted(m.headers["Nats-Msg-Id"] for m in messages) == sorted(f"{i}.0" for i in ids)
     assert {m.subject for m in messages} == {job_stream_names(nats_settings).subject("function")}
     assert sorted(JobMessage.decode(m.data).execution_id for m in messages) == sorted(ids)
     for execution_id in ids:
@@ -78,7 +79,9 @@ async def test_due_rows_are_published_once_with_msg_id(
     # Another submit wakes the loop again; the first three are not published a second time.
     later = await scheduler.submit(scheduler.admin, {"i": 3})
     messages = await wait_for_published(jetstream, nats_settings, 4)
-    assert sorted(m.headers["Nats-Msg-Id"] for m in messages) == sorted([*ids, later])
+    assert sorted(m.headers["Nats-Msg-Id"] for m in messages) == sorted(
+        f"{i}.0" for i in [*ids, later]
+    )
 
 
 async def test_delayed_row_waits_until_due(
@@ -92,7 +95,7 @@ async def test_delayed_row_waits_until_due(
     far = await scheduler.submit(scheduler.admin, {}, delay_seconds=3600)
     now_id = await scheduler.submit(scheduler.admin, {})
     messages = await wait_for_published(jetstream, nats_settings, 1)
-    assert [m.headers["Nats-Msg-Id"] for m in messages] == [now_id]
+    assert [m.headers["Nats-Msg-Id"] for m in messages] == [f"{now_id}.0"]
     execution = await scheduler.get(scheduler.admin, delayed)
     run_at = execution.run_at.ToDatetime()
     assert (run_at - execution.created_at.ToDatetime()).total_seconds() == pytest.approx(
@@ -100,7 +103,7 @@ async def test_delayed_row_waits_until_due(
     )
 
     messages = await wait_for_published(jetstream, nats_settings, 2)
-    assert [m.headers["Nats-Msg-Id"] for m in messages] == [now_id, delayed]
+    assert [m.headers["Nats-Msg-Id"] for m in messages] == [f"{now_id}.0", f"{delayed}.0"]
     assert await dispatched_at(db, far) is None
     sent = await dispatched_at(db, delayed)
     assert sent.replace(tzinfo=None) >= run_at
@@ -119,7 +122,7 @@ async def test_delayed_row_survives_a_restart(
 
     second: RunningScheduler = await start_scheduler()
     messages = await wait_for_published(jetstream, nats_settings, 1)
-    assert [m.headers["Nats-Msg-Id"] for m in messages] == [delayed]
+    assert [m.headers["Nats-Msg-Id"] for m in messages] == [f"{delayed}.0"]
     assert (await second.get(second.admin, delayed)).status == pb.EXECUTION_STATUS_PENDING
 
 
@@ -141,7 +144,7 @@ async def test_api_only_replica_never_publishes(
 
     await start_scheduler()
     messages = await wait_for_published(jetstream, nats_settings, 1)
-    assert [m.headers["Nats-Msg-Id"] for m in messages] == [execution_id]
+    assert [m.headers["Nats-Msg-Id"] for m in messages] == [f"{execution_id}.0"]
 
 
 async def test_many_replicas_publish_each_row_once(
@@ -169,4 +172,5 @@ async def test_many_replicas_publish_each_row_once(
             break
         await asyncio.sleep(0.05)
     messages = await published(jetstream, nats_settings)
-    assert sorted(m.headers["Nats-Msg-Id"] for m in messages) == sorted(ids)
+    # The message id names the attempt to come: a retry is a new message, a re-publish is not.
+    assert sorted(m.headers["Nats-Msg-Id"] for m in messages) == sorted(f"{i}.0" for i in ids)

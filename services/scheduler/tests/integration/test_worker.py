@@ -128,25 +128,53 @@ async def test_complete_applies_once_and_terminal_never_changes(
     assert (failed_again.status, failed_again.error) == (pb.EXECUTION_STATUS_FAILED, "boom")
 
 
-async def test_redelivery_reclaims_and_the_last_attempt_fails(
+async def test_a_duplicate_delivery_never_takes_a_running_execution(
     scheduler: RunningScheduler,
 ) -> None:
     await scheduler.create_function()
     execution_id = await scheduler.submit(scheduler.admin, {})
     assert [c.attempt for c in (await claim(scheduler, (execution_id, 1))).claimed] == [1]
-    # The worker died; JetStream redelivers with a higher count to another worker.
-    second = await claim(scheduler, (execution_id, 2), worker_id="w2")
-    assert [c.attempt for c in second.claimed] == [2]
+    # A NATS node failed under the live worker: its message comes again, many times over,
+    # to other workers. The row decides: it is RUNNING, so every copy is skipped.
+    for delivery in (2, 5, 99):
+        duplicate = await claim(scheduler, (execution_id, delivery), worker_id="w2")
+        assert list(duplicate.claimed) == []
+        assert list(duplicate.skipped_execution_ids) == [execution_id]
+    running = await scheduler.get(scheduler.admin, execution_id)
+    assert (running.status, running.attempts) == (pb.EXECUTION_STATUS_RUNNING, 1)
+    assert await complete(scheduler, done(execution_id, 1, {"ok": True})) == [execution_id]
+    assert (await scheduler.get(scheduler.admin, execution_id)).status == (
+        pb.EXECUTION_STATUS_COMPLETED
+    )
+
+
+async def test_a_released_attempt_is_claimed_again_at_once(scheduler: RunningScheduler) -> None:
+    await scheduler.create_function()
+    execution_id = await scheduler.submit(scheduler.admin, {})
+    await claim(scheduler, (execution_id, 1))
+
+    async def release(worker_id: str, attempt: int) -> list[str]:
+        response = await invoke(
+            scheduler.worker.ReleaseExecutions,
+            pb.ReleaseExecutionsRequest(
+                worker_id=worker_id,
+                attempts=[pb.ReleasedAttempt(execution_id=execution_id, attempt=attempt)],
+            ),
+        )
+        return list(response.released_execution_ids)
+
+    # Only the worker holding that attempt can hand it back.
+    assert await release("w2", 1) == []
+    assert await release("w1", 2) == []
+    assert await release("w1", 1) == [execution_id]
+    assert (await scheduler.get(scheduler.admin, execution_id)).status == (
+        pb.EXECUTION_STATUS_PENDING
+    )
+    again = await claim(scheduler, (execution_id, 2), worker_id="w2")
+    assert [c.attempt for c in again.claimed] == [2]
     # The first worker's late outcome no longer holds the execution.
     assert await complete(scheduler, done(execution_id, 1, {"late": 1})) == []
-    third = await claim(scheduler, (execution_id, 3), worker_id="w3")
-    assert [c.attempt for c in third.claimed] == [3]
-    lost = await claim(scheduler, (execution_id, 4), worker_id="w4")
-    assert list(lost.claimed) == [] and list(lost.skipped_execution_ids) == [execution_id]
-    execution = await scheduler.get(scheduler.admin, execution_id)
-    assert execution.status == pb.EXECUTION_STATUS_FAILED
-    assert execution.error == worker_lost_error(3)
-    assert await complete(scheduler, done(execution_id, 3, {})) == []
+    assert await complete(scheduler, done(execution_id, 2, {"ok": 2})) == [execution_id]
 
 
 async def test_outcome_status_must_be_terminal(scheduler: RunningScheduler) -> None:
@@ -196,15 +224,17 @@ async def test_wait_returns_on_completion_from_another_replica(
     assert json.loads(response.execution.output_json) == {"ok": True}
 
 
-async def test_reaper_fails_lost_last_attempts(start_scheduler: Any, db: AsyncEngine) -> None:
+async def test_reaper_retries_quiet_attempts_then_fails_the_last(
+    start_scheduler: Any, db: AsyncEngine
+) -> None:
     scheduler: RunningScheduler = await start_scheduler(
         EXECUTION_LEASE_SECONDS=0.5,
         EXECUTION_MAX_ATTEMPTS=2,
         SCHEDULER_REAPER_INTERVAL_SECONDS=0.2,
     )
     await scheduler.create_function()
-    last, early, alive = [await scheduler.submit(scheduler.admin, {}) for _ in range(3)]
-    await claim(scheduler, (last, 2), (early, 1), (alive, 2))
+    quiet, alive = [await scheduler.submit(scheduler.admin, {}) for _ in range(2)]
+    await claim(scheduler, (quiet, 1), (alive, 1))
 
     async def heartbeat_alive() -> None:
         while True:
@@ -214,25 +244,40 @@ async def test_reaper_fails_lost_last_attempts(start_scheduler: Any, db: AsyncEn
             )
             await asyncio.sleep(0.1)
 
+    async def status_of(execution_id: str) -> pb.Execution:
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while True:
+            execution = await scheduler.get(scheduler.admin, execution_id)
+            if execution.status != pb.EXECUTION_STATUS_RUNNING or time.monotonic() > deadline:
+                return execution
+            await asyncio.sleep(0.1)
+
+    async def dispatched_at(execution_id: str) -> Any:
+        async with db.connect() as conn:
+            return (
+                await conn.execute(
+                    sa.text("SELECT dispatched_at FROM executions WHERE id = :id"),
+                    {"id": execution_id},
+                )
+            ).scalar_one()
+
     beating = asyncio.ensure_future(heartbeat_alive())
     try:
+        first_dispatch = await dispatched_at(quiet)
+        # Attempt 1 went quiet for a lease: PENDING again and published again, attempts kept.
+        retried = await status_of(quiet)
+        assert (retried.status, retried.attempts) == (pb.EXECUTION_STATUS_PENDING, 1)
         deadline = time.monotonic() + DEADLINE_SECONDS
-        while time.monotonic() < deadline:
-            if (await scheduler.get(scheduler.admin, last)).status != pb.EXECUTION_STATUS_RUNNING:
-                break
+        while (await dispatched_at(quiet)) in (None, first_dispatch):
+            assert time.monotonic() < deadline
             await asyncio.sleep(0.1)
-        reaped = await scheduler.get(scheduler.admin, last)
+        [second] = (await claim(scheduler, (quiet, 2), worker_id="w2")).claimed
+        assert second.attempt == 2
+        # The last allowed attempt goes quiet too: the worker is lost for good.
+        reaped = await status_of(quiet)
         assert reaped.status == pb.EXECUTION_STATUS_FAILED
         assert reaped.error == worker_lost_error(2)
-        # Not its last attempt: JetStream redelivers it, so the reaper leaves it.
-        assert (await scheduler.get(scheduler.admin, early)).status == (pb.EXECUTION_STATUS_RUNNING)
+        # Heartbeats keep a long attempt alive however long it runs.
         assert (await scheduler.get(scheduler.admin, alive)).status == (pb.EXECUTION_STATUS_RUNNING)
     finally:
         beating.cancel()
-    async with db.connect() as conn:
-        worker_ids = (
-            (await conn.execute(sa.text("SELECT DISTINCT worker_id FROM executions")))
-            .scalars()
-            .all()
-        )
-    assert list(worker_ids) == ["w1"]
