@@ -51,7 +51,7 @@ test-scale-out: $(STAMP) ## The multi-replica chaos test: 3-node NATS, two of ea
 run: $(STAMP) ## Start the whole system (embedded PostgreSQL and NATS unless configured)
 	$(BIN)/python -m sinas_devstack
 
-bench: $(STAMP) ## Measure drain, enqueue and sync round trip on embedded servers
+bench: $(STAMP) ## Us vs Celery, arq, procrastinate; writes bench/results (not part of test)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean: ## Remove the virtual environment and local data
