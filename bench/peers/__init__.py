@@ -1,0 +1,1 @@
+"""Peer job queues (Celery, arq, procrastinate) measured beside ours for `make bench`."""
