@@ -26,6 +26,14 @@ def schema_problem(schema: Any) -> str | None:
     """Why `schema` is not a usable JSON Schema object, or None when it is."""
     if not isinstance(schema, dict):
         return "must be a JSON object"
+    return _schema_problem(dump_json(schema))
+
+
+@lru_cache(maxsize=1024)
+def _schema_problem(schema_json: bytes) -> str | None:
+    # Checking a schema against its meta-schema costs far more than a run of a small
+    # function: every run of one function version checks the same schema, so once is enough.
+    schema = load_json(schema_json)
     try:
         _validator_class(schema).check_schema(schema)
     except SchemaError as exc:

@@ -115,11 +115,17 @@ async def pull_until_stopped(
     slot_freed: asyncio.Event,
     stopping: asyncio.Event,
     handle: Callable[[Sequence[Msg]], Awaitable[None]],
+    prefetch: Callable[[], int] = lambda: 0,
 ) -> None:
     """Fetches while slots are free and hands each batch to `handle`, until `stopping` is
-    set; a batch fetched as the stop arrives is handed back (nak) for another replica."""
+    set; a batch fetched as the stop arrives is handed back (nak) for another replica.
+
+    `prefetch` says how many messages beyond `concurrency` may be held waiting for a slot
+    right now: with short jobs, claiming the next ones while these run keeps every slot busy
+    and lets one claim serve many jobs.
+    """
     while not stopping.is_set():
-        free = pacing.concurrency - in_flight()
+        free = pacing.concurrency + prefetch() - in_flight()
         if free <= 0:
             slot_freed.clear()
             await wait_for_either(slot_freed, stopping)

@@ -47,11 +47,12 @@ def _protect_own_memory() -> None:
         ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
-def _options(settings: ExecutorSettings, *, concurrency: int) -> ConsumerOptions:
+def _options(settings: ExecutorSettings, *, concurrency: int, prefetch: int = 0) -> ConsumerOptions:
     return ConsumerOptions(
         worker_id=settings.executor_id,
         api_url=settings.api_url,
         concurrency=concurrency,
+        prefetch=prefetch,
         fetch_batch=settings.fetch_batch,
         ack_wait_seconds=settings.ack_wait_seconds,
         shutdown_grace_seconds=settings.shutdown_grace_seconds,
@@ -84,7 +85,9 @@ async def run_executor(settings: ExecutorSettings) -> None:
             ),
             scheduler=scheduler,
             runner=runner,
-            options=_options(settings, concurrency=settings.concurrency),
+            options=_options(
+                settings, concurrency=settings.concurrency, prefetch=settings.prefetch
+            ),
         )
         agent_consumer = ExecutionConsumer(
             subscription=await subscribe(
@@ -95,6 +98,7 @@ async def run_executor(settings: ExecutorSettings) -> None:
             ),
             scheduler=scheduler,
             runner=runner,
+            # Agent runs wait on models and tools for seconds: never claimed ahead.
             options=_options(settings, concurrency=settings.agent_concurrency),
             agents=ChatAgentRunner(
                 model=model,

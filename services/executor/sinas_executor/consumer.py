@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -87,6 +88,14 @@ class ConsumerOptions:
     top_up_fetch_seconds: float = 0.02
     flush_max_outcomes: int = 100
     flush_delay_seconds: float = 0.005
+    # Executions claimed beyond `concurrency`, waiting for a slot; only while runs are short
+    # (a prefetched execution shows RUNNING and its token ages while it waits).
+    prefetch: int = 0
+    prefetch_max_run_seconds: float = 0.25
+
+
+# Weight of the newest run in the moving average of run durations that gates prefetching.
+RUN_SECONDS_SMOOTHING = 0.1
 
 
 @dataclass(slots=True)
@@ -120,7 +129,11 @@ class ExecutionConsumer:
         self._slot_freed = asyncio.Event()
         # Every message this executor holds, by execution id, until it is acked or nakked.
         self._held: dict[str, _Held] = {}
+        # Started executions, running or waiting for one of the `concurrency` slots.
         self._running: set[str] = set()
+        self._slots = asyncio.Semaphore(options.concurrency)
+        # Unknown until a run ends: nothing is claimed ahead before runs are known to be short.
+        self._mean_run_seconds: float | None = None
         self._outcomes: asyncio.Queue[tuple[ExecutionOutcome, Msg]] = asyncio.Queue()
         self._waiters = InputWaiters(scheduler)
 
@@ -160,7 +173,20 @@ class ExecutionConsumer:
             slot_freed=self._slot_freed,
             stopping=self._stopping,
             handle=self._claim_and_start,
+            prefetch=self._prefetch_now,
         )
+
+    def _observe_run(self, seconds: float) -> None:
+        mean = self._mean_run_seconds
+        self._mean_run_seconds = (
+            seconds if mean is None else mean + RUN_SECONDS_SMOOTHING * (seconds - mean)
+        )
+
+    def _prefetch_now(self) -> int:
+        mean = self._mean_run_seconds
+        if mean is None or mean > self._options.prefetch_max_run_seconds:
+            return 0
+        return self._options.prefetch
 
     async def _claim_and_start(self, msgs: Sequence[Msg]) -> None:
         batch: dict[str, Msg] = {}
@@ -253,7 +279,10 @@ class ExecutionConsumer:
         self, execution_id: str, msg: Msg, work: Callable[[], Awaitable[ExecutionOutcome]]
     ) -> None:
         try:
-            outcome = await work()
+            async with self._slots:
+                started = time.monotonic()
+                outcome = await work()
+                self._observe_run(time.monotonic() - started)
         except Exception:
             logger.exception(
                 "execution could not run",

@@ -309,3 +309,40 @@ async def test_stop_hands_back_unfinished_work(harness: Harness) -> None:
     assert JobMessage.decode(again.data).execution_id == "exec-long"
     assert again.metadata.num_delivered == 2
     await again.ack()
+
+
+def _claimed(harness: Harness, prefix: str) -> int:
+    return sum(
+        1 for claim in harness.scheduler.claims for i in claim if i.execution_id[:5] == prefix
+    )
+
+
+async def test_short_runs_are_claimed_ahead_of_free_slots(harness: Harness) -> None:
+    harness.scheduler.code = SLOW
+    harness.scheduler.inputs = {"warm": {"sleep": 0}}
+    ids = [f"slow-{i}" for i in range(12)]
+    harness.scheduler.inputs.update({execution_id: {"sleep": 1} for execution_id in ids})
+    await harness.start(prefetch=8)
+    await harness.publish("warm")
+    await eventually(lambda: "warm" in harness.scheduler.outcomes)
+    for execution_id in ids:
+        await harness.publish(execution_id)
+    # Runs are known to be short: 4 run while 8 more are claimed and wait for a slot.
+    await eventually(lambda: _claimed(harness, "slow-") == len(ids))
+    assert len([i for i in harness.scheduler.outcomes if i.startswith("slow-")]) < len(ids)
+    await eventually(lambda: all(i in harness.scheduler.outcomes for i in ids))
+    assert all(harness.scheduler.outcomes[i].status is OutcomeStatus.COMPLETED for i in ids)
+
+
+async def test_nothing_is_claimed_ahead_until_runs_are_known_short(harness: Harness) -> None:
+    harness.scheduler.code = SLOW
+    ids = [f"slow-{i}" for i in range(8)]
+    harness.scheduler.inputs = {execution_id: {"sleep": 2} for execution_id in ids}
+    for execution_id in ids:
+        await harness.publish(execution_id)
+    await harness.start(prefetch=8)
+    await eventually(lambda: _claimed(harness, "slow-") >= 4)
+    await asyncio.sleep(1.0)
+    # No run has ended yet: only the 4 slots' worth is claimed.
+    assert _claimed(harness, "slow-") == 4
+    await eventually(lambda: all(i in harness.scheduler.outcomes for i in ids))
