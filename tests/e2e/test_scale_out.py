@@ -21,6 +21,7 @@ import pytest
 from sinas_devstack.callback_receiver import CallbackReceiver, ReceiverCertificates
 from sinas_devstack.embedded import EmbeddedNatsCluster, free_port
 from sinas_devstack.stack import ServiceProcess, Stack, StackConfig
+from sinas_scheduler.models import NOTIFIER_LOST_ERROR
 
 from .helpers import make_function_factory, query_one
 from .test_callbacks import callback_env
@@ -81,7 +82,9 @@ def replicated_stack(
                 EXECUTOR_ACK_WAIT_SECONDS="5",
                 EXECUTION_LEASE_SECONDS="10",
                 SCHEDULER_REAPER_INTERVAL_SECONDS="1",
-                CALLBACK_CLAIM_TIMEOUT_SECONDS="5",
+                # Longer than a delivery may take (CALLBACK_TIMEOUT_SECONDS, 10 s), so only a
+                # dead notifier's claims are taken for lost.
+                CALLBACK_CLAIM_TIMEOUT_SECONDS="15",
             ),
         )
     )
@@ -248,20 +251,21 @@ async def test_a_1000_child_batch_survives_losing_a_replica_of_everything(
     # Every child ended exactly once, completed, with its own output.
     rows = database_rows(
         replicated_stack.config.database_url,
-        "SELECT id::text, status, attempts, output, callback_status FROM executions"
+        "SELECT id::text, status, attempts, output, callback_status, callback_error FROM executions"
         " WHERE batch_id = %s",
         batch_id,
     )
     assert sorted(row[0] for row in rows) == sorted(execution_ids)
     assert collections.Counter(row[1] for row in rows) == {"COMPLETED": CHILDREN}
-    # attempts counts deliveries: a child redelivered before anyone ran it can exceed the
-    # attempt limit and still run once (only a RUNNING row past the limit is failed).
-    assert all(row[2] >= 1 for row in rows)
+    # A killed executor's attempts are retried; none ran out of attempts.
+    assert all(1 <= row[2] <= 3 for row in rows)
     outputs = [json.loads(row[3]) if isinstance(row[3], str | bytes) else row[3] for row in rows]
     assert sorted(output["n"] for output in outputs) == list(range(CHILDREN))
     assert (batch["status"], batch["completed"], batch["failed"]) == ("completed", CHILDREN, 0)
 
-    # Every child callback was sent at most once, and what was sent is recorded as sent.
+    # Every child callback was sent at most once, and what was sent is recorded: as sent, or,
+    # when the notifier was killed between its POST and recording it, as failed "notifier
+    # lost" (it can't know the receiver got it; it never sends twice to find out).
     posts = collections.Counter(
         json.loads(request.body)["execution_id"]
         for request in receiver.requests_to(f"/child/{run}")
@@ -270,10 +274,16 @@ async def test_a_1000_child_batch_survives_losing_a_replica_of_everything(
     assert set(posts) <= set(execution_ids)
     statuses = {row[0]: row[4] for row in rows}
     assert set(statuses.values()) <= {"sent", "failed"}, collections.Counter(statuses.values())
-    assert all(statuses[execution_id] == "sent" for execution_id in posts)
+    errors = {row[0]: row[5] for row in rows}
+    unrecorded = [
+        execution_id
+        for execution_id in posts
+        if statuses[execution_id] != "sent" and errors[execution_id] != NOTIFIER_LOST_ERROR
+    ]
+    assert unrecorded == [], [(i, statuses[i], errors[i]) for i in unrecorded]
     unsent = [execution_id for execution_id, status in statuses.items() if status != "sent"]
     # Only a notifier killed between its claim and its POST may lose a callback (at most once).
-    assert len(unsent) <= 64, len(unsent)
+    assert len(unsent) <= 64, collections.Counter(errors[execution_id] for execution_id in unsent)
 
     # The batch callback fired once.
     assert batch["batch_callback_status"] == "sent", batch
