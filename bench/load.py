@@ -36,7 +36,9 @@ class Gateway:
         self._base = base_url
         self._session = aiohttp.ClientSession(
             headers={"X-API-Key": admin_key},
-            connector=aiohttp.TCPConnector(limit=128, limit_per_host=128),
+            # Below uvicorn's 5 s keep-alive: a connection idle that long is not reused, or
+            # the server's close would race the next request on it.
+            connector=aiohttp.TCPConnector(limit=128, limit_per_host=128, keepalive_timeout=2),
             timeout=aiohttp.ClientTimeout(total=120),
         )
 

@@ -37,6 +37,12 @@ def pss_mb(pid: int) -> float | None:
     return None
 
 
+def command_name(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return (PROC / str(pid) / "comm").read_text().strip()
+    return ""
+
+
 def children(pid: int) -> list[int]:
     """Live child processes of `pid`, from each process's parent id."""
     found: list[int] = []

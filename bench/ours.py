@@ -16,8 +16,9 @@ Phases, in order, on one database:
   first callback_claimed_at).
 - aggregate reads: `GET /batches/{id}` of a finished 1,000-child batch after filler rows
   bring the executions table to 1,000,000 rows.
-- memory: each service's peak RSS (VmHWM) at the end; the largest RSS among the executor's
-  sandbox workers a second after the latency phase, while they sit idle and warm.
+- memory: each service's peak RSS (VmHWM) at the end, and that of the repetition's own
+  nats-server; the largest RSS (and PSS) among the executor's sandbox workers a second after
+  the latency phase, while they sit idle and warm.
 """
 
 from __future__ import annotations
@@ -25,16 +26,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from load import Gateway, percentile
-from memory import children, peak_rss_mb, pss_mb, rss_mb
+from memory import children, command_name, peak_rss_mb, pss_mb, rss_mb
 from rows import Rows
 
 from sinas_devstack.callback_receiver import CallbackReceiver, ReceiverCertificates
+from sinas_devstack.embedded import EmbeddedNats
 from sinas_devstack.stack import ServiceProcess, Stack, StackConfig
 from sinas_devstack.supervisor import ensure_database
 
@@ -77,10 +80,9 @@ class Sizes:
 
 @dataclass(frozen=True, slots=True)
 class Environment:
-    """What every repetition shares: the servers and the callback receiver."""
+    """What every repetition shares: PostgreSQL and the callback receiver."""
 
     admin_url: str
-    nats_url: str
     work_dir: Path
     certificates: ReceiverCertificates
     receiver: CallbackReceiver
@@ -99,17 +101,19 @@ def callback_env(env: Environment) -> dict[str, str]:
 
 
 class Repetition:
-    """One stack on a fresh database; `run()` returns the figure dict of the contract."""
+    """One stack on a fresh database and a NATS server of its own (its broker's memory is
+    then this repetition's); `run()` returns the figure dict of the contract."""
 
     def __init__(self, env: Environment, sizes: Sizes, number: int) -> None:
         self.env = env
         self.sizes = sizes
         self.number = number
         self.figures: dict[str, float] = {}
+        self.nats = EmbeddedNats(env.work_dir / f"ours-{number}" / "nats")
         self.stack = Stack(
             StackConfig(
                 database_url=ensure_database(env.admin_url, f"bench_ours_{number}"),
-                nats_url=env.nats_url,
+                nats_url=self.nats.start(),
                 log_dir=env.work_dir / f"ours-{number}" / "logs",
                 admin_key="sk-" + secrets.token_urlsafe(32),
                 nats_stream_prefix=f"BENCH{number}",
@@ -129,6 +133,7 @@ class Repetition:
             self._service_memory()
         finally:
             self.stack.stop_all()
+            self.nats.stop()
         return self.figures
 
     async def _phases(self) -> None:
@@ -262,6 +267,10 @@ class Repetition:
         if peaks:
             # The zygote is the executor's own warm parent of every worker; shown apart.
             self.figures["rss_executor_zygote_mb"] = max(peaks)
+        brokers = [p for p in children(os.getpid()) if command_name(p) == "nats-server"]
+        broker_peaks = [m for m in map(peak_rss_mb, brokers) if m is not None]
+        if broker_peaks:
+            self.figures["rss_nats_mb"] = max(broker_peaks)
 
 
 def run_ours(env: Environment, sizes: Sizes, number: int) -> dict[str, float]:

@@ -34,9 +34,12 @@ FIGURES: tuple[tuple[str, str], ...] = (
     ("delayed_lateness_p99_ms", "ms"),
     ("callbacks_per_s", "callbacks/s"),
     ("aggregate_read_p50_ms", "ms"),
+    ("rss_total_mb", "MiB"),
 )
 # Keys that describe a run rather than measure it: shown, never compared.
 DESCRIPTIVE = ("delayed_pending",)
+# A per-process figure of one idle worker, not a process of the run: left out of the total.
+NOT_IN_TOTAL = ("rss_idle_sandbox_worker_mb", "rss_total_mb")
 
 
 def higher_is_better(key: str) -> bool:
@@ -65,6 +68,24 @@ def _number(value: float) -> str:
     if abs(value) >= 10:
         return f"{value:.1f}"
     return f"{value:.2f}"
+
+
+def with_totals(runs: dict[str, list[dict[str, float]]]) -> dict[str, list[dict[str, float]]]:
+    """Adds rss_total_mb to each repetition: the sum of its processes' peak RSS (ours: the
+    four services, the zygote and NATS; peers: the worker's processes and the broker).
+    PostgreSQL is shared by everyone and counted for no one."""
+    totalled: dict[str, list[dict[str, float]]] = {}
+    for system, repetitions in runs.items():
+        totalled[system] = []
+        for figures in repetitions:
+            memory = [
+                value
+                for key, value in figures.items()
+                if key.startswith("rss_") and key.endswith("_mb") and key not in NOT_IN_TOTAL
+            ]
+            total = {"rss_total_mb": sum(memory)} if memory else {}
+            totalled[system].append({**figures, **total})
+    return totalled
 
 
 def summarise(runs: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, Spread]]:
@@ -109,7 +130,7 @@ def markdown_table(
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key in ordered_keys(summary):
         unit = units.get(key, "ms" if key.endswith("_ms") else "MiB" if key.endswith("_mb") else "")
-        better = "—" if key in DESCRIPTIVE else "higher" if higher_is_better(key) else "lower"
+        better = "-" if key in DESCRIPTIVE else "higher" if higher_is_better(key) else "lower"
         row = [f"{key} ({unit})" if unit else key, better]
         for system in systems:
             spread = summary[system].get(key)
@@ -131,6 +152,7 @@ def machine() -> dict[str, Any]:
 
 
 def render(runs: dict[str, list[dict[str, float]]], options: dict[str, Any]) -> str:
+    runs = with_totals(runs)
     summary = summarise(runs)
     repeats = max((len(r) for r in runs.values()), default=0)
     info = machine()
@@ -141,7 +163,9 @@ def render(runs: dict[str, list[dict[str, float]]], options: dict[str, Any]) -> 
         f" {info['platform']}, Python {info['python']}. Options: {json.dumps(options)}.",
         "",
         "`lead vs <peer>` is ours/peer for rates and peer/ours for times and memory, so a"
-        " value above 1 means we lead on that figure. `n/a`: the system has no such figure.",
+        " value above 1 means we lead on that figure. `n/a`: the system has no such figure."
+        " rss_total_mb sums the peak RSS of the system's own processes (ours: the services,"
+        " the sandbox zygote and NATS; peers: the worker's processes and Redis).",
         "",
         markdown_table(runs, summary),
         "",
@@ -155,6 +179,7 @@ def write_results(
     """`<directory>/<YYYY-MM-DD>.json` (every repetition and the summary) and `.md`."""
     directory.mkdir(parents=True, exist_ok=True)
     stem = directory / date.today().isoformat()
+    runs = with_totals(runs)
     summary = summarise(runs)
     document = {
         "date": date.today().isoformat(),

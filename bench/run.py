@@ -1,7 +1,8 @@
 """`make bench`: our system and its peers (Celery, arq, procrastinate) on this machine, one table.
 
-One embedded PostgreSQL and one embedded NATS serve the whole run; every system gets a fresh
-database per repetition (procrastinate runs on the same server), and repetitions interleave
+One embedded PostgreSQL serves the whole run; every system gets a fresh database per
+repetition (procrastinate runs on the same server), each repetition of ours a NATS server of
+its own, and repetitions interleave
 the systems so that a noisy minute does not land on one of them only. Peers run in virtualenvs
 of their own through `bench/peers`; Celery and arq get a fresh Redis per repetition.
 
@@ -27,7 +28,7 @@ from rows import libpq_url
 
 from sinas_common.logs import configure_logging
 from sinas_devstack.callback_receiver import CallbackReceiver, ReceiverCertificates
-from sinas_devstack.embedded import EmbeddedNats, EmbeddedPostgres
+from sinas_devstack.embedded import EmbeddedPostgres
 from sinas_devstack.supervisor import ensure_database
 
 logger = logging.getLogger("bench")
@@ -49,7 +50,7 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
         help="run only this system (repeatable); all four by default",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="smaller counts for our phases: a fast check"
+        "--quick", action="store_true", help="smaller counts everywhere: a fast check"
     )
     parser.add_argument(
         "--scale-out", action="store_true", help="only the 1 vs 2 executor figure (scale_out.py)"
@@ -60,7 +61,7 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def peer_runner(admin_url: str, work_dir: Path) -> PeerRunner:
+def peer_runner(admin_url: str, work_dir: Path, *, quick: bool) -> PeerRunner:
     """Imported here, not at the top, so that `--only ours` needs nothing from bench/peers."""
     from peers.environments import ensure_peer_environments, start_redis
     from peers.runner import run_peer
@@ -68,10 +69,13 @@ def peer_runner(admin_url: str, work_dir: Path) -> PeerRunner:
     pythons = ensure_peer_environments(REPO / ".bench" / "venvs")
 
     def run(name: str, number: int) -> dict[str, float]:
-        database_url = libpq_url(ensure_database(admin_url, f"bench_{name}_{number}"))
         peer_dir = work_dir / f"{name}-{number}"
         peer_dir.mkdir(parents=True, exist_ok=True)
-        redis = start_redis(peer_dir / "redis") if name in ("celery", "arq") else None
+        database_url = redis = None
+        if name == "procrastinate":
+            database_url = libpq_url(ensure_database(admin_url, f"bench_{name}_{number}"))
+        else:
+            redis = start_redis(peer_dir / "redis")
         try:
             return run_peer(
                 name,
@@ -80,6 +84,7 @@ def peer_runner(admin_url: str, work_dir: Path) -> PeerRunner:
                 database_url=database_url,
                 work_dir=peer_dir,
                 timeout=PEER_TIMEOUT_SECONDS,
+                quick=quick,
             )
         finally:
             if redis is not None:
@@ -95,7 +100,6 @@ def run_all(options: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
     # The embedded PostgreSQL may run as its own system user, which must reach its folder.
     root.chmod(0o755)
     postgres = EmbeddedPostgres(root / "postgres")
-    nats = EmbeddedNats(root / "nats")
     certificates = ReceiverCertificates.create(root / "certs")
     receiver = CallbackReceiver(certificates).start()
     runs: dict[str, list[dict[str, float]]] = {system: [] for system in systems}
@@ -103,12 +107,11 @@ def run_all(options: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
         admin_url = postgres.start()
         env = Environment(
             admin_url=admin_url,
-            nats_url=nats.start(),
             work_dir=root,
             certificates=certificates,
             receiver=receiver,
         )
-        peers = peer_runner(admin_url, root) if set(systems) - {OURS} else None
+        peers = peer_runner(admin_url, root, quick=options.quick) if set(systems) - {OURS} else None
         for number in range(options.repeat):
             for system in systems:
                 logger.info("running", extra={"system": system, "repetition": number + 1})
@@ -124,7 +127,6 @@ def run_all(options: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
         raise
     finally:
         receiver.stop()
-        nats.stop()
         postgres.stop()
     shutil.rmtree(root, ignore_errors=True)
     return runs
