@@ -148,6 +148,8 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
+        # Other work on the machine moves every figure; the load says how much there was.
+        "load_average_1_5_15": [round(load, 2) for load in os.getloadavg()],
     }
 
 
@@ -160,7 +162,8 @@ def render(runs: dict[str, list[dict[str, float]]], options: dict[str, Any]) -> 
         f"# Benchmark results, {date.today().isoformat()}",
         "",
         f"{repeats} repetition(s); medians with (min-max). Machine: {info['cpus']} CPUs,"
-        f" {info['platform']}, Python {info['python']}. Options: {json.dumps(options)}.",
+        f" {info['platform']}, Python {info['python']}; load average at the end"
+        f" {info['load_average_1_5_15']}. Options: {json.dumps(options)}.",
         "",
         "`lead vs <peer>` is ours/peer for rates and peer/ours for times and memory, so a"
         " value above 1 means we lead on that figure. `n/a`: the system has no such figure."
