@@ -23,6 +23,7 @@ from peerkit import (
     add_spread,
     arguments,
     emit,
+    follow_parent,
     log,
     pacer,
     redis_pid,
@@ -67,10 +68,10 @@ async def wait_results(
     pool: ArqRedis, job_ids: list[str], timeout: float, what: str
 ) -> list[dict[str, float]]:
     async def all_done() -> bool:
-        # The queue empties before the last results are written: check the results themselves.
-        return all(r is not None for r in await results(pool, job_ids[-1_000:])) and all(
-            r is not None for r in await results(pool, job_ids)
-        )
+        # One cheap read of the last job until it is done, so polling doesn't load the machine.
+        if await Job(job_ids[-1], pool).result_info() is None:
+            return False
+        return all(r is not None for r in await results(pool, job_ids))
 
     await wait_for(all_done, timeout=timeout, what=what, interval=0.2)
     return [r for r in await results(pool, job_ids) if r is not None]
@@ -108,6 +109,7 @@ async def measure(args: Any) -> dict[str, float]:
     sizes = Sizes.pick(args.quick)
     pool = await create_pool(RedisSettings.from_dsn(args.redis_url))
     figures: dict[str, float] = {}
+    await pool.flushdb()  # an empty Redis, whatever a previous run left
     sampler = RssSampler()
     sampler.watch("broker", redis_pid(await pool.info("server")))
 
@@ -174,6 +176,7 @@ def main() -> None:
     args = arguments(__doc__ or "")
     if args.worker:
         WorkerSettings.redis_settings = RedisSettings.from_dsn(args.redis_url)
+        follow_parent()
         run_worker(WorkerSettings)  # type: ignore[arg-type]
         return
     args.work_dir.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ from peerkit import (
     add_spread,
     arguments,
     emit,
+    follow_parent,
     log,
     pacer,
     redis_pid,
@@ -93,8 +94,13 @@ def results(task_ids: list[str]) -> list[dict[str, Any] | None]:
 
 
 def wait_results(task_ids: list[str], timeout: float, what: str) -> list[dict[str, Any]]:
+    def done() -> bool:
+        # One cheap read of the last job until it is done, so polling doesn't load the machine.
+        last = app.backend.client.get(app.backend.get_key_for_task(task_ids[-1]))
+        return last is not None and all(r is not None for r in results(task_ids))
+
     wait_until(
-        lambda: all(r is not None for r in results(task_ids)),
+        done,
         timeout=timeout,
         what=what,
         interval=0.2,
@@ -129,14 +135,16 @@ def main() -> None:
     os.environ["BENCH_REDIS_URL"] = args.redis_url
     app.conf.update(broker_url=args.redis_url, result_backend=args.redis_url)
     if args.worker:
+        follow_parent()
         run_worker()
         return
     sizes = Sizes.pick(args.quick)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     figures: dict[str, float] = {}
-    sampler = RssSampler()
-    sampler.watch("broker", redis_pid(app.backend.client.info("server")))
     broker = app.backend.client
+    broker.flushdb()  # ETA tasks a stopped worker handed back would join this run's drain
+    sampler = RssSampler()
+    sampler.watch("broker", redis_pid(broker.info("server")))
 
     log("batch submit (no worker)")
     batch_ms = [bulk_submit(sizes.batch_size)[0] for _ in range(sizes.batch_samples)]

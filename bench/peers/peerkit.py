@@ -155,6 +155,22 @@ class WorkerProcess:
         self._log.close()
 
 
+def follow_parent() -> None:
+    """In a worker: end this worker's own process group if the benchmark script goes away.
+
+    The worker runs in a session of its own (so its forked children stop with it); without
+    this, a script killed by the runner's timeout would leave the worker running.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.killpg(os.getpgid(0), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def wait_until(
     check: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.05
 ) -> None:

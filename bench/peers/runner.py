@@ -61,21 +61,29 @@ def run_peer(
     if quick:
         command.append("--quick")
     logger.info("running peer", extra={"peer": name})
-    try:
-        done = subprocess.run(
-            command, capture_output=True, text=True, timeout=timeout, cwd=str(work_dir)
-        )
-    except subprocess.TimeoutExpired as error:
-        stderr = error.stderr.decode() if isinstance(error.stderr, bytes) else error.stderr
-        raise PeerRunError(f"{name} ran past {timeout} s:\n{stderr or ''}") from error
-    (work_dir / f"{name}.stderr.log").write_text(done.stderr)
+    log_path = work_dir / f"{name}.stderr.log"
+    with log_path.open("w") as log:
+        # stderr goes to the file as it comes, so a long run can be followed with `tail -f`.
+        try:
+            done = subprocess.run(
+                command,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                timeout=timeout,
+                cwd=str(work_dir),
+            )
+        except subprocess.TimeoutExpired as error:
+            # The script's workers notice their parent is gone and stop themselves.
+            raise PeerRunError(f"{name} ran past {timeout} s:\n{log_path.read_text()}") from error
+    stderr = log_path.read_text()
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
-        raise PeerRunError(f"{name} exited with {done.returncode}:\n{done.stderr}")
+        raise PeerRunError(f"{name} exited with {done.returncode}:\n{stderr}")
     try:
         figures = json.loads(lines[-1])
     except json.JSONDecodeError as error:
-        raise PeerRunError(f"{name} printed no figures:\n{done.stdout}\n{done.stderr}") from error
+        raise PeerRunError(f"{name} printed no figures:\n{done.stdout}\n{stderr}") from error
     return {key: float(value) for key, value in figures.items()}
 
 
