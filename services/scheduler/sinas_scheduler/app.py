@@ -33,6 +33,7 @@ from sinas_scheduler.identity import Authenticator
 from sinas_scheduler.interaction import Control, InteractionUseCases
 from sinas_scheduler.metrics import QUEUE_DEPTH, QUEUE_SAMPLE_SECONDS
 from sinas_scheduler.notifications import PostgresListener
+from sinas_scheduler.pg import HotPool, open_hot_pool
 from sinas_scheduler.postgres_agents import PostgresAgentStore
 from sinas_scheduler.postgres_batches import PostgresBatchStore
 from sinas_scheduler.postgres_callbacks import PostgresBatchCallbackStore, PostgresCallbackStore
@@ -73,6 +74,7 @@ class SchedulerApp:
         self._settings = settings
         self._resolver: Resolver = resolver or SystemResolver()
         self._engine: AsyncEngine | None = None
+        self._hot: HotPool | None = None
         self._server: GrpcServer | None = None
         self._nats: NatsClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -103,9 +105,10 @@ class SchedulerApp:
         self._engine = engine = create_engine(
             settings.database_url, pool_size=settings.db_pool_size
         )
-        identity_store = PostgresIdentityStore(engine)
-        function_store = PostgresFunctionStore(engine)
-        execution_store = PostgresExecutionStore(engine)
+        self._hot = hot = await open_hot_pool(settings.database_url, size=settings.db_pool_size)
+        identity_store = PostgresIdentityStore(engine, hot)
+        function_store = PostgresFunctionStore(engine, hot)
+        execution_store = PostgresExecutionStore(engine, hot)
         callback_store = PostgresCallbackStore(engine)
         batch_callback_store = PostgresBatchCallbackStore(engine)
         # Fails fast on a malformed CALLBACK_URL_PORTS.
@@ -326,4 +329,7 @@ class SchedulerApp:
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
+        if self._hot is not None:
+            await self._hot.close()
+            self._hot = None
         logger.info("scheduler stopped", extra={"action": "stop"})

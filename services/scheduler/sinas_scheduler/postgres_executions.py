@@ -7,7 +7,6 @@ so a fetched batch of a thousand executions costs one round trip, not a thousand
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,11 +30,12 @@ from sinas_scheduler.models import (
     ReapOutcome,
     ReleasedAttempt,
 )
+from sinas_scheduler.pg import HotPool, json_param
 from sinas_scheduler.postgres_batch_finish import finish_batches_if_done
 from sinas_scheduler.postgres_idempotency import reserve_idempotency_key
 from sinas_scheduler.postgres_messages import append_messages
 from sinas_scheduler.store import COMPLETION_CHANNEL, DISPATCH_CHANNEL, EVENTS_CHANNEL, Publish
-from sinas_scheduler.tables import JSON_DATA, executions
+from sinas_scheduler.tables import executions
 
 _NOTIFY_DISPATCH = sa.text("SELECT pg_notify(:channel, '')").bindparams(channel=DISPATCH_CHANNEL)
 
@@ -49,14 +49,13 @@ _NOTIFY_EVENT = (
 # Only a PENDING row is claimed. A message for a row that is RUNNING elsewhere is a duplicate
 # (a NATS node failed under a live worker and its in-progress acks were lost, or the reaper
 # re-dispatched an attempt whose worker went quiet): it is skipped, and the row decides.
-_CLAIM = sa.text(
-    """
+_CLAIM = """
 WITH claimed AS (
     UPDATE executions AS e
     SET status = 'RUNNING',
         attempts = e.attempts + 1,
         started_at = COALESCE(e.started_at, now()),
-        worker_id = :worker_id,
+        worker_id = %(worker_id)s,
         heartbeat_at = now(),
         -- A new attempt runs the function from the start: its `input()` calls count anew.
         input_round = 0,
@@ -64,7 +63,7 @@ WITH claimed AS (
         input_deadline_at = NULL,
         resumed_input = NULL,
         resumed_at = NULL
-    WHERE e.id = ANY(CAST(:ids AS text[])) AND e.status = 'PENDING'
+    WHERE e.id = ANY(%(ids)s::text[]) AND e.status = 'PENDING'
     RETURNING e.id, e.attempts, e.user_id, e.function_id, e.function_version, e.input,
               e.trigger_type, e.trigger_id, e.batch_id, e.chat_id, e.depth, e.kind,
               EXTRACT(EPOCH FROM now() - e.run_at)::float8 AS lag_seconds
@@ -78,7 +77,6 @@ JOIN users AS u ON u.id = c.user_id
 LEFT JOIN function_versions AS fv
   ON fv.function_id = c.function_id AND fv.version = c.function_version
 """
-).columns(input=JSON_DATA)
 
 _COMPLETE = sa.text(
     f"""
@@ -201,9 +199,54 @@ FROM executions WHERE dispatched_at IS NULL AND status = 'PENDING'
 )
 
 
+_EXECUTION_BY_ID = "SELECT * FROM executions WHERE id = %(id)s"
+
+# In psycopg's parameter style: run straight on the hot pool, or through the engine's
+# driver inside an idempotent submit's transaction.
+_INSERT = f"""
+WITH inserted AS (
+    INSERT INTO executions (
+        id, user_id, kind, namespace, name, function_id, function_version, trigger_type,
+        trigger_id, status, input, depth, created_at, run_at, parent_execution_id,
+        callback_url, callback_status
+    )
+    VALUES (
+        %(id)s, %(user_id)s, %(kind)s, %(namespace)s, %(name)s, %(function_id)s,
+        %(function_version)s, %(trigger_type)s, %(trigger_id)s, 'PENDING', %(input)s::json,
+        %(depth)s, now(), now() + make_interval(secs => %(delay_seconds)s),
+        %(parent_execution_id)s, %(callback_url)s, %(callback_status)s
+    )
+    RETURNING id
+)
+SELECT pg_notify('{DISPATCH_CHANNEL}', '') FROM inserted
+"""
+
+
+def _insert_params(new: NewExecution) -> dict[str, Any]:
+    return {
+        "id": new.id,
+        "user_id": new.user_id,
+        "kind": new.kind,
+        "namespace": new.namespace,
+        "name": new.name,
+        "function_id": new.function_id,
+        "function_version": new.function_version,
+        "trigger_type": new.trigger_type,
+        "trigger_id": new.trigger_id,
+        "input": json_param(new.input),
+        "depth": new.depth,
+        "delay_seconds": new.delay_seconds,
+        "parent_execution_id": new.parent_execution_id,
+        "callback_url": new.callback_url,
+        "callback_status": None if new.callback_url is None else CallbackStatus.PENDING.value,
+    }
+
+
 class PostgresExecutionStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, hot: HotPool) -> None:
         self._engine = engine
+        # Reads of one execution and claims run per request: straight psycopg (see `pg`).
+        self._hot = hot
 
     async def insert_execution(
         self, new: NewExecution, *, idempotency: IdempotencyReservation | None = None
@@ -211,45 +254,22 @@ class PostgresExecutionStore:
         """Stores the PENDING row and wakes the dispatchers, in one transaction that first
         reserves the idempotency key; when the key is held, stores nothing and returns what
         the request holding it stored."""
-        now = sa.func.now()
+        params = _insert_params(new)
+        if idempotency is None:
+            # One autocommitted statement: the row and its wake-up, one round trip.
+            async with self._hot.connection() as conn:
+                await conn.execute(_INSERT, params)
+            return None
         async with self._engine.begin() as conn:
-            if idempotency is not None:
-                held = await reserve_idempotency_key(conn, idempotency)
-                if held is not None:
-                    return held
-            await conn.execute(
-                executions.insert().values(
-                    id=new.id,
-                    user_id=new.user_id,
-                    kind=new.kind,
-                    namespace=new.namespace,
-                    name=new.name,
-                    function_id=new.function_id,
-                    function_version=new.function_version,
-                    trigger_type=new.trigger_type,
-                    trigger_id=new.trigger_id,
-                    status=ExecutionStatus.PENDING.value,
-                    input=new.input,
-                    depth=new.depth,
-                    created_at=now,
-                    run_at=now + timedelta(seconds=new.delay_seconds),
-                    parent_execution_id=new.parent_execution_id,
-                    callback_url=new.callback_url,
-                    callback_status=(
-                        None if new.callback_url is None else CallbackStatus.PENDING.value
-                    ),
-                )
-            )
-            await conn.execute(_NOTIFY_DISPATCH)
+            held = await reserve_idempotency_key(conn, idempotency)
+            if held is not None:
+                return held
+            await conn.exec_driver_sql(_INSERT, params)
         return None
 
     async def get_execution(self, execution_id: str) -> Execution | None:
-        async with self._engine.connect() as conn:
-            row = (
-                (await conn.execute(sa.select(executions).where(executions.c.id == execution_id)))
-                .mappings()
-                .one_or_none()
-            )
+        async with self._hot.connection() as conn:
+            row = await (await conn.execute(_EXECUTION_BY_ID, {"id": execution_id})).fetchone()
         return None if row is None else execution_from_row(row)
 
     async def list_executions(self, query: ExecutionQuery) -> list[Execution]:
@@ -277,8 +297,8 @@ class PostgresExecutionStore:
         if not items:
             return ClaimOutcome(claimed=(), skipped=())
         params = {"ids": [item.execution_id for item in items], "worker_id": worker_id}
-        async with self._engine.begin() as conn:
-            rows = (await conn.execute(_CLAIM, params)).mappings().all()
+        async with self._hot.connection() as conn:
+            rows = await (await conn.execute(_CLAIM, params)).fetchall()
         claimed = [
             ClaimedRow(
                 execution_id=row["id"],

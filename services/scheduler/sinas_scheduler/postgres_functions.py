@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -12,14 +13,34 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sinas_common.errors import AlreadyExists, FunctionNotFound
 from sinas_common.ids import uuid7
 from sinas_scheduler.models import Function, FunctionChanges, FunctionSpec, FunctionVersion
+from sinas_scheduler.pg import HotPool
 from sinas_scheduler.tables import function_versions, functions
 
 _LIVE = functions.c.deleted_at.is_(None)
 
+_LIVE_FUNCTION_BY_NAME = """
+SELECT * FROM functions
+WHERE namespace = %(namespace)s AND name = %(name)s AND deleted_at IS NULL
+"""
+
+_VERSIONS = """
+SELECT v.function_id, v.version, f.namespace, f.name, v.code, v.input_schema, v.output_schema,
+       v.timeout_seconds
+FROM unnest(%(ids)s::text[], %(versions)s::int[]) AS k(function_id, version)
+JOIN function_versions AS v ON v.function_id = k.function_id AND v.version = k.version
+JOIN functions AS f ON f.id = v.function_id
+"""
+
+# Versions never change once written: claims keep the recent ones instead of asking again.
+VERSION_CACHE_SIZE = 1024
+
 
 class PostgresFunctionStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, hot: HotPool) -> None:
         self._engine = engine
+        # Every submit looks a function up and every claim reads versions: straight psycopg.
+        self._hot = hot
+        self._versions: OrderedDict[tuple[str, int], FunctionVersion] = OrderedDict()
 
     async def create_function(
         self, *, namespace: str, name: str, owner_user_id: str, spec: FunctionSpec
@@ -51,18 +72,11 @@ class PostgresFunctionStore:
         return _function(row)
 
     async def get_function(self, namespace: str, name: str) -> Function | None:
-        async with self._engine.connect() as conn:
-            row = (
-                (
-                    await conn.execute(
-                        sa.select(functions).where(
-                            functions.c.namespace == namespace, functions.c.name == name, _LIVE
-                        )
-                    )
-                )
-                .mappings()
-                .one_or_none()
+        async with self._hot.connection() as conn:
+            cursor = await conn.execute(
+                _LIVE_FUNCTION_BY_NAME, {"namespace": namespace, "name": name}
             )
+            row = await cursor.fetchone()
         return None if row is None else _function(row)
 
     async def update_function(
@@ -116,36 +130,38 @@ class PostgresFunctionStore:
         return result.rowcount > 0
 
     async def function_versions(self, keys: Sequence[tuple[str, int]]) -> list[FunctionVersion]:
-        if not keys:
-            return []
-        query = (
-            sa.select(
-                function_versions,
-                functions.c.namespace,
-                functions.c.name,
-            )
-            .join(functions, functions.c.id == function_versions.c.function_id)
-            .where(
-                sa.tuple_(function_versions.c.function_id, function_versions.c.version).in_(
-                    list(keys)
-                )
-            )
-        )
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(query)).mappings().all()
-        return [
-            FunctionVersion(
-                function_id=row["function_id"],
-                version=row["version"],
-                namespace=row["namespace"],
-                name=row["name"],
-                code=row["code"],
-                input_schema=row["input_schema"],
-                output_schema=row["output_schema"],
-                timeout_seconds=row["timeout_seconds"],
-            )
-            for row in rows
-        ]
+        missing = [key for key in keys if key not in self._versions]
+        if missing:
+            params = {"ids": [k[0] for k in missing], "versions": [k[1] for k in missing]}
+            async with self._hot.connection() as conn:
+                rows = await (await conn.execute(_VERSIONS, params)).fetchall()
+            for row in rows:
+                self._remember(_version(row))
+        found = []
+        for key in keys:
+            version = self._versions.get(key)
+            if version is not None:
+                self._versions.move_to_end(key)
+                found.append(version)
+        return found
+
+    def _remember(self, version: FunctionVersion) -> None:
+        self._versions[(version.function_id, version.version)] = version
+        while len(self._versions) > VERSION_CACHE_SIZE:
+            self._versions.popitem(last=False)
+
+
+def _version(row: Any) -> FunctionVersion:
+    return FunctionVersion(
+        function_id=row["function_id"],
+        version=row["version"],
+        namespace=row["namespace"],
+        name=row["name"],
+        code=row["code"],
+        input_schema=row["input_schema"],
+        output_schema=row["output_schema"],
+        timeout_seconds=row["timeout_seconds"],
+    )
 
 
 def _spec_values(spec: FunctionSpec) -> dict[str, Any]:

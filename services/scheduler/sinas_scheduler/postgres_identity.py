@@ -14,49 +14,50 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sinas_common.errors import AlreadyExists, RoleNotFound, UserNotFound
 from sinas_common.ids import uuid7
 from sinas_scheduler.models import ApiKeyRecord, Role, SigningKey, User
+from sinas_scheduler.pg import HotPool
 from sinas_scheduler.tables import api_keys, roles, signing_keys, user_roles, users
 
 # Serialises first-start key generation across replicas so they all share one key.
 SIGNING_KEY_LOCK_ID = 0x5151A6
 
 
+# A user with each of their roles, one row per role (a user without roles: one row of NULLs).
+_USER_WITH_ROLES = """
+SELECT u.id, u.email, u.created_at, u.last_login_at, r.name AS role_name, r.permissions
+FROM users AS u
+LEFT JOIN user_roles AS ur ON ur.user_id = u.id
+LEFT JOIN roles AS r ON r.id = ur.role_id
+WHERE u.id = {which}
+ORDER BY r.name
+"""
+_BY_USER_ID = _USER_WITH_ROLES.format(which="%(user_id)s")
+_BY_LIVE_API_KEY = _USER_WITH_ROLES.format(
+    which="""(SELECT k.user_id FROM api_keys AS k
+              WHERE k.key_hash = %(key_hash)s AND k.revoked_at IS NULL
+                AND (k.expires_at IS NULL OR k.expires_at > now()))"""
+)
+
+
 class PostgresIdentityStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, hot: HotPool) -> None:
         self._engine = engine
+        # Authentication runs on every request: straight psycopg (see `pg`).
+        self._hot = hot
 
     async def user_with_permissions(self, user_id: str) -> tuple[User, frozenset[str]] | None:
-        return await self._user_with_permissions(users.c.id == user_id)
+        return await self._user_with_permissions(_BY_USER_ID, {"user_id": user_id})
 
     async def user_with_permissions_for_api_key(
         self, key_hash: str
     ) -> tuple[User, frozenset[str]] | None:
         """The key's user and permissions in one round trip; None for unknown or dead keys."""
-        live_key = (
-            sa.select(api_keys.c.user_id)
-            .where(
-                api_keys.c.key_hash == key_hash,
-                api_keys.c.revoked_at.is_(None),
-                sa.or_(api_keys.c.expires_at.is_(None), api_keys.c.expires_at > sa.func.now()),
-            )
-            .scalar_subquery()
-        )
-        return await self._user_with_permissions(users.c.id == live_key)
+        return await self._user_with_permissions(_BY_LIVE_API_KEY, {"key_hash": key_hash})
 
     async def _user_with_permissions(
-        self, which: sa.ColumnElement[bool]
+        self, query: str, params: dict[str, Any]
     ) -> tuple[User, frozenset[str]] | None:
-        query = (
-            sa.select(users, roles.c.name.label("role_name"), roles.c.permissions)
-            .select_from(
-                users.outerjoin(user_roles, user_roles.c.user_id == users.c.id).outerjoin(
-                    roles, roles.c.id == user_roles.c.role_id
-                )
-            )
-            .where(which)
-            .order_by(roles.c.name)
-        )
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(query)).mappings().all()
+        async with self._hot.connection() as conn:
+            rows = await (await conn.execute(query, params)).fetchall()
         if not rows:
             return None
         permissions: set[str] = set()

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from sinas_common.callback_policy import Resolver
 from sinas_common.settings import NatsSettings
+from sinas_scheduler.pg import HotPool, open_hot_pool
 from sinas_scheduler.settings import SchedulerSettings
 from sinas_scheduler.testing import RunningScheduler, start_in_process, stop_in_process
 
@@ -74,6 +75,14 @@ async def start_scheduler(
 @pytest.fixture
 async def scheduler(start_scheduler: StartScheduler) -> RunningScheduler:
     return await start_scheduler()
+
+
+@pytest.fixture
+async def hot_pool(database_url: str) -> AsyncIterator[HotPool]:
+    """The psycopg pool the stores' hot paths use, on this test's database."""
+    pool = await open_hot_pool(database_url, size=2)
+    yield pool
+    await pool.close()
 
 
 @pytest.fixture

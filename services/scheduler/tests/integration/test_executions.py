@@ -22,6 +22,7 @@ from sinas_common.errors import (
 from sinas_common.grpc_client import invoke
 from sinas_common.timeconv import utcnow
 from sinas_proto.scheduler.v1 import scheduler_pb2 as pb
+from sinas_scheduler.pg import HotPool
 from sinas_scheduler.postgres_identity import PostgresIdentityStore
 from sinas_scheduler.testing import RunningScheduler, bearer
 from sinas_scheduler.tokens import TokenService
@@ -125,12 +126,12 @@ async def test_check_order_and_nothing_stored_on_failure(
 
 
 async def test_depth_comes_from_the_execution_token(
-    scheduler: RunningScheduler, db: AsyncEngine
+    scheduler: RunningScheduler, db: AsyncEngine, hot_pool: HotPool
 ) -> None:
     await scheduler.create_function()
     user, key = await scheduler.create_user(["Users"])
     parent = await scheduler.submit(bearer(key), {})
-    keys = await PostgresIdentityStore(db).signing_keys()
+    keys = await PostgresIdentityStore(db, hot_pool).signing_keys()
     tokens = TokenService(keys[0], keys[1:])
 
     def token(depth: int) -> list[tuple[str, str]]:
@@ -160,13 +161,15 @@ async def test_depth_comes_from_the_execution_token(
         await scheduler.submit(token(4), {})
 
 
-async def test_depth_check_can_be_disabled(start_scheduler: Any, db: AsyncEngine) -> None:
+async def test_depth_check_can_be_disabled(
+    start_scheduler: Any, db: AsyncEngine, hot_pool: HotPool
+) -> None:
     scheduler: RunningScheduler = await start_scheduler(MAX_EXECUTION_DEPTH=0)
     await scheduler.create_function()
     admin_user = (
         await invoke(scheduler.identity.GetMe, pb.GetMeRequest(), metadata=scheduler.admin)
     ).user
-    keys = await PostgresIdentityStore(db).signing_keys()
+    keys = await PostgresIdentityStore(db, hot_pool).signing_keys()
     deep = TokenService(keys[0], []).mint(
         user_id=admin_user.id,
         email=admin_user.email,

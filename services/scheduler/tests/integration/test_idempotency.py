@@ -15,6 +15,7 @@ from sinas_common.jsoncodec import dump_json
 from sinas_proto.scheduler.v1 import scheduler_pb2 as pb
 from sinas_scheduler.idempotency import KEY_REUSED_MESSAGE, IdempotencyReservation
 from sinas_scheduler.models import KIND_FUNCTION, TRIGGER_TYPE_API, NewExecution
+from sinas_scheduler.pg import HotPool
 from sinas_scheduler.postgres_executions import PostgresExecutionStore
 from sinas_scheduler.postgres_idempotency import (
     PostgresIdempotencyStore,
@@ -129,11 +130,11 @@ def new_execution(execution_id: str, user_id: str, function_id: str) -> NewExecu
 
 @pytest.mark.parametrize("holder_commits", [True, False])
 async def test_a_reservation_waits_for_an_uncommitted_holder(
-    scheduler: RunningScheduler, db: AsyncEngine, holder_commits: bool
+    scheduler: RunningScheduler, db: AsyncEngine, hot_pool: HotPool, holder_commits: bool
 ) -> None:
     function = await scheduler.create_function()
     user_id = str(await scalar(db, "SELECT id FROM users LIMIT 1"))
-    store = PostgresExecutionStore(db)
+    store = PostgresExecutionStore(db, hot_pool)
     async with db.connect() as holder:
         transaction = await holder.begin()
         assert await reserve_idempotency_key(holder, reservation(user_id, "f1", "first")) is None

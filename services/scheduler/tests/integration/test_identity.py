@@ -23,6 +23,7 @@ from sinas_common.grpc_client import invoke
 from sinas_common.ids import uuid7
 from sinas_common.timeconv import utcnow
 from sinas_proto.scheduler.v1 import scheduler_pb2 as pb
+from sinas_scheduler.pg import HotPool
 from sinas_scheduler.postgres_identity import PostgresIdentityStore
 from sinas_scheduler.testing import RunningScheduler, bearer
 from sinas_scheduler.tokens import TokenService, generate_signing_key
@@ -34,8 +35,8 @@ async def me(scheduler: RunningScheduler, metadata: list[tuple[str, str]]) -> pb
     return user
 
 
-async def token_service(db: AsyncEngine) -> TokenService:
-    keys = await PostgresIdentityStore(db).signing_keys()
+async def token_service(db: AsyncEngine, hot_pool: HotPool) -> TokenService:
+    keys = await PostgresIdentityStore(db, hot_pool).signing_keys()
     return TokenService(keys[0], keys[1:])
 
 
@@ -152,10 +153,10 @@ async def test_api_key_is_stored_hashed(scheduler: RunningScheduler, db: AsyncEn
 
 
 async def test_tokens_authenticate_and_forgeries_do_not(
-    scheduler: RunningScheduler, db: AsyncEngine
+    scheduler: RunningScheduler, db: AsyncEngine, hot_pool: HotPool
 ) -> None:
     user, _ = await scheduler.create_user(["Users"])
-    tokens = await token_service(db)
+    tokens = await token_service(db, hot_pool)
     now = utcnow()
     good = tokens.mint(user_id=user.id, email=user.email, now=now, lifetime=timedelta(minutes=5))
     assert (await me(scheduler, bearer(good))).id == user.id
@@ -183,9 +184,11 @@ async def test_tokens_authenticate_and_forgeries_do_not(
         await me(scheduler, bearer(ghost))
 
 
-async def test_jwks_verifies_minted_tokens(scheduler: RunningScheduler, db: AsyncEngine) -> None:
+async def test_jwks_verifies_minted_tokens(
+    scheduler: RunningScheduler, db: AsyncEngine, hot_pool: HotPool
+) -> None:
     document = json.loads((await invoke(scheduler.identity.GetJwks, pb.GetJwksRequest())).jwks_json)
-    tokens = await token_service(db)
+    tokens = await token_service(db, hot_pool)
     token = tokens.mint(
         user_id="u", email="e@example.com", now=utcnow(), lifetime=timedelta(minutes=1)
     )
