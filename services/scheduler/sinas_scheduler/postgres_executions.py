@@ -172,31 +172,25 @@ RETURNING e.id
 """
 )
 
-_DUE = sa.text(
-    """
+_DUE = """
 SELECT id, kind, attempts FROM executions
 WHERE dispatched_at IS NULL AND status = 'PENDING' AND run_at <= now()
 ORDER BY run_at
-LIMIT :limit
+LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
 """
-)
 
-_MARK_DISPATCHED = sa.text(
-    "UPDATE executions SET dispatched_at = now() WHERE id = ANY(CAST(:ids AS text[]))"
-)
+_MARK_DISPATCHED = "UPDATE executions SET dispatched_at = now() WHERE id = ANY(%(ids)s::text[])"
 
 _COUNT_DUE = sa.text(
     "SELECT count(*) FROM executions"
     " WHERE status = 'PENDING' AND dispatched_at IS NULL AND run_at <= now()"
 )
 
-_NEXT_DUE = sa.text(
-    """
-SELECT EXTRACT(EPOCH FROM (min(run_at) - clock_timestamp()))::float8
+_NEXT_DUE = """
+SELECT EXTRACT(EPOCH FROM (min(run_at) - clock_timestamp()))::float8 AS seconds
 FROM executions WHERE dispatched_at IS NULL AND status = 'PENDING'
 """
-)
 
 
 _EXECUTION_BY_ID = "SELECT * FROM executions WHERE id = %(id)s"
@@ -392,11 +386,14 @@ class PostgresExecutionStore:
 
     async def dispatch_due(self, *, limit: int, publish: Publish) -> int:
         """Publishes due rows and marks them dispatched; a failed publish rolls back the mark."""
-        async with self._engine.begin() as conn:
-            rows = (await conn.execute(_DUE, {"limit": limit})).all()
+        async with self._hot.connection() as conn, conn.transaction():
+            rows = await (await conn.execute(_DUE, {"limit": limit})).fetchall()
             if not rows:
                 return 0
-            due = [DueExecution(id=row[0], kind=row[1], attempts=row[2]) for row in rows]
+            due = [
+                DueExecution(id=row["id"], kind=row["kind"], attempts=row["attempts"])
+                for row in rows
+            ]
             await publish(due)
             await conn.execute(_MARK_DISPATCHED, {"ids": [d.id for d in due]})
         return len(due)
@@ -407,8 +404,9 @@ class PostgresExecutionStore:
             return int((await conn.execute(_COUNT_DUE)).scalar_one())
 
     async def seconds_until_next_due(self) -> float | None:
-        async with self._engine.connect() as conn:
-            value = (await conn.execute(_NEXT_DUE)).scalar_one_or_none()
+        async with self._hot.connection() as conn:
+            row = await (await conn.execute(_NEXT_DUE)).fetchone()
+        value = None if row is None else row["seconds"]
         return None if value is None else float(value)
 
 
