@@ -20,11 +20,13 @@ _api_key_scheme = APIKeyHeader(
 )
 
 
-def get_scheduler(request: Request) -> SchedulerClient:
+# Dependencies are coroutines: FastAPI runs a plain function in a worker thread, which costs
+# more than the whole request's own work.
+async def get_scheduler(request: Request) -> SchedulerClient:
     return cast(SchedulerClient, request.app.state.scheduler)
 
 
-def get_settings(request: Request) -> GatewaySettings:
+async def get_settings(request: Request) -> GatewaySettings:
     return cast(GatewaySettings, request.app.state.settings)
 
 
@@ -35,7 +37,7 @@ def _metadata_safe(value: str | None) -> str | None:
     return value
 
 
-def get_caller(
+async def get_caller(
     request: Request,
     _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer_scheme)],
     _api_key: Annotated[str | None, Security(_api_key_scheme)],
@@ -50,7 +52,7 @@ def get_caller(
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
 
 
-def get_idempotency_key(
+async def get_idempotency_key(
     idempotency_key: Annotated[
         str | None,
         Header(
