@@ -43,9 +43,9 @@ lint: $(STAMP) ## ruff and mypy --strict
 
 test: $(STAMP) ## Install what is needed and run the whole suite (starts its own servers)
 	$(MAKE) --no-print-directory proto-check
-	$(BIN)/pytest -m "not scale_out" $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_ARGS)
 
-test-scale-out: $(STAMP) ## The multi-replica chaos test: 3-node NATS, two of each service, kills
+test-scale-out: $(STAMP) ## Only the multi-replica chaos test (part of `test` too): 3-node NATS, kills
 	$(BIN)/pytest -m scale_out tests/e2e/test_scale_out.py $(PYTEST_ARGS)
 
 run: $(STAMP) ## Start the whole system (embedded PostgreSQL and NATS unless configured)
