@@ -306,6 +306,10 @@ class ExecutionConsumer:
                 if not self._outcomes.empty():
                     batch.append(self._outcomes.get_nowait())
                     continue
+                # Nothing else running: no outcome is coming to share this write, so waiting
+                # would only delay the result.
+                if not self._running:
+                    break
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break

@@ -346,3 +346,11 @@ async def test_nothing_is_claimed_ahead_until_runs_are_known_short(harness: Harn
     # No run has ended yet: only the 4 slots' worth is claimed.
     assert _claimed(harness, "slow-") == 4
     await eventually(lambda: all(i in harness.scheduler.outcomes for i in ids))
+
+
+async def test_a_lone_outcome_is_recorded_without_waiting_for_company(harness: Harness) -> None:
+    # The flush delay lets outcomes that finish together share one write; with nothing else
+    # running, none will come, so the outcome goes at once rather than a minute later.
+    await harness.start(flush_delay_seconds=60.0)
+    await harness.publish("exec-alone")
+    await eventually(lambda: "exec-alone" in harness.scheduler.outcomes, timeout=20.0)
