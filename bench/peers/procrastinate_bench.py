@@ -7,8 +7,9 @@ status, polling every 1 ms as arq's client does.
 
 Worker settings: procrastinate's default concurrency of 1. Ten slots (arq's default
 max_jobs) drained about half as fast here (116 vs 215 jobs/s on 10,000 jobs): the slots
-contend for the same head of the queue. As arq polls every 1 ms, the worker polls for due
-jobs every POLL_INTERVAL_S (default 5 s); immediate jobs wake it through LISTEN/NOTIFY.
+contend for the same head of the queue. As arq polls every 1 ms, so does this worker for
+due jobs (POLL_INTERVAL_S; procrastinate's default is 5 s); immediate jobs wake it through
+LISTEN/NOTIFY either way.
 With 100,000 jobs scheduled an hour ahead, each fetch walks past them (its index orders by
 priority and id, not by due time), so delayed lateness runs to tens of seconds.
 """

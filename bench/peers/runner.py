@@ -42,9 +42,9 @@ def run_peer(
 ) -> dict[str, float]:
     """Runs `<name>_bench.py` with `python`; returns the JSON figures it prints last.
 
-    celery and arq need `redis_url` (an otherwise empty Redis), procrastinate needs
-    `database_url` (libpq URL of a fresh database). Progress lines go to
-    `work_dir/<name>.stderr.log`.
+    celery and arq need `redis_url` (a Redis of their own: the script empties it first),
+    procrastinate needs `database_url` (libpq URL of a fresh database). `quick` runs a tenth
+    of the counts. Progress lines go to `work_dir/<name>.stderr.log` as they come.
     """
     if name not in _SCRIPTS:
         raise ValueError(f"unknown peer {name!r}; expected one of {PEERS}")
