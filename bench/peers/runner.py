@@ -49,7 +49,8 @@ def run_peer(
     if name not in _SCRIPTS:
         raise ValueError(f"unknown peer {name!r}; expected one of {PEERS}")
     work_dir.mkdir(parents=True, exist_ok=True)
-    command = [str(python), str(_SCRIPTS[name]), "--work-dir", str(work_dir)]
+    # absolute(), not resolve(): the venv's python is a symlink that must stay inside the venv.
+    command = [str(python.absolute()), str(_SCRIPTS[name]), "--work-dir", str(work_dir.absolute())]
     if name == "procrastinate":
         if database_url is None:
             raise ValueError("procrastinate needs database_url")
