@@ -172,15 +172,20 @@ RETURNING e.id
 """
 )
 
-_DUE = """
-SELECT id, kind, attempts FROM executions
-WHERE dispatched_at IS NULL AND status = 'PENDING' AND run_at <= now()
-ORDER BY run_at
-LIMIT %(limit)s
-FOR UPDATE SKIP LOCKED
+# Picks and marks due rows in one statement; the caller publishes before it commits, so a
+# failed publish rolls the marks back.
+_TAKE_DUE = """
+UPDATE executions AS e SET dispatched_at = now()
+FROM (
+    SELECT id FROM executions
+    WHERE dispatched_at IS NULL AND status = 'PENDING' AND run_at <= now()
+    ORDER BY run_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+) AS due
+WHERE e.id = due.id
+RETURNING e.id, e.kind, e.attempts, e.run_at
 """
-
-_MARK_DISPATCHED = "UPDATE executions SET dispatched_at = now() WHERE id = ANY(%(ids)s::text[])"
 
 _COUNT_DUE = sa.text(
     "SELECT count(*) FROM executions"
@@ -387,15 +392,16 @@ class PostgresExecutionStore:
     async def dispatch_due(self, *, limit: int, publish: Publish) -> int:
         """Publishes due rows and marks them dispatched; a failed publish rolls back the mark."""
         async with self._hot.connection() as conn, conn.transaction():
-            rows = await (await conn.execute(_DUE, {"limit": limit})).fetchall()
+            rows = await (await conn.execute(_TAKE_DUE, {"limit": limit})).fetchall()
             if not rows:
                 return 0
+            # Published in due order, so the earliest due runs first.
+            rows.sort(key=lambda row: (row["run_at"], row["id"]))
             due = [
                 DueExecution(id=row["id"], kind=row["kind"], attempts=row["attempts"])
                 for row in rows
             ]
             await publish(due)
-            await conn.execute(_MARK_DISPATCHED, {"ids": [d.id for d in due]})
         return len(due)
 
     async def count_due(self) -> int:
