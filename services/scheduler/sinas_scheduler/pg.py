@@ -8,11 +8,12 @@ pool of autocommit connections; everything else stays on the engine.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from psycopg import AsyncConnection
-from psycopg.rows import DictRow, dict_row
+from psycopg.rows import DictRow, dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
+from sqlalchemy.ext.asyncio import AsyncConnection as EngineConnection
 
 from sinas_common.jsoncodec import dump_json
 
@@ -46,3 +47,17 @@ async def open_hot_pool(database_url: str, *, size: int) -> HotPool:
 def json_param(value: Any) -> str:
     """A JSON value as the text PostgreSQL casts to json, with numbers kept exactly."""
     return dump_json(value).decode()
+
+
+async def driver_connection(conn: EngineConnection) -> AsyncConnection[Any]:
+    """The psycopg connection under an engine connection: statements on it run in the engine
+    connection's transaction, so helpers written for the hot pool serve both."""
+    raw = await conn.get_raw_connection()
+    return cast(AsyncConnection[Any], raw.driver_connection)
+
+
+async def scalars(conn: AsyncConnection[Any], query: str, params: dict[str, Any]) -> list[Any]:
+    """The first column of every row, whatever the connection's row factory."""
+    async with conn.cursor(row_factory=tuple_row) as cursor:
+        await cursor.execute(query, params)
+        return [row[0] for row in await cursor.fetchall()]

@@ -4,28 +4,26 @@ transaction (completion, lost workers, the reaper, cancel), so a batch ends exac
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
+from psycopg import AsyncConnection
 
+from sinas_scheduler.pg import scalars
 from sinas_scheduler.store import EVENTS_CHANNEL
 
 # Locked in id order before counting, so two transactions that each end a batch's last open
 # children serialise here: the second one counts after the first commits and sees it.
-_LOCK_OPEN = sa.text(
-    """
+_LOCK_OPEN = """
 SELECT id FROM batches
-WHERE id = ANY(CAST(:ids AS text[])) AND finished_at IS NULL
+WHERE id = ANY(%(ids)s::text[]) AND finished_at IS NULL
 ORDER BY id
 FOR UPDATE
 """
-)
 
-_FINISH = sa.text(
-    f"""
+_FINISH = f"""
 WITH done AS (
     SELECT b.id FROM batches AS b
-    WHERE b.id = ANY(CAST(:ids AS text[])) AND b.finished_at IS NULL
+    WHERE b.id = ANY(%(ids)s::text[]) AND b.finished_at IS NULL
       AND NOT EXISTS (
           SELECT 1 FROM executions AS e
           WHERE e.batch_id = b.id AND e.status IN ('PENDING', 'RUNNING', 'AWAITING_INPUT')
@@ -60,22 +58,22 @@ CROSS JOIN LATERAL (
                 THEN pg_notify('{EVENTS_CHANNEL}', '') END
 ) AS evented
 """
-)
 
 
 async def finish_batches_if_done(
-    conn: AsyncConnection, batch_ids: Sequence[str | None]
+    conn: AsyncConnection[Any], batch_ids: Sequence[str | None]
 ) -> list[str]:
     """Ends every given batch whose children are all terminal; returns the ids it ended.
 
     Call it in the transaction that made children terminal, after their UPDATE: the batch
-    ends in that same commit, exactly once, and owes its summary event from then on.
+    ends in that same commit, exactly once, and owes its summary event from then on. On an
+    engine connection, pass its `driver_connection`.
     """
     ids = sorted({batch_id for batch_id in batch_ids if batch_id})
     if not ids:
         return []
-    locked = (await conn.execute(_LOCK_OPEN, {"ids": ids})).scalars().all()
+    locked = await scalars(conn, _LOCK_OPEN, {"ids": ids})
     if not locked:
         return []
-    finished = (await conn.execute(_FINISH, {"ids": list(locked)})).scalars().all()
+    finished = await scalars(conn, _FINISH, {"ids": locked})
     return [str(batch_id) for batch_id in finished]

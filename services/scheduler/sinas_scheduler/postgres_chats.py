@@ -24,6 +24,7 @@ from sinas_scheduler.agent_models import (
 )
 from sinas_scheduler.idempotency import IdempotencyReservation, StoredResponse
 from sinas_scheduler.models import KIND_FUNCTION, TRIGGER_TYPE_API, CallbackStatus, NewExecution
+from sinas_scheduler.pg import driver_connection
 from sinas_scheduler.postgres_idempotency import reserve_idempotency_key
 from sinas_scheduler.postgres_messages import append_messages
 from sinas_scheduler.store import DISPATCH_CHANNEL
@@ -146,7 +147,9 @@ class PostgresChatStore:
                     "model": shared.model,
                 },
             )
-            await append_messages(conn, [(run.chat_id, run.transcript) for run in runs])
+            await append_messages(
+                await driver_connection(conn), [(run.chat_id, run.transcript) for run in runs]
+            )
             await conn.execute(
                 _INSERT_RUNS,
                 {

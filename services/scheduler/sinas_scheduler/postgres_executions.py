@@ -37,8 +37,6 @@ from sinas_scheduler.postgres_messages import append_messages
 from sinas_scheduler.store import COMPLETION_CHANNEL, DISPATCH_CHANNEL, EVENTS_CHANNEL, Publish
 from sinas_scheduler.tables import executions
 
-_NOTIFY_DISPATCH = sa.text("SELECT pg_notify(:channel, '')").bindparams(channel=DISPATCH_CHANNEL)
-
 # Every statement that ends executions wakes the event publishers in its own transaction when
 # an ended row has a callback (its event is owed). PostgreSQL folds identical notifications
 # of one transaction into one, so a batch costs one wake-up.
@@ -78,14 +76,13 @@ LEFT JOIN function_versions AS fv
   ON fv.function_id = c.function_id AND fv.version = c.function_version
 """
 
-_COMPLETE = sa.text(
-    f"""
+_COMPLETE = f"""
 WITH o AS (
     SELECT * FROM unnest(
-        CAST(:ids AS text[]), CAST(:attempts AS int[]), CAST(:statuses AS text[]),
-        CAST(:outputs AS text[]), CAST(:errors AS text[]), CAST(:tracebacks AS text[]),
-        CAST(:timed_out AS boolean[]), CAST(:completed AS timestamptz[]),
-        CAST(:prompt_tokens AS bigint[]), CAST(:completion_tokens AS bigint[])
+        %(ids)s::text[], %(attempts)s::int[], %(statuses)s::text[],
+        %(outputs)s::text[], %(errors)s::text[], %(tracebacks)s::text[],
+        %(timed_out)s::boolean[], %(completed)s::timestamptz[],
+        %(prompt_tokens)s::bigint[], %(completion_tokens)s::bigint[]
     ) AS o(id, attempt, status, output, error, traceback, timed_out, completed_at,
            prompt_tokens, completion_tokens)
 ),
@@ -107,22 +104,20 @@ done AS (
     RETURNING e.id, e.callback_status, e.batch_id, e.chat_id
 )
 SELECT d.id, d.batch_id, d.chat_id FROM done AS d
-CROSS JOIN LATERAL (SELECT pg_notify(:channel, d.id)) AS notified
+CROSS JOIN LATERAL (SELECT pg_notify(%(channel)s, d.id)) AS notified
 CROSS JOIN LATERAL (SELECT {_NOTIFY_EVENT.format(row="d")}) AS evented
 """
-)
 
 # An attempt whose worker stopped heartbeating for a whole lease is over. With attempts left,
 # the row goes back to PENDING and is dispatched again (a new message: the old one may be
 # gone with its NATS node); after the last one it fails "worker lost".
-_REAP = sa.text(
-    f"""
+_REAP = f"""
 WITH stale AS (
     SELECT id FROM executions
     WHERE status IN ('RUNNING', 'AWAITING_INPUT')
-      AND heartbeat_at < now() - make_interval(secs => :lease_seconds)
+      AND heartbeat_at < now() - make_interval(secs => %(lease_seconds)s)
     ORDER BY heartbeat_at
-    LIMIT :limit
+    LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ),
 retried AS (
@@ -134,29 +129,28 @@ retried AS (
         input_prompt = NULL,
         input_deadline_at = NULL
     FROM stale
-    WHERE e.id = stale.id AND e.attempts < :max_attempts
+    WHERE e.id = stale.id AND e.attempts < %(max_attempts)s
     RETURNING e.id
 ),
 lost AS (
     UPDATE executions AS e
     SET status = 'FAILED',
-        error = :lost_prefix || e.attempts::text || :lost_suffix,
+        error = %(lost_prefix)s || e.attempts::text || %(lost_suffix)s,
         completed_at = now(),
         duration_ms = (EXTRACT(EPOCH FROM now() - COALESCE(e.started_at, now())) * 1000)::bigint,
         heartbeat_at = NULL,
         input_prompt = NULL
     FROM stale
-    WHERE e.id = stale.id AND e.attempts >= :max_attempts
+    WHERE e.id = stale.id AND e.attempts >= %(max_attempts)s
     RETURNING e.id, e.callback_status, e.batch_id
 )
 SELECT l.id, l.batch_id, true AS lost FROM lost AS l
-CROSS JOIN LATERAL (SELECT pg_notify(:channel, l.id)) AS notified
+CROSS JOIN LATERAL (SELECT pg_notify(%(channel)s, l.id)) AS notified
 CROSS JOIN LATERAL (SELECT {_NOTIFY_EVENT.format(row="l")}) AS evented
 UNION ALL
 SELECT r.id, NULL, false FROM retried AS r
-CROSS JOIN LATERAL (SELECT pg_notify(:dispatch_channel, '')) AS woken
+CROSS JOIN LATERAL (SELECT pg_notify(%(dispatch_channel)s, '')) AS woken
 """
-)
 
 # A stopping worker's unfinished attempts go back to PENDING; their messages, nak'ed right
 # after, bring them to another worker. Still dispatched: no second message is needed.
@@ -354,20 +348,20 @@ class PostgresExecutionStore:
             "completion_tokens": [o.completion_tokens for o in outcomes],
             "channel": COMPLETION_CHANNEL,
         }
-        async with self._engine.begin() as conn:
-            applied = (await conn.execute(_COMPLETE, params)).all()
+        async with self._hot.connection() as conn, conn.transaction():
+            applied = await (await conn.execute(_COMPLETE, params)).fetchall()
             # An applied agent run's new messages go after its chat's, in the same transaction.
             by_id = {o.execution_id: o for o in outcomes}
             await append_messages(
                 conn,
                 [
-                    (row.chat_id, by_id[row.id].new_messages)
+                    (row["chat_id"], by_id[row["id"]].new_messages)
                     for row in applied
-                    if row.chat_id and by_id[row.id].new_messages
+                    if row["chat_id"] and by_id[row["id"]].new_messages
                 ],
             )
-            await finish_batches_if_done(conn, [row.batch_id for row in applied])
-        return [str(row.id) for row in applied]
+            await finish_batches_if_done(conn, [row["batch_id"] for row in applied])
+        return [str(row["id"]) for row in applied]
 
     async def reap_stale(
         self, *, lease_seconds: float, max_attempts: int, limit: int
@@ -381,12 +375,12 @@ class PostgresExecutionStore:
             "channel": COMPLETION_CHANNEL,
             "dispatch_channel": DISPATCH_CHANNEL,
         }
-        async with self._engine.begin() as conn:
-            rows = (await conn.execute(_REAP, params)).all()
-            await finish_batches_if_done(conn, [row.batch_id for row in rows if row.lost])
+        async with self._hot.connection() as conn, conn.transaction():
+            rows = await (await conn.execute(_REAP, params)).fetchall()
+            await finish_batches_if_done(conn, [row["batch_id"] for row in rows if row["lost"]])
         return ReapOutcome(
-            lost=tuple(str(row.id) for row in rows if row.lost),
-            retried=tuple(str(row.id) for row in rows if not row.lost),
+            lost=tuple(str(row["id"]) for row in rows if row["lost"]),
+            retried=tuple(str(row["id"]) for row in rows if not row["lost"]),
         )
 
     async def dispatch_due(self, *, limit: int, publish: Publish) -> int:

@@ -21,6 +21,7 @@ from sinas_scheduler.models import (
     HeartbeatNews,
     ResumedInput,
 )
+from sinas_scheduler.pg import driver_connection
 from sinas_scheduler.postgres_batch_finish import finish_batches_if_done
 from sinas_scheduler.store import COMPLETION_CHANNEL, EVENTS_CHANNEL
 from sinas_scheduler.tables import JSON_DATA
@@ -203,7 +204,7 @@ class PostgresInteractionStore:
             if row is None:
                 return None
             if row.batch_id is not None:
-                await finish_batches_if_done(conn, [row.batch_id])
+                await finish_batches_if_done(await driver_connection(conn), [row.batch_id])
         return ExecutionStatus(row.previous)
 
     async def cancel_batch(self, batch_id: str) -> tuple[int, EndedWaiters]:
@@ -212,7 +213,7 @@ class PostgresInteractionStore:
         async with self._engine.begin() as conn:
             rows = (await conn.execute(_CANCEL_CHILDREN, {"batch_id": batch_id})).all()
             await conn.execute(_MARK_BATCH_CANCELLED, {"batch_id": batch_id})
-            await finish_batches_if_done(conn, [batch_id])
+            await finish_batches_if_done(await driver_connection(conn), [batch_id])
         paused = tuple(
             row.id for row in rows if row.previous == ExecutionStatus.AWAITING_INPUT.value
         )
@@ -224,7 +225,7 @@ class PostgresInteractionStore:
             rows = (await conn.execute(_EXPIRE, {"error": error, "limit": limit})).all()
             batch_ids = sorted({row.batch_id for row in rows if row.batch_id is not None})
             if batch_ids:
-                await finish_batches_if_done(conn, batch_ids)
+                await finish_batches_if_done(await driver_connection(conn), batch_ids)
         return EndedWaiters(execution_ids=tuple(row.id for row in rows), batch_ids=tuple(batch_ids))
 
     async def heartbeat(self, *, worker_id: str, execution_ids: Sequence[str]) -> HeartbeatNews:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
+from psycopg import AsyncConnection
 
 from sinas_common.ids import uuid7
 from sinas_common.jsoncodec import dump_json
@@ -14,13 +13,12 @@ from sinas_scheduler.agent_models import ChatMessage
 
 # Positions continue after the chat's last message; the unique (chat_id, position) makes a
 # concurrent append to the same chat fail instead of interleaving.
-_APPEND = sa.text(
-    """
+_APPEND = """
 WITH m AS (
     SELECT * FROM unnest(
-        CAST(:ids AS text[]), CAST(:chat_ids AS text[]), CAST(:offsets AS int[]),
-        CAST(:roles AS text[]), CAST(:contents AS text[]), CAST(:tool_calls AS text[]),
-        CAST(:tool_call_ids AS text[])
+        %(ids)s::text[], %(chat_ids)s::text[], %(offsets)s::int[],
+        %(roles)s::text[], %(contents)s::text[], %(tool_calls)s::text[],
+        %(tool_call_ids)s::text[]
     ) AS m(id, chat_id, offset_in_chat, role, content, tool_calls, tool_call_id)
 ),
 base AS (
@@ -38,15 +36,15 @@ SELECT m.id, m.chat_id, base.first + m.offset_in_chat, m.role, m.content,
 FROM m JOIN base ON base.chat_id = m.chat_id
 ORDER BY m.chat_id, m.offset_in_chat
 """
-)
 
 _COLUMNS = ("ids", "chat_ids", "offsets", "roles", "contents", "tool_calls", "tool_call_ids")
 
 
 async def append_messages(
-    conn: AsyncConnection, appended: Sequence[tuple[str, Sequence[ChatMessage]]]
+    conn: AsyncConnection[Any], appended: Sequence[tuple[str, Sequence[ChatMessage]]]
 ) -> None:
-    """Appends per chat its messages, in order, in the caller's transaction."""
+    """Appends per chat its messages, in order, in the caller's transaction (on an engine
+    connection, pass its `driver_connection`)."""
     params: dict[str, list[Any]] = {key: [] for key in _COLUMNS}
     for chat_id, added in appended:
         for offset, message in enumerate(added):
