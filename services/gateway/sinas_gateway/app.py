@@ -110,6 +110,8 @@ def build_server(app: FastAPI, settings: GatewaySettings) -> uvicorn.Server:
         app,
         lifespan="off",
         ws="none",
+        # The C parser: h11, the pure-Python default, cost ~40% of the CPU of a request.
+        http="httptools",
         log_config=None,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_seconds)),
     )
