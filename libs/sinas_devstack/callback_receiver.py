@@ -128,6 +128,8 @@ class ReceivedRequest:
     headers: dict[str, str]
     body: bytes
     received_at: float
+    # Which TLS connection carried it (numbered in accept order): keep-alive shows as reuse.
+    connection: int = 0
 
 
 class _ThreadLoop:
@@ -169,6 +171,7 @@ class CallbackReceiver:
         self._server: asyncio.Server | None = None
         self._lock = threading.Lock()
         self._requests: list[ReceivedRequest] = []
+        self._connections = 0
         self.port = 0
 
     @property
@@ -197,37 +200,58 @@ class CallbackReceiver:
         self._thread.stop(self._server)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with self._lock:
+            self._connections += 1
+            connection = self._connections
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            method, target, _ = lines[0].split(" ", 2)
-            headers: dict[str, str] = {}
-            for line in lines[1:]:
-                if ":" in line:
-                    name, value = line.split(":", 1)
-                    headers[name.strip().lower()] = value.strip()
-            body = await reader.readexactly(int(headers.get("content-length", "0")))
-            with self._lock:
-                self._requests.append(
-                    ReceivedRequest(
-                        method=method,
-                        target=target,
-                        headers=headers,
-                        body=body,
-                        received_at=time.monotonic(),
-                    )
-                )
-            status, extra = await self._answer(target)
-            reply = [f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}"]
-            reply += [*extra, "content-length: 0", "connection: close", "", ""]
-            writer.write("\r\n".join(reply).encode("latin-1"))
-            await writer.drain()
+            # HTTP/1.1 keep-alive: requests follow each other until the client closes or asks
+            # to with `connection: close`.
+            while await self._serve_one(reader, writer, connection):
+                pass
         except (OSError, asyncio.IncompleteReadError, ValueError, ssl.SSLError):
             pass
+        except asyncio.CancelledError:
+            # Stopping with a kept-alive connection open: drop it at once rather than wait
+            # for the client's TLS goodbye.
+            writer.transport.abort()
+            raise
         finally:
             writer.close()
             with contextlib.suppress(OSError, ssl.SSLError):
                 await writer.wait_closed()
+
+    async def _serve_one(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, connection: int
+    ) -> bool:
+        """Answers one request; True when the connection stays open for another."""
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        method, target, _ = lines[0].split(" ", 2)
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            if ":" in line:
+                name, value = line.split(":", 1)
+                headers[name.strip().lower()] = value.strip()
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+        with self._lock:
+            self._requests.append(
+                ReceivedRequest(
+                    method=method,
+                    target=target,
+                    headers=headers,
+                    body=body,
+                    received_at=time.monotonic(),
+                    connection=connection,
+                )
+            )
+        status, extra = await self._answer(target)
+        keep_alive = headers.get("connection", "").lower() != "close"
+        reply = [f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}"]
+        reply += [*extra, "content-length: 0"]
+        reply += ["", ""] if keep_alive else ["connection: close", "", ""]
+        writer.write("\r\n".join(reply).encode("latin-1"))
+        await writer.drain()
+        return keep_alive
 
     async def _answer(self, target: str) -> tuple[int, list[str]]:
         parts = target.split("/")

@@ -12,8 +12,9 @@ from sinas_common.callback_policy import CallbackPolicy, SystemResolver
 from sinas_common.grpc_client import open_channel
 from sinas_common.grpc_server import GrpcServer
 from sinas_notifier.consumer import CallbackConsumer, ConsumerOptions, subscribe
-from sinas_notifier.delivery import CallbackDeliverer, HttpxSender, ssl_context
+from sinas_notifier.delivery import CallbackDeliverer
 from sinas_notifier.scheduler_client import GrpcCallbackScheduler
+from sinas_notifier.sender import HttpxSender, ssl_context
 from sinas_notifier.settings import NotifierSettings
 from sinas_notifier.signing import WebhookSigner
 
@@ -24,15 +25,15 @@ HEALTH_SERVICE_NAME = "sinas.notifier.v1.Notifier"
 ACK_WAIT_SECONDS = 60.0
 
 
-def build_deliverer(settings: NotifierSettings) -> CallbackDeliverer:
-    """The delivery side from settings alone; raises on a bad CA file or port list."""
+def build_deliverer(settings: NotifierSettings, sender: HttpxSender) -> CallbackDeliverer:
+    """The delivery side from settings; raises on a bad CA file or port list."""
     policy = CallbackPolicy.from_settings(settings.callback)
     key = settings.delivery.secret_bytes()
     timeout = settings.delivery.timeout_seconds
     return CallbackDeliverer(
         policy=policy,
         resolver=SystemResolver(),
-        sender=HttpxSender(ssl_context(settings.delivery.ca_file), timeout_seconds=timeout),
+        sender=sender,
         signer=None if key is None else WebhookSigner(key),
         timeout_seconds=timeout,
     )
@@ -51,7 +52,10 @@ async def run_notifier(settings: NotifierSettings) -> None:
             "for local development and tests only",
             extra={"action": "start"},
         )
-    deliverer = build_deliverer(settings)
+    sender = HttpxSender(
+        ssl_context(settings.delivery.ca_file), timeout_seconds=settings.delivery.timeout_seconds
+    )
+    deliverer = build_deliverer(settings, sender)
     health = GrpcServer(bind=settings.grpc_bind, registrars=[], service_names=[HEALTH_SERVICE_NAME])
     channel = open_channel(settings.scheduler.scheduler_addr)
     nc = await nats.connect(servers=settings.nats.servers, name=f"notifier-{settings.notifier_id}")
@@ -89,4 +93,5 @@ async def run_notifier(settings: NotifierSettings) -> None:
         await health.stop(settings.shutdown_grace_seconds)
         await nc.close()
         await channel.close()
+        await sender.close()
     logger.info("notifier stopped", extra={"action": "stopped"})

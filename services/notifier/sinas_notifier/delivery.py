@@ -80,52 +80,6 @@ class CallbackSender(Protocol):
     async def send(self, request: PinnedRequest) -> int: ...
 
 
-def ssl_context(ca_file: str | None) -> ssl.SSLContext:
-    """The system's trusted CAs, plus one more for local development and tests."""
-    context = ssl.create_default_context()
-    if ca_file:
-        context.load_verify_locations(cafile=ca_file)
-    return context
-
-
-class HttpxSender:
-    """CallbackSender over httpx, one connection per attempt.
-
-    No pooling on purpose: a pooled connection keyed by address alone could carry one host's
-    request over another host's TLS session; a fresh connection per callback can't.
-    """
-
-    def __init__(self, context: ssl.SSLContext, *, timeout_seconds: float) -> None:
-        self._context = context
-        self._timeout = timeout_seconds
-
-    async def send(self, request: PinnedRequest) -> int:
-        extensions = {} if request.sni_hostname is None else {"sni_hostname": request.sni_hostname}
-        # trust_env=False: a proxy from the environment would connect to a name, not the
-        # validated address.
-        async with httpx.AsyncClient(
-            verify=self._context,
-            follow_redirects=False,
-            # The connect phase (TCP and TLS handshake) ends a little before the overall
-            # deadline so httpx closes a stalled handshake itself: cancelling one from outside
-            # leaves its socket open.
-            timeout=httpx.Timeout(self._timeout, connect=self._timeout * 0.9),
-            trust_env=False,
-        ) as client:
-            built = client.build_request(
-                "POST",
-                request.url,
-                headers=request.headers,
-                content=request.body,
-                extensions=extensions,
-            )
-            # The whole attempt, connect to status line, shares one deadline.
-            async with asyncio.timeout(self._timeout):
-                response = await client.send(built, stream=True)
-                await response.aclose()
-            return response.status_code
-
-
 class CallbackDeliverer:
     """Makes the one attempt for a claimed callback and says what happened."""
 

@@ -23,8 +23,9 @@ from sinas_common.eventstream import (
 from sinas_common.settings import CallbackPolicySettings, NatsSettings
 from sinas_devstack.callback_receiver import CallbackReceiver, ReceiverCertificates
 from sinas_notifier.consumer import CallbackConsumer, ConsumerOptions, subscribe
-from sinas_notifier.delivery import CallbackDeliverer, HttpxSender, ssl_context
+from sinas_notifier.delivery import CallbackDeliverer
 from sinas_notifier.models import CallbackClaim, ClaimResult, DeliveryOutcome
+from sinas_notifier.sender import HttpxSender, ssl_context
 from sinas_notifier.signing import WebhookSigner, parse_signing_secret
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -100,6 +101,22 @@ async def publish(js: JetStreamContext, settings: NatsSettings, execution_id: st
     )
 
 
+_SENDERS: list[HttpxSender] = []
+
+
+def _opened(sender: HttpxSender) -> HttpxSender:
+    _SENDERS.append(sender)
+    return sender
+
+
+@pytest.fixture(autouse=True)
+async def _close_senders() -> AsyncIterator[None]:
+    """Senders keep connections open for reuse: each test's are closed after it."""
+    yield
+    while _SENDERS:
+        await _SENDERS.pop().close()
+
+
 def deliverer(certificates: ReceiverCertificates, port: int) -> CallbackDeliverer:
     policy = CallbackPolicy.from_settings(
         CallbackPolicySettings.model_validate(
@@ -113,7 +130,7 @@ def deliverer(certificates: ReceiverCertificates, port: int) -> CallbackDelivere
     return CallbackDeliverer(
         policy=policy,
         resolver=SystemResolver(),
-        sender=HttpxSender(ssl_context(str(certificates.ca_file)), timeout_seconds=10),
+        sender=_opened(HttpxSender(ssl_context(str(certificates.ca_file)), timeout_seconds=10)),
         signer=WebhookSigner(parse_signing_secret(SECRET)),
         timeout_seconds=10,
     )

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+
+import pytest
 
 from sinas_common.callback_policy import CallbackPolicy, SystemResolver
 from sinas_common.settings import CallbackPolicySettings
@@ -14,8 +17,9 @@ from sinas_devstack.callback_receiver import (
     ReceiverCertificates,
     StallingListener,
 )
-from sinas_notifier.delivery import USER_AGENT, CallbackDeliverer, HttpxSender, ssl_context
+from sinas_notifier.delivery import USER_AGENT, CallbackDeliverer
 from sinas_notifier.models import CallbackClaim
+from sinas_notifier.sender import HttpxSender, ssl_context
 from sinas_notifier.signing import WebhookSigner, parse_signing_secret
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -46,6 +50,22 @@ def policy(port: int, *, hosts: str = "localhost", allow_private: bool = True) -
     )
 
 
+_SENDERS: list[HttpxSender] = []
+
+
+def _opened(sender: HttpxSender) -> HttpxSender:
+    _SENDERS.append(sender)
+    return sender
+
+
+@pytest.fixture(autouse=True)
+async def _close_senders() -> AsyncIterator[None]:
+    """Senders keep connections open for reuse: each test's are closed after it."""
+    yield
+    while _SENDERS:
+        await _SENDERS.pop().close()
+
+
 def deliverer(
     certificates: ReceiverCertificates,
     pol: CallbackPolicy,
@@ -57,8 +77,10 @@ def deliverer(
     return CallbackDeliverer(
         policy=pol,
         resolver=resolver or SystemResolver(),  # type: ignore[arg-type]
-        sender=HttpxSender(
-            ssl_context(str(certificates.ca_file) if ca else None), timeout_seconds=timeout
+        sender=_opened(
+            HttpxSender(
+                ssl_context(str(certificates.ca_file) if ca else None), timeout_seconds=timeout
+            )
         ),
         signer=WebhookSigner(parse_signing_secret(SECRET)),
         timeout_seconds=timeout,
@@ -206,3 +228,21 @@ async def test_policy_is_checked_again_at_delivery(
     outcome = await deliverer(certificates, tightened).deliver(claim(receiver.url("/ok/p")))
     assert (outcome.sent, outcome.response_code) == (False, None)
     assert "not in the allowed callback hosts" in outcome.error
+
+
+async def test_connections_are_reused_only_for_the_same_address_and_name(
+    receiver: CallbackReceiver, certificates: ReceiverCertificates
+) -> None:
+    send = deliverer(certificates, policy(receiver.port, hosts="localhost,127.0.0.1"))
+    run = uuid.uuid4()
+    by_name = [await send.deliver(claim(receiver.url(f"/reuse/{run}/{i}"))) for i in range(3)]
+    assert all(outcome.sent for outcome in by_name)
+    named = receiver.requests_to(f"/reuse/{run}/")
+    # Keep-alive: one TLS handshake serves every callback to the same host.
+    assert len({request.connection for request in named}) == 1
+    # The same address under another name (here the literal address) gets its own connection,
+    # so no request travels over a TLS session made for another name.
+    literal = claim(receiver.url(f"/reuse/{run}/literal", host="127.0.0.1"))
+    await send.deliver(literal)
+    [other] = receiver.requests_to(f"/reuse/{run}/literal")
+    assert other.connection not in {request.connection for request in named}
