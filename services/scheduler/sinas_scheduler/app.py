@@ -187,7 +187,7 @@ class SchedulerApp:
             callback_urls=PolicyCallbackUrlCheck(policy, self._resolver),
             idempotency=PostgresIdempotencyStore(engine),
         )
-        batch_store = PostgresBatchStore(engine)
+        batch_store = PostgresBatchStore(engine, hot)
         batches = BatchUseCases(
             batches=batch_store,
             functions=functions,

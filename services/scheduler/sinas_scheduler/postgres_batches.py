@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from psycopg import AsyncConnection as PsycopgConnection
+from psycopg.rows import dict_row
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sinas_common.jsoncodec import dump_json
 from sinas_scheduler.idempotency import IdempotencyReservation, StoredResponse
@@ -27,6 +29,7 @@ from sinas_scheduler.models import (
     NewBatch,
     batch_trigger_id,
 )
+from sinas_scheduler.pg import HotPool, driver_connection
 from sinas_scheduler.postgres_executions import execution_from_row
 from sinas_scheduler.postgres_idempotency import reserve_idempotency_key
 from sinas_scheduler.store import DISPATCH_CHANNEL
@@ -50,21 +53,23 @@ FROM unnest(CAST(:ids AS text[]), CAST(:trigger_ids AS text[]), CAST(:inputs AS 
 
 _NOTIFY_DISPATCH = sa.text("SELECT pg_notify(:channel, '')").bindparams(channel=DISPATCH_CHANNEL)
 
-_COUNTS = sa.text(
-    """
+_COUNTS = """
 SELECT batch_id, status, count(*) AS n, min(started_at) AS started_at,
        COALESCE(sum(prompt_tokens), 0) AS prompt_tokens,
        COALESCE(sum(completion_tokens), 0) AS completion_tokens
 FROM executions
-WHERE batch_id = ANY(CAST(:ids AS text[]))
+WHERE batch_id = ANY(%(ids)s::text[])
 GROUP BY batch_id, status
 """
-)
+
+_BATCH_BY_ID = "SELECT * FROM batches WHERE id = %(id)s"
 
 
 class PostgresBatchStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, hot: HotPool) -> None:
         self._engine = engine
+        # Clients poll one batch's aggregate: straight psycopg (see `pg`).
+        self._hot = hot
 
     async def insert_batch(
         self, new: NewBatch, *, idempotency: IdempotencyReservation | None = None
@@ -122,12 +127,8 @@ class PostgresBatchStore:
         return None
 
     async def get_batch(self, batch_id: str) -> Batch | None:
-        async with self._engine.connect() as conn:
-            row = (
-                (await conn.execute(sa.select(batches).where(batches.c.id == batch_id)))
-                .mappings()
-                .one_or_none()
-            )
+        async with self._hot.connection() as conn:
+            row = await (await conn.execute(_BATCH_BY_ID, {"id": batch_id})).fetchone()
             if row is None:
                 return None
             counted = await batch_counts(conn, [batch_id])
@@ -144,7 +145,7 @@ class PostgresBatchStore:
         )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(select)).mappings().all()
-            counted = await batch_counts(conn, [row["id"] for row in rows])
+            counted = await batch_counts(await driver_connection(conn), [row["id"] for row in rows])
         return [batch_from_row(row, *counted.get(row["id"], (BatchCounts(), None))) for row in rows]
 
     async def list_batch_executions(
@@ -174,15 +175,19 @@ class PostgresBatchStore:
 
 
 async def batch_counts(
-    conn: AsyncConnection, batch_ids: Sequence[str]
+    conn: PsycopgConnection[Any], batch_ids: Sequence[str]
 ) -> dict[str, tuple[BatchCounts, Any]]:
-    """Per batch: its children's counts and the earliest child start."""
+    """Per batch: its children's counts and the earliest child start (on an engine
+    connection, pass its `driver_connection`)."""
     if not batch_ids:
         return {}
     tallies: dict[str, dict[str, int]] = defaultdict(dict)
     tokens: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     started: dict[str, Any] = {}
-    for row in (await conn.execute(_COUNTS, {"ids": list(batch_ids)})).mappings():
+    async with conn.cursor(row_factory=dict_row) as cursor:
+        await cursor.execute(_COUNTS, {"ids": list(batch_ids)})
+        rows = await cursor.fetchall()
+    for row in rows:
         tallies[row["batch_id"]][row["status"]] = int(row["n"])
         tokens[row["batch_id"]][0] += int(row["prompt_tokens"])
         tokens[row["batch_id"]][1] += int(row["completion_tokens"])

@@ -18,6 +18,7 @@ from sinas_scheduler.models import (
     CallbackRow,
     ExecutionStatus,
 )
+from sinas_scheduler.pg import driver_connection
 from sinas_scheduler.postgres_batches import batch_counts, batch_from_row
 from sinas_scheduler.store import PublishTerminated
 from sinas_scheduler.tables import JSON_DATA
@@ -234,7 +235,7 @@ class PostgresBatchCallbackStore:
             return []
         async with self._engine.begin() as conn:
             rows = (await conn.execute(_CLAIM_BATCHES, {"ids": list(batch_ids)})).mappings().all()
-            counted = await batch_counts(conn, [row["id"] for row in rows])
+            counted = await batch_counts(await driver_connection(conn), [row["id"] for row in rows])
         return [
             BatchCallbackRow(
                 batch=batch_from_row(row, *counted.get(row["id"], (BatchCounts(), None))),
