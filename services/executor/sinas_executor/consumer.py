@@ -34,6 +34,7 @@ from sinas_executor.models import (
     HeldAttempt,
 )
 from sinas_executor.pool import FunctionRunner
+from sinas_executor.prefetch import PrefetchGate, RunKey
 from sinas_executor.scheduler_client import SchedulerPort
 
 logger = logging.getLogger(__name__)
@@ -88,20 +89,17 @@ class ConsumerOptions:
     top_up_fetch_seconds: float = 0.02
     flush_max_outcomes: int = 100
     flush_delay_seconds: float = 0.005
-    # Executions claimed beyond `concurrency`, waiting for a slot; only while runs are short
-    # (a prefetched execution shows RUNNING and its token ages while it waits).
+    # Executions claimed beyond `concurrency`, waiting for a slot, while the runs held are
+    # known to be short (see `prefetch.PrefetchGate`).
     prefetch: int = 0
     prefetch_max_run_seconds: float = 0.25
-
-
-# Weight of the newest run in the moving average of run durations that gates prefetching.
-RUN_SECONDS_SMOOTHING = 0.1
 
 
 @dataclass(slots=True)
 class _Held:
     msg: Msg
     attempt: int
+    run_key: RunKey | None
     task: asyncio.Task[None] | None = None
 
 
@@ -132,8 +130,9 @@ class ExecutionConsumer:
         # Started executions, running or waiting for one of the `concurrency` slots.
         self._running: set[str] = set()
         self._slots = asyncio.Semaphore(options.concurrency)
-        # Unknown until a run ends: nothing is claimed ahead before runs are known to be short.
-        self._mean_run_seconds: float | None = None
+        self._prefetch = PrefetchGate(
+            depth=options.prefetch, max_run_seconds=options.prefetch_max_run_seconds
+        )
         self._outcomes: asyncio.Queue[tuple[ExecutionOutcome, Msg]] = asyncio.Queue()
         self._waiters = InputWaiters(scheduler)
 
@@ -173,20 +172,8 @@ class ExecutionConsumer:
             slot_freed=self._slot_freed,
             stopping=self._stopping,
             handle=self._claim_and_start,
-            prefetch=self._prefetch_now,
+            prefetch=lambda: self._prefetch.depth(h.run_key for h in self._held.values()),
         )
-
-    def _observe_run(self, seconds: float) -> None:
-        mean = self._mean_run_seconds
-        self._mean_run_seconds = (
-            seconds if mean is None else mean + RUN_SECONDS_SMOOTHING * (seconds - mean)
-        )
-
-    def _prefetch_now(self) -> int:
-        mean = self._mean_run_seconds
-        if mean is None or mean > self._options.prefetch_max_run_seconds:
-            return 0
-        return self._options.prefetch
 
     async def _claim_and_start(self, msgs: Sequence[Msg]) -> None:
         batch: dict[str, Msg] = {}
@@ -226,7 +213,11 @@ class ExecutionConsumer:
             msg = batch.pop(claimed.execution_id)
             function = functions.get((claimed.function_id, claimed.function_version))
             self._start(
-                claimed.execution_id, claimed.attempt, msg, self._run_function(claimed, function)
+                claimed.execution_id,
+                claimed.attempt,
+                msg,
+                self._run_function(claimed, function),
+                run_key=(claimed.function_id, claimed.function_version),
             )
         for run in result.agent_runs:
             if run.execution_id not in batch:
@@ -242,6 +233,7 @@ class ExecutionConsumer:
                 run.attempt,
                 batch.pop(run.execution_id),
                 partial(self._agents.run, run),
+                run_key=None,
             )
         for msg in batch.values():
             # Neither claimed nor skipped: let the scheduler see it again later.
@@ -253,12 +245,14 @@ class ExecutionConsumer:
         attempt: int,
         msg: Msg,
         work: Callable[[], Awaitable[ExecutionOutcome]],
+        *,
+        run_key: RunKey | None,
     ) -> None:
-        held = _Held(msg=msg, attempt=attempt)
+        held = _Held(msg=msg, attempt=attempt, run_key=run_key)
         self._held[execution_id] = held
         self._running.add(execution_id)
         held.task = asyncio.create_task(
-            self._run_one(execution_id, msg, work), name=f"execution-{execution_id}"
+            self._run_one(execution_id, msg, work, run_key), name=f"execution-{execution_id}"
         )
 
     def _run_function(
@@ -276,13 +270,17 @@ class ExecutionConsumer:
         return work
 
     async def _run_one(
-        self, execution_id: str, msg: Msg, work: Callable[[], Awaitable[ExecutionOutcome]]
+        self,
+        execution_id: str,
+        msg: Msg,
+        work: Callable[[], Awaitable[ExecutionOutcome]],
+        run_key: RunKey | None,
     ) -> None:
         try:
             async with self._slots:
                 started = time.monotonic()
                 outcome = await work()
-                self._observe_run(time.monotonic() - started)
+                self._prefetch.observe(run_key, time.monotonic() - started)
         except Exception:
             logger.exception(
                 "execution could not run",
