@@ -14,7 +14,7 @@ from sinas_common.grpc_server import GrpcServer
 from sinas_notifier.consumer import CallbackConsumer, ConsumerOptions, subscribe
 from sinas_notifier.delivery import CallbackDeliverer
 from sinas_notifier.scheduler_client import GrpcCallbackScheduler
-from sinas_notifier.sender import HttpxSender, ssl_context
+from sinas_notifier.sender import HttpsSender, ssl_context
 from sinas_notifier.settings import NotifierSettings
 from sinas_notifier.signing import WebhookSigner
 
@@ -25,7 +25,7 @@ HEALTH_SERVICE_NAME = "sinas.notifier.v1.Notifier"
 ACK_WAIT_SECONDS = 60.0
 
 
-def build_deliverer(settings: NotifierSettings, sender: HttpxSender) -> CallbackDeliverer:
+def build_deliverer(settings: NotifierSettings, sender: HttpsSender) -> CallbackDeliverer:
     """The delivery side from settings; raises on a bad CA file or port list."""
     policy = CallbackPolicy.from_settings(settings.callback)
     key = settings.delivery.secret_bytes()
@@ -52,7 +52,7 @@ async def run_notifier(settings: NotifierSettings) -> None:
             "for local development and tests only",
             extra={"action": "start"},
         )
-    sender = HttpxSender(
+    sender = HttpsSender(
         ssl_context(settings.delivery.ca_file), timeout_seconds=settings.delivery.timeout_seconds
     )
     deliverer = build_deliverer(settings, sender)

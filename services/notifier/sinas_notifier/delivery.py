@@ -17,7 +17,7 @@ from datetime import datetime
 from importlib import metadata
 from typing import Protocol
 
-import httpx
+import aiohttp
 
 from sinas_common.callback_policy import CallbackPolicy, CallbackTarget, IPAddress, Resolver
 from sinas_common.errors import CallbackUrlRejected
@@ -156,13 +156,13 @@ class CallbackDeliverer:
 
 def describe_failure(exc: BaseException, timeout_seconds: float) -> str:
     """The recorded error text for an attempt that got no response."""
-    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+    if isinstance(exc, TimeoutError):
         return f"callback timed out after {timeout_seconds:g} s"
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, ssl.SSLError):
             return f"TLS error: {cause}"
         cause = cause.__cause__ or cause.__context__
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, aiohttp.ClientConnectorError):
         return f"connection failed: {exc}"
     return f"callback request failed: {type(exc).__name__}: {exc}"

@@ -1,8 +1,12 @@
-"""The HTTPS sender of callbacks: httpx clients kept per validated address and name.
+"""The HTTPS sender of callbacks: aiohttp sessions kept per validated address and name.
 
 A connection is reused only for the same resolved address, port, TLS name and Host, so one
 host's request never travels over another host's TLS session; reuse spares a TLS handshake
 per callback, which cost more than everything else a delivery does.
+
+aiohttp rather than httpx: on a small machine httpx's connection pool spent more CPU per
+callback than everything else the notifier does (about 3 ms), capping one notifier near 300
+callbacks/s; aiohttp sends the same request for a fraction of that.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ import ssl
 import time
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
+from yarl import URL
 
 from sinas_notifier.delivery import PinnedRequest
 
@@ -21,7 +26,7 @@ from sinas_notifier.delivery import PinnedRequest
 KEEPALIVE_SECONDS = 2.0
 # Per destination; past it, requests wait for a free connection within their own deadline.
 MAX_CONNECTIONS_PER_DESTINATION = 64
-# Destinations idle this long give their client up when the table is full.
+# Destinations idle this long give their session up when the table is full.
 IDLE_CLIENT_SECONDS = 30.0
 MAX_CLIENTS = 256
 # A receiver's answer body is read (and thrown away) up to this size to keep the connection.
@@ -36,11 +41,11 @@ def ssl_context(ca_file: str | None) -> ssl.SSLContext:
     return context
 
 
-async def _drain_small_body(response: httpx.Response) -> None:
+async def _drain_small_body(response: aiohttp.ClientResponse) -> None:
     """Reads a short answer to its end, so its connection can serve the next callback; a long
-    one is cut off (closing the response then drops the connection, never reads it all)."""
+    one is cut off (releasing an unfinished response drops its connection, never reads it)."""
     read = 0
-    async for chunk in response.aiter_raw():
+    while chunk := await response.content.readany():
         read += len(chunk)
         if read > MAX_DRAINED_BODY_BYTES:
             return
@@ -48,13 +53,13 @@ async def _drain_small_body(response: httpx.Response) -> None:
 
 @dataclass(slots=True)
 class _Destination:
-    client: httpx.AsyncClient
+    session: aiohttp.ClientSession
     in_flight: int = 0
     last_used: float = 0.0
 
 
-class HttpxSender:
-    """CallbackSender over httpx, with keep-alive connections per destination."""
+class HttpsSender:
+    """CallbackSender over aiohttp, with keep-alive connections per destination."""
 
     def __init__(self, context: ssl.SSLContext, *, timeout_seconds: float) -> None:
         self._context = context
@@ -62,25 +67,23 @@ class HttpxSender:
         self._destinations: dict[tuple[str, str, str], _Destination] = {}
 
     async def send(self, request: PinnedRequest) -> int:
-        extensions = {} if request.sni_hostname is None else {"sni_hostname": request.sni_hostname}
-        destination = await self._destination(request)
+        url = URL(request.url, encoded=True)
+        destination = await self._destination(url, request)
         destination.in_flight += 1
         try:
-            built = destination.client.build_request(
-                "POST",
-                request.url,
-                headers=request.headers,
-                content=request.body,
-                extensions=extensions,
-            )
             # The whole attempt, connect to status line, shares one deadline.
-            async with asyncio.timeout(self._timeout):
-                response = await destination.client.send(built, stream=True)
-                try:
-                    await _drain_small_body(response)
-                finally:
-                    await response.aclose()
-            return response.status_code
+            async with (
+                asyncio.timeout(self._timeout),
+                destination.session.post(
+                    url,
+                    headers=request.headers,
+                    data=request.body,
+                    allow_redirects=False,
+                    server_hostname=request.sni_hostname,
+                ) as response,
+            ):
+                await _drain_small_body(response)
+                return response.status
         finally:
             destination.in_flight -= 1
             destination.last_used = time.monotonic()
@@ -89,37 +92,39 @@ class HttpxSender:
         destinations = list(self._destinations.values())
         self._destinations.clear()
         for destination in destinations:
-            await destination.client.aclose()
+            await destination.session.close()
 
-    async def _destination(self, request: PinnedRequest) -> _Destination:
-        origin = httpx.URL(request.url)
+    async def _destination(self, url: URL, request: PinnedRequest) -> _Destination:
         key = (
-            f"{origin.host}:{origin.port}",
+            f"{url.host}:{url.port}",
             request.sni_hostname or "",
             request.headers.get("host", ""),
         )
         found = self._destinations.get(key)
         if found is None:
             await self._forget_idle()
-            found = self._destinations[key] = _Destination(client=self._client())
+            found = self._destinations[key] = _Destination(session=self._session())
         return found
 
-    def _client(self) -> httpx.AsyncClient:
+    def _session(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            ssl=self._context,
+            limit=MAX_CONNECTIONS_PER_DESTINATION,
+            limit_per_host=MAX_CONNECTIONS_PER_DESTINATION,
+            keepalive_timeout=KEEPALIVE_SECONDS,
+            # The URL names the validated address: nothing is looked up.
+            use_dns_cache=False,
+        )
         # trust_env=False: a proxy from the environment would connect to a name, not the
-        # validated address.
-        return httpx.AsyncClient(
-            verify=self._context,
-            follow_redirects=False,
-            # The connect phase (TCP and TLS handshake) ends a little before the overall
-            # deadline so httpx closes a stalled handshake itself: cancelling one from outside
-            # leaves its socket open.
-            timeout=httpx.Timeout(self._timeout, connect=self._timeout * 0.9),
-            limits=httpx.Limits(
-                max_connections=MAX_CONNECTIONS_PER_DESTINATION,
-                max_keepalive_connections=MAX_CONNECTIONS_PER_DESTINATION,
-                keepalive_expiry=KEEPALIVE_SECONDS,
-            ),
+        # validated address. No cookie jar: one callback's cookies are no other's business.
+        # Bodies are thrown away, so they are never decompressed.
+        return aiohttp.ClientSession(
+            connector=connector,
             trust_env=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            skip_auto_headers=("Accept", "Accept-Encoding"),
+            timeout=aiohttp.ClientTimeout(total=self._timeout),
         )
 
     async def _forget_idle(self) -> None:
@@ -133,4 +138,4 @@ class HttpxSender:
         ]
         for key in idle:
             # Its connections expired long ago: closing waits on nothing remote.
-            await self._destinations.pop(key).client.aclose()
+            await self._destinations.pop(key).session.close()

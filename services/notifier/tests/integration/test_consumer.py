@@ -25,7 +25,7 @@ from sinas_devstack.callback_receiver import CallbackReceiver, ReceiverCertifica
 from sinas_notifier.consumer import CallbackConsumer, ConsumerOptions, subscribe
 from sinas_notifier.delivery import CallbackDeliverer
 from sinas_notifier.models import CallbackClaim, ClaimResult, DeliveryOutcome
-from sinas_notifier.sender import HttpxSender, ssl_context
+from sinas_notifier.sender import HttpsSender, ssl_context
 from sinas_notifier.signing import WebhookSigner, parse_signing_secret
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -101,10 +101,10 @@ async def publish(js: JetStreamContext, settings: NatsSettings, execution_id: st
     )
 
 
-_SENDERS: list[HttpxSender] = []
+_SENDERS: list[HttpsSender] = []
 
 
-def _opened(sender: HttpxSender) -> HttpxSender:
+def _opened(sender: HttpsSender) -> HttpsSender:
     _SENDERS.append(sender)
     return sender
 
@@ -130,7 +130,7 @@ def deliverer(certificates: ReceiverCertificates, port: int) -> CallbackDelivere
     return CallbackDeliverer(
         policy=policy,
         resolver=SystemResolver(),
-        sender=_opened(HttpxSender(ssl_context(str(certificates.ca_file)), timeout_seconds=10)),
+        sender=_opened(HttpsSender(ssl_context(str(certificates.ca_file)), timeout_seconds=10)),
         signer=WebhookSigner(parse_signing_secret(SECRET)),
         timeout_seconds=10,
     )

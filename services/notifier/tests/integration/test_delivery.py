@@ -19,7 +19,7 @@ from sinas_devstack.callback_receiver import (
 )
 from sinas_notifier.delivery import USER_AGENT, CallbackDeliverer
 from sinas_notifier.models import CallbackClaim
-from sinas_notifier.sender import HttpxSender, ssl_context
+from sinas_notifier.sender import HttpsSender, ssl_context
 from sinas_notifier.signing import WebhookSigner, parse_signing_secret
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -50,10 +50,10 @@ def policy(port: int, *, hosts: str = "localhost", allow_private: bool = True) -
     )
 
 
-_SENDERS: list[HttpxSender] = []
+_SENDERS: list[HttpsSender] = []
 
 
-def _opened(sender: HttpxSender) -> HttpxSender:
+def _opened(sender: HttpsSender) -> HttpsSender:
     _SENDERS.append(sender)
     return sender
 
@@ -78,7 +78,7 @@ def deliverer(
         policy=pol,
         resolver=resolver or SystemResolver(),  # type: ignore[arg-type]
         sender=_opened(
-            HttpxSender(
+            HttpsSender(
                 ssl_context(str(certificates.ca_file) if ca else None), timeout_seconds=timeout
             )
         ),
