@@ -106,17 +106,15 @@ class Gateway:
         await asyncio.gather(*(client() for _ in range(concurrency)))
         return results, time.perf_counter() - started
 
-    async def enqueue_paced(
-        self, name: str, count: int, interval: float
-    ) -> list[tuple[str, float]]:
-        """`count` enqueues started `interval` apart on a fixed schedule (a slow answer never
-        delays the next request); returns (execution id, Unix time of the submit call)."""
+    async def enqueue_spread(
+        self, name: str, count: int, window: float, **options: Any
+    ) -> list[str]:
+        """`count` enqueues on a fixed schedule spread evenly over `window` seconds (a slow
+        answer never delays the next request); returns the execution ids."""
 
-        async def one(index: int, start: float) -> tuple[str, float]:
-            await asyncio.sleep(max(0.0, start + index * interval - time.perf_counter()))
-            submitted = time.time()
-            timed = await self.enqueue(name)
-            return timed.id, submitted
+        async def one(index: int, start: float) -> str:
+            await asyncio.sleep(max(0.0, start + index * window / count - time.perf_counter()))
+            return (await self.enqueue(name, **options)).id
 
         start = time.perf_counter()
         return list(await asyncio.gather(*(one(i, start) for i in range(count))))

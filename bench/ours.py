@@ -4,13 +4,15 @@ executor and one notifier) on the embedded defaults, with rates from the databas
 Phases, in order, on one database:
 - drain: 10 `execute/batch` of 1,000 with no executor, then one executor starts;
   completed / (last completed_at - first started_at).
-- latency: `execute/async` 5 ms apart with the executor idle; completed_at (the row is then
-  readable) minus the client's wall clock at the submit call, both on this machine.
+- latency: `execute/async` one at a time on a 5 ms schedule, each once the previous one has
+  ended (so each meets an idle executor), as the peers do; the client's time from the submit
+  call until its 1 ms poll of the row sees the execution ended (a GET then answers it).
 - enqueue: `execute/async` at concurrency 1 and 32, the executor running.
 - batch submit: one 1,000-child `execute/batch` at a time, each after the last one's
   children ended, so that every submission meets an otherwise idle system.
 - delayed: 100,000 executions due in an hour inserted with SQL, then 1,000 `execute/async`
-  with `delay_seconds`, all due within the same few seconds; started_at - run_at per row.
+  with `delay_seconds` sent evenly over 10 s, so they come due evenly over the same 10 s as
+  the peers' do; started_at - run_at per row.
 - callbacks: 1,000-child batches with a `callback_url` on a local HTTPS receiver run to the
   end with no notifier; then one notifier starts; sent / (last callback_attempted_at -
   first callback_claimed_at).
@@ -58,6 +60,7 @@ class Sizes:
     delayed_pending: int = 100_000
     delayed_jobs: int = 1000
     delay_seconds: int = 10
+    delayed_window: float = 10.0
     callback_batches: int = 3
     table_rows: int = 1_000_000
     batch_reads: int = 200
@@ -72,6 +75,7 @@ class Sizes:
             delayed_pending=10_000,
             delayed_jobs=100,
             delay_seconds=3,
+            delayed_window=3.0,
             callback_batches=1,
             table_rows=50_000,
             batch_reads=50,
@@ -163,13 +167,18 @@ class Repetition:
         await self._check_completed(rows, "drain")
 
     async def _latency(self, gateway: Gateway, rows: Rows) -> None:
-        submitted = await gateway.enqueue_paced(
-            "latency", self.sizes.latency_jobs, self.sizes.latency_interval
-        )
-        await rows.wait_terminal("latency", self.sizes.latency_jobs)
+        # As the peers measure it: one job at a time, each submitted on a 5 ms schedule once
+        # the previous one's result is readable, so every job meets idle workers.
+        latencies: list[float] = []
+        start = time.perf_counter()
+        for index in range(self.sizes.latency_jobs):
+            slot = start + index * self.sizes.latency_interval
+            await asyncio.sleep(max(0.0, slot - time.perf_counter()))
+            began = time.perf_counter()
+            execution_id = (await gateway.enqueue("latency")).id
+            await rows.wait_ended(execution_id)
+            latencies.append(1000 * (time.perf_counter() - began))
         await self._check_completed(rows, "latency")
-        completed = await rows.completed_epochs([i for i, _ in submitted])
-        latencies = [1000 * (completed[i] - at) for i, at in submitted]
         self.figures["latency_p50_ms"] = percentile(latencies, 0.5)
         self.figures["latency_p99_ms"] = percentile(latencies, 0.99)
 
@@ -210,12 +219,16 @@ class Repetition:
 
     async def _delayed(self, gateway: Gateway, rows: Rows) -> None:
         await rows.insert_copies("drain", self.sizes.delayed_pending, delayed=True)
-        timed, elapsed = await gateway.enqueue_closed_loop(
-            "delayed", self.sizes.delayed_jobs, 32, delay_seconds=self.sizes.delay_seconds
+        # Due times spread evenly over one window, as the peers' are: submitted on a schedule
+        # over the window with a delay at least as long, so all submits end before the first
+        # job is due and the jobs start on an otherwise idle system.
+        ids = await gateway.enqueue_spread(
+            "delayed",
+            self.sizes.delayed_jobs,
+            self.sizes.delayed_window,
+            delay_seconds=self.sizes.delay_seconds,
         )
-        if elapsed >= 10:
-            logger.warning("delayed submissions spread over more than 10 s")
-        await rows.wait_terminal("delayed", len(timed), timeout=self.sizes.delay_seconds + 600)
+        await rows.wait_terminal("delayed", len(ids), timeout=self.sizes.delay_seconds + 600)
         lateness = await rows.lateness_ms("delayed")
         self.figures["delayed_lateness_p50_ms"] = percentile(lateness, 0.5)
         self.figures["delayed_lateness_p99_ms"] = percentile(lateness, 0.99)

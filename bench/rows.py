@@ -50,6 +50,20 @@ class Rows:
             await asyncio.sleep(0.1)
         raise TimeoutError(f"{done} of {count} '{name}' executions ended within {timeout} s")
 
+    async def wait_ended(self, execution_id: str, *, timeout: float = 30.0) -> None:
+        """Polls one execution's row every millisecond (as the peers' clients poll their result
+        stores) until it has ended; a GET of the execution then answers its result."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            (ended,) = await self._one(
+                "SELECT status = ANY(%s) FROM executions WHERE id = %s",
+                (list(TERMINAL), execution_id),
+            )
+            if ended:
+                return
+            await asyncio.sleep(0.001)
+        raise TimeoutError(f"execution {execution_id} did not end within {timeout} s")
+
     async def failed(self, name: str) -> int:
         (count,) = await self._one(
             "SELECT count(*) FROM executions WHERE name = %s AND status <> 'COMPLETED'", (name,)
@@ -64,15 +78,6 @@ class Rows:
             (name,),
         )
         return int(count) / float(seconds)
-
-    async def completed_epochs(self, ids: list[str]) -> dict[str, float]:
-        """Unix time of completed_at per execution id."""
-        cursor = await self._conn.execute(
-            "SELECT id, extract(epoch FROM completed_at) FROM executions"
-            " WHERE id = ANY(%s) AND completed_at IS NOT NULL",
-            (ids,),
-        )
-        return {str(i): float(e) for i, e in await cursor.fetchall()}
 
     async def lateness_ms(self, name: str) -> list[float]:
         """started_at - run_at per execution of `name`, in milliseconds."""
