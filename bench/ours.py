@@ -148,7 +148,7 @@ class Repetition:
                 await gateway.create_noop(name)
             await self._drain(gateway, rows)
             await self._latency(gateway, rows)
-            self._idle_worker_memory()
+            await self._idle_worker_memory(gateway, rows)
             await self._enqueue(gateway, rows)
             await self._batch_submit(gateway, rows)
             await self._delayed(gateway, rows)
@@ -182,9 +182,12 @@ class Repetition:
         self.figures["latency_p50_ms"] = percentile(latencies, 0.5)
         self.figures["latency_p99_ms"] = percentile(latencies, 0.99)
 
-    def _idle_worker_memory(self) -> None:
-        # A second after the last run the warm workers wait idle (they retire after 10 s).
-        time.sleep(1.0)
+    async def _idle_worker_memory(self, gateway: Gateway, rows: Rows) -> None:
+        # One more run first: a worker retires after its 100th run, so the latency phase's
+        # last run may have left none warm. A second after it, that worker waits idle (idle
+        # workers retire after 10 s).
+        await rows.wait_ended((await gateway.enqueue("latency")).id)
+        await asyncio.sleep(1.0)
         executor = self.stack.services["executor"].process
         assert executor is not None
         workers = [w for zygote in children(executor.pid) for w in children(zygote)]
