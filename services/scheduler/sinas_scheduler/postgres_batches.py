@@ -6,7 +6,6 @@ Counts are never stored: they come from the children through `(batch_id, status)
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,16 +52,33 @@ FROM unnest(CAST(:ids AS text[]), CAST(:trigger_ids AS text[]), CAST(:inputs AS 
 
 _NOTIFY_DISPATCH = sa.text("SELECT pg_notify(:channel, '')").bindparams(channel=DISPATCH_CHANNEL)
 
-_COUNTS = """
-SELECT batch_id, status, count(*) AS n, min(started_at) AS started_at,
-       COALESCE(sum(prompt_tokens), 0) AS prompt_tokens,
-       COALESCE(sum(completion_tokens), 0) AS completion_tokens
-FROM executions
-WHERE batch_id = ANY(%(ids)s::text[])
-GROUP BY batch_id, status
+# One batch's children tallied in one pass over `(batch_id, status)`; the columns are named
+# apart from the batch's own, so a batch row and its tally can come back as one row.
+_CHILD_TALLY = """
+count(*) FILTER (WHERE e.status IN ('PENDING', 'AWAITING_INPUT')) AS child_queued,
+count(*) FILTER (WHERE e.status = 'RUNNING') AS child_running,
+count(*) FILTER (WHERE e.status = 'COMPLETED') AS child_completed,
+count(*) FILTER (WHERE e.status = 'FAILED') AS child_failed,
+count(*) FILTER (WHERE e.status = 'CANCELLED') AS child_cancelled,
+COALESCE(sum(e.prompt_tokens), 0) AS child_prompt_tokens,
+COALESCE(sum(e.completion_tokens), 0) AS child_completion_tokens,
+min(e.started_at) AS child_started_at
 """
 
-_BATCH_BY_ID = "SELECT * FROM batches WHERE id = %(id)s"
+_COUNTS = f"""
+SELECT e.batch_id, {_CHILD_TALLY}
+FROM executions AS e
+WHERE e.batch_id = ANY(%(ids)s::text[])
+GROUP BY e.batch_id
+"""
+
+# A client polling one batch gets its row and its tally in one round trip.
+_BATCH_WITH_TALLY = f"""
+SELECT b.*, tally.*
+FROM batches AS b
+CROSS JOIN LATERAL (SELECT {_CHILD_TALLY} FROM executions AS e WHERE e.batch_id = b.id) AS tally
+WHERE b.id = %(id)s
+"""
 
 
 class PostgresBatchStore:
@@ -128,11 +144,8 @@ class PostgresBatchStore:
 
     async def get_batch(self, batch_id: str) -> Batch | None:
         async with self._hot.connection() as conn:
-            row = await (await conn.execute(_BATCH_BY_ID, {"id": batch_id})).fetchone()
-            if row is None:
-                return None
-            counted = await batch_counts(conn, [batch_id])
-        return batch_from_row(row, *counted.get(batch_id, (BatchCounts(), None)))
+            row = await (await conn.execute(_BATCH_WITH_TALLY, {"id": batch_id})).fetchone()
+        return None if row is None else batch_from_row(row, *_tally(row))
 
     async def list_batches(self, query: BatchQuery) -> list[Batch]:
         select = sa.select(batches)
@@ -178,39 +191,27 @@ async def batch_counts(
     conn: PsycopgConnection[Any], batch_ids: Sequence[str]
 ) -> dict[str, tuple[BatchCounts, Any]]:
     """Per batch: its children's counts and the earliest child start (on an engine
-    connection, pass its `driver_connection`)."""
+    connection, pass its `driver_connection`); a batch without children is left out."""
     if not batch_ids:
         return {}
-    tallies: dict[str, dict[str, int]] = defaultdict(dict)
-    tokens: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    started: dict[str, Any] = {}
     async with conn.cursor(row_factory=dict_row) as cursor:
         await cursor.execute(_COUNTS, {"ids": list(batch_ids)})
         rows = await cursor.fetchall()
-    for row in rows:
-        tallies[row["batch_id"]][row["status"]] = int(row["n"])
-        tokens[row["batch_id"]][0] += int(row["prompt_tokens"])
-        tokens[row["batch_id"]][1] += int(row["completion_tokens"])
-        first = row["started_at"]
-        if first is not None and (
-            started.get(row["batch_id"]) is None or first < started[row["batch_id"]]
-        ):
-            started[row["batch_id"]] = first
-    return {
-        batch_id: (
-            BatchCounts(
-                queued=by_status.get("PENDING", 0) + by_status.get("AWAITING_INPUT", 0),
-                running=by_status.get("RUNNING", 0),
-                completed=by_status.get("COMPLETED", 0),
-                failed=by_status.get("FAILED", 0),
-                cancelled=by_status.get("CANCELLED", 0),
-                prompt_tokens=tokens[batch_id][0],
-                completion_tokens=tokens[batch_id][1],
-            ),
-            started.get(batch_id),
-        )
-        for batch_id, by_status in tallies.items()
-    }
+    return {row["batch_id"]: _tally(row) for row in rows}
+
+
+def _tally(row: Any) -> tuple[BatchCounts, Any]:
+    """The counts and earliest child start of a row carrying `_CHILD_TALLY`'s columns."""
+    counts = BatchCounts(
+        queued=int(row["child_queued"]),
+        running=int(row["child_running"]),
+        completed=int(row["child_completed"]),
+        failed=int(row["child_failed"]),
+        cancelled=int(row["child_cancelled"]),
+        prompt_tokens=int(row["child_prompt_tokens"]),
+        completion_tokens=int(row["child_completion_tokens"]),
+    )
+    return counts, row["child_started_at"]
 
 
 def batch_from_row(row: Any, counts: BatchCounts, started_at: Any) -> Batch:
