@@ -12,7 +12,8 @@ import asyncio
 import ipaddress
 import re
 import socket
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -190,6 +191,49 @@ class SystemResolver:
         loop = asyncio.get_running_loop()
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         return [str(info[4][0]) for info in infos]
+
+
+class CachingResolver:
+    """Another resolver's answers, kept for `ttl_seconds` per (host, port), as a DNS cache
+    would keep them: a notifier sending to one host asks once per period, not once per
+    callback (the lookup cost more CPU than the rest of a delivery). It caches lookups, not
+    verdicts: the policy still checks every address on every use. Failed lookups are not
+    kept; past `max_entries`, the oldest entry makes room."""
+
+    def __init__(
+        self,
+        inner: Resolver,
+        *,
+        ttl_seconds: float,
+        max_entries: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._inner = inner
+        self._ttl = ttl_seconds
+        self._max_entries = max_entries
+        self._clock = clock
+        # (host, port) -> (expires at, addresses); insertion order is age order.
+        self._entries: dict[tuple[str, int], tuple[float, tuple[str, ...]]] = {}
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        key = (host, port)
+        now = self._clock()
+        found = self._entries.get(key)
+        if found is not None and found[0] > now:
+            return list(found[1])
+        addresses = await self._inner.resolve(host, port)
+        self._entries.pop(key, None)
+        if len(self._entries) >= self._max_entries:
+            self._entries.pop(next(iter(self._entries)))
+        self._entries[key] = (now + self._ttl, tuple(addresses))
+        return addresses
+
+
+def system_resolver(cache_seconds: float) -> Resolver:
+    """The system's resolver, behind a cache of `cache_seconds` (0: every call looks up)."""
+    if cache_seconds <= 0:
+        return SystemResolver()
+    return CachingResolver(SystemResolver(), ttl_seconds=cache_seconds)
 
 
 class CallbackPolicy:

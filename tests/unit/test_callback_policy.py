@@ -7,12 +7,14 @@ import ipaddress
 import pytest
 
 from sinas_common.callback_policy import (
+    CachingResolver,
     CallbackPolicy,
     CallbackTarget,
     Resolver,
     SystemResolver,
     address_problem,
     parse_ipv4_host,
+    system_resolver,
 )
 from sinas_common.errors import CallbackUrlRejected
 from sinas_common.settings import CallbackPolicySettings
@@ -423,3 +425,81 @@ async def test_system_resolver_resolves_localhost() -> None:
     addresses = await SystemResolver().resolve("localhost", 443)
     assert addresses
     assert all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_caching_resolver_reuses_a_lookup_until_it_expires() -> None:
+    inner = StaticResolver("93.184.216.34")
+    clock = FakeClock()
+    cached = CachingResolver(inner, ttl_seconds=5, clock=clock)
+    assert await cached.resolve("hooks.example.com", 443) == ["93.184.216.34"]
+    clock.now += 4.9
+    assert await cached.resolve("hooks.example.com", 443) == ["93.184.216.34"]
+    assert inner.asked == [("hooks.example.com", 443)]
+    # Another port is another entry.
+    await cached.resolve("hooks.example.com", 8443)
+    clock.now += 0.2
+    inner.answers = ["93.184.216.35"]
+    assert await cached.resolve("hooks.example.com", 443) == ["93.184.216.35"]
+    assert inner.asked == [
+        ("hooks.example.com", 443),
+        ("hooks.example.com", 8443),
+        ("hooks.example.com", 443),
+    ]
+
+
+class FailingTwiceResolver(StaticResolver):
+    async def resolve(self, host: str, port: int) -> list[str]:
+        self.asked.append((host, port))
+        if len(self.asked) <= 2:
+            raise OSError("temporary failure in name resolution")
+        return list(self.answers)
+
+
+async def test_caching_resolver_keeps_no_failure() -> None:
+    inner = FailingTwiceResolver("93.184.216.34")
+    cached = CachingResolver(inner, ttl_seconds=60, clock=FakeClock())
+    for _ in range(2):
+        with pytest.raises(OSError):
+            await cached.resolve("hooks.example.com", 443)
+    assert await cached.resolve("hooks.example.com", 443) == ["93.184.216.34"]
+    assert await cached.resolve("hooks.example.com", 443) == ["93.184.216.34"]
+    assert len(inner.asked) == 3
+
+
+async def test_caching_resolver_drops_the_oldest_entry_when_full() -> None:
+    inner = StaticResolver("93.184.216.34")
+    cached = CachingResolver(inner, ttl_seconds=60, max_entries=2, clock=FakeClock())
+    for host in ("a.example.com", "b.example.com", "c.example.com", "b.example.com"):
+        await cached.resolve(host, 443)
+    await cached.resolve("a.example.com", 443)
+    assert [host for host, _ in inner.asked] == [
+        "a.example.com",
+        "b.example.com",
+        "c.example.com",
+        "a.example.com",
+    ]
+
+
+async def test_a_cached_lookup_is_still_checked_on_every_use() -> None:
+    # The cache holds answers, not verdicts: a private answer is refused each time, and a
+    # policy that stops allowing private networks refuses what a laxer one accepted.
+    cached = CachingResolver(StaticResolver("127.0.0.1"), ttl_seconds=60, clock=FakeClock())
+    lax, strict = policy(allow_private=True), policy()
+    target = lax.check_url("https://hooks.example.com/")
+    assert await lax.resolve(target, cached) == [ipaddress.ip_address("127.0.0.1")]
+    for _ in range(2):
+        with pytest.raises(CallbackUrlRejected):
+            await strict.resolve(target, cached)
+
+
+def test_zero_cache_seconds_looks_up_every_time() -> None:
+    assert isinstance(system_resolver(0), SystemResolver)
+    assert isinstance(system_resolver(5), CachingResolver)

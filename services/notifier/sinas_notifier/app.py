@@ -8,7 +8,7 @@ import signal
 
 import nats
 
-from sinas_common.callback_policy import CallbackPolicy, SystemResolver
+from sinas_common.callback_policy import CallbackPolicy, system_resolver
 from sinas_common.grpc_client import open_channel
 from sinas_common.grpc_server import GrpcServer
 from sinas_notifier.consumer import CallbackConsumer, ConsumerOptions, subscribe
@@ -32,7 +32,7 @@ def build_deliverer(settings: NotifierSettings, sender: HttpsSender) -> Callback
     timeout = settings.delivery.timeout_seconds
     return CallbackDeliverer(
         policy=policy,
-        resolver=SystemResolver(),
+        resolver=system_resolver(settings.delivery.dns_cache_seconds),
         sender=sender,
         signer=None if key is None else WebhookSigner(key),
         timeout_seconds=timeout,

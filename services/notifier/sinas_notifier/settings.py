@@ -33,6 +33,10 @@ class DeliverySettings(BaseSettings):
     # Local development and tests only: one more CA to trust besides the system ones.
     ca_file: str | None = Field(default=None, validation_alias="CALLBACK_CA_FILE")
     timeout_seconds: float = Field(default=10.0, gt=0, validation_alias="CALLBACK_TIMEOUT_SECONDS")
+    # How long a callback host's lookup is reused; 0 looks it up for every delivery.
+    dns_cache_seconds: float = Field(
+        default=5.0, ge=0, le=3600, validation_alias="CALLBACK_DNS_CACHE_SECONDS"
+    )
 
     @field_validator("signing_secret", mode="before")
     @classmethod
