@@ -17,6 +17,7 @@ from sinas_devstack.callback_receiver import (
     ReceiverCertificates,
     StallingListener,
 )
+from sinas_devstack.embedded import free_port
 from sinas_notifier.delivery import USER_AGENT, CallbackDeliverer
 from sinas_notifier.models import CallbackClaim
 from sinas_notifier.sender import HttpsSender, ssl_context
@@ -176,6 +177,17 @@ async def test_a_stalled_tls_handshake_times_out(certificates: ReceiverCertifica
     assert (outcome.sent, outcome.response_code) == (False, None)
     assert "timed out" in outcome.error
     assert listener.connections == 1
+
+
+async def test_a_refused_connection_is_a_connection_failure(
+    certificates: ReceiverCertificates,
+) -> None:
+    port = free_port()  # nothing listens there
+    outcome = await deliverer(certificates, policy(port)).deliver(
+        claim(f"https://localhost:{port}/x")
+    )
+    assert (outcome.sent, outcome.response_code) == (False, None)
+    assert outcome.error.startswith("connection failed: ")
 
 
 async def test_untrusted_certificate_is_a_tls_failure(
