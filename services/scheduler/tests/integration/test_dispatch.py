@@ -13,7 +13,9 @@ import sqlalchemy as sa
 from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from sinas_common.grpc_client import invoke
 from sinas_common.jobstream import JobMessage, ensure_job_stream, job_stream_names
+from sinas_common.jsoncodec import dump_json
 from sinas_common.settings import NatsSettings
 from sinas_proto.scheduler.v1 import scheduler_pb2 as pb
 from sinas_scheduler.testing import RunningScheduler, stop_in_process
@@ -82,6 +84,24 @@ async def test_due_rows_are_published_once_with_msg_id(
     assert sorted(m.headers["Nats-Msg-Id"] for m in messages) == sorted(
         f"{i}.0" for i in [*ids, later]
     )
+
+
+async def test_batch_children_are_published_in_batch_order(
+    scheduler: RunningScheduler, jetstream: JetStreamContext, nats_settings: NatsSettings
+) -> None:
+    # The children are made within a millisecond or two and share one run_at: their ids
+    # alone must keep the batch's order, or the first input could run last.
+    await scheduler.create_function()
+    batch = await invoke(
+        scheduler.batches.SubmitBatch,
+        pb.SubmitBatchRequest(
+            namespace="tests", name="echo", inputs_json=[dump_json({"i": i}) for i in range(200)]
+        ),
+        metadata=scheduler.admin,
+    )
+    messages = await wait_for_published(jetstream, nats_settings, 200)
+    order = [JobMessage.decode(m.data).execution_id for m in messages]
+    assert order == list(batch.execution_ids)
 
 
 async def test_delayed_row_waits_until_due(
