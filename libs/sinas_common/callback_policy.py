@@ -19,6 +19,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from sinas_common.errors import CallbackUrlRejected, FieldViolation
+from sinas_common.expiring import ExpiringCache
 from sinas_common.settings import CallbackPolicySettings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -210,22 +211,16 @@ class CachingResolver:
     ) -> None:
         self._inner = inner
         self._ttl = ttl_seconds
-        self._max_entries = max_entries
-        self._clock = clock
-        # (host, port) -> (expires at, addresses); insertion order is age order.
-        self._entries: dict[tuple[str, int], tuple[float, tuple[str, ...]]] = {}
+        self._entries: ExpiringCache[tuple[str, int], tuple[str, ...]] = ExpiringCache(
+            max_entries=max_entries, clock=clock
+        )
 
     async def resolve(self, host: str, port: int) -> list[str]:
-        key = (host, port)
-        now = self._clock()
-        found = self._entries.get(key)
-        if found is not None and found[0] > now:
-            return list(found[1])
+        found = self._entries.get((host, port))
+        if found is not None:
+            return list(found)
         addresses = await self._inner.resolve(host, port)
-        self._entries.pop(key, None)
-        if len(self._entries) >= self._max_entries:
-            self._entries.pop(next(iter(self._entries)))
-        self._entries[key] = (now + self._ttl, tuple(addresses))
+        self._entries.put((host, port), tuple(addresses), seconds=self._ttl)
         return addresses
 
 

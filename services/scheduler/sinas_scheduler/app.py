@@ -208,7 +208,7 @@ class SchedulerApp:
             ),
             batch_callbacks=batch_callback_store,
         )
-        auth = Authenticator(identity_store, tokens)
+        auth = Authenticator(identity_store, tokens, cache_seconds=settings.auth_cache_seconds)
 
         # Both outboxes publish to NATS, so an API-only replica runs neither.
         dispatch_loop: DispatchLoop | None = None

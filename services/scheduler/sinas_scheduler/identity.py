@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 
 from sinas_common.errors import MissingCredentials, Unauthenticated
-from sinas_scheduler.models import Principal
+from sinas_common.expiring import ExpiringCache
+from sinas_scheduler.models import Principal, User
 from sinas_scheduler.store import IdentityStore
 from sinas_scheduler.tokens import SCOPE_CALLBACK, SCOPE_EXECUTION, TokenService
 
@@ -55,12 +58,36 @@ def _looks_like_jwt(credential: str) -> bool:
     return not credential.startswith(API_KEY_PREFIX) and credential.count(".") == 2
 
 
-class Authenticator:
-    """Resolves credentials; permissions always come from the database, never the token."""
+# Resolved credentials kept at most; past it the oldest makes room.
+PRINCIPAL_CACHE_ENTRIES = 10_000
 
-    def __init__(self, store: IdentityStore, tokens: TokenService) -> None:
+
+class Authenticator:
+    """Resolves credentials; permissions always come from the database, never the token.
+
+    With `cache_seconds` > 0, a credential's user and permissions, once read, are reused for
+    that long (never past an API key's expiry), so a caller's every RPC doesn't cost a query:
+    a key revoked or a role changed in the database takes effect within `cache_seconds`.
+    Failures are never kept.
+    """
+
+    def __init__(
+        self,
+        store: IdentityStore,
+        tokens: TokenService,
+        *,
+        cache_seconds: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._store = store
         self._tokens = tokens
+        self._cache_seconds = cache_seconds
+        self._wall_clock = wall_clock
+        # ("key", key hash) or ("user", user id) -> (user, permissions)
+        self._resolved: ExpiringCache[tuple[str, str], tuple[User, frozenset[str]]] = ExpiringCache(
+            max_entries=PRINCIPAL_CACHE_ENTRIES, clock=clock
+        )
 
     async def authenticate(
         self,
@@ -73,29 +100,39 @@ class Authenticator:
             claims = self._tokens.verify(credential)
             if claims.scope not in scopes:
                 raise Unauthenticated()
-            return await self._principal(
-                claims.user_id,
+            user, permissions = await self._user(claims.user_id)
+            return Principal(
+                user=user,
+                permissions=permissions,
                 execution_id=claims.execution_id,
                 execution_depth=claims.execution_depth,
             )
-        found = await self._store.user_with_permissions_for_api_key(hash_api_key(credential))
-        if found is None:
-            raise Unauthenticated()
-        user, permissions = found
+        user, permissions = await self._key_holder(hash_api_key(credential))
         return Principal(
             user=user, permissions=permissions, execution_id=None, execution_depth=None
         )
 
-    async def _principal(
-        self, user_id: str, *, execution_id: str | None, execution_depth: int | None
-    ) -> Principal:
+    async def _key_holder(self, key_hash: str) -> tuple[User, frozenset[str]]:
+        cached = self._resolved.get(("key", key_hash))
+        if cached is not None:
+            return cached
+        holder = await self._store.key_holder(key_hash)
+        if holder is None:
+            raise Unauthenticated()
+        found = (holder.user, holder.permissions)
+        seconds = self._cache_seconds
+        if holder.key_expires_at is not None:
+            left = (holder.key_expires_at - self._wall_clock()).total_seconds()
+            seconds = min(seconds, left)
+        self._resolved.put(("key", key_hash), found, seconds=seconds)
+        return found
+
+    async def _user(self, user_id: str) -> tuple[User, frozenset[str]]:
+        cached = self._resolved.get(("user", user_id))
+        if cached is not None:
+            return cached
         found = await self._store.user_with_permissions(user_id)
         if found is None:
             raise Unauthenticated("User not found")
-        user, permissions = found
-        return Principal(
-            user=user,
-            permissions=permissions,
-            execution_id=execution_id,
-            execution_depth=execution_depth,
-        )
+        self._resolved.put(("user", user_id), found, seconds=self._cache_seconds)
+        return found

@@ -107,6 +107,15 @@ class Principal:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class KeyHolder:
+    """The user behind a live API key, their permissions, and when the key stops working."""
+
+    user: User
+    permissions: frozenset[str]
+    key_expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ApiKeyRecord:
     id: str
     name: str

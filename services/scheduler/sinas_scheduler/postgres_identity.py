@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sinas_common.errors import AlreadyExists, RoleNotFound, UserNotFound
 from sinas_common.ids import uuid7
-from sinas_scheduler.models import ApiKeyRecord, Role, SigningKey, User
+from sinas_scheduler.models import ApiKeyRecord, KeyHolder, Role, SigningKey, User
 from sinas_scheduler.pg import HotPool
 from sinas_scheduler.tables import api_keys, roles, signing_keys, user_roles, users
 
@@ -22,20 +22,26 @@ SIGNING_KEY_LOCK_ID = 0x5151A6
 
 
 # A user with each of their roles, one row per role (a user without roles: one row of NULLs).
-_USER_WITH_ROLES = """
+_BY_USER_ID = """
 SELECT u.id, u.email, u.created_at, u.last_login_at, r.name AS role_name, r.permissions
 FROM users AS u
 LEFT JOIN user_roles AS ur ON ur.user_id = u.id
 LEFT JOIN roles AS r ON r.id = ur.role_id
-WHERE u.id = {which}
+WHERE u.id = %(user_id)s
 ORDER BY r.name
 """
-_BY_USER_ID = _USER_WITH_ROLES.format(which="%(user_id)s")
-_BY_LIVE_API_KEY = _USER_WITH_ROLES.format(
-    which="""(SELECT k.user_id FROM api_keys AS k
-              WHERE k.key_hash = %(key_hash)s AND k.revoked_at IS NULL
-                AND (k.expires_at IS NULL OR k.expires_at > now()))"""
-)
+# The same for the holder of a live key, with the key's expiry (callers cache no longer).
+_BY_LIVE_API_KEY = """
+SELECT u.id, u.email, u.created_at, u.last_login_at, r.name AS role_name, r.permissions,
+       k.expires_at AS key_expires_at
+FROM api_keys AS k
+JOIN users AS u ON u.id = k.user_id
+LEFT JOIN user_roles AS ur ON ur.user_id = u.id
+LEFT JOIN roles AS r ON r.id = ur.role_id
+WHERE k.key_hash = %(key_hash)s AND k.revoked_at IS NULL
+  AND (k.expires_at IS NULL OR k.expires_at > now())
+ORDER BY r.name
+"""
 
 
 class PostgresIdentityStore:
@@ -45,28 +51,21 @@ class PostgresIdentityStore:
         self._hot = hot
 
     async def user_with_permissions(self, user_id: str) -> tuple[User, frozenset[str]] | None:
-        return await self._user_with_permissions(_BY_USER_ID, {"user_id": user_id})
-
-    async def user_with_permissions_for_api_key(
-        self, key_hash: str
-    ) -> tuple[User, frozenset[str]] | None:
-        """The key's user and permissions in one round trip; None for unknown or dead keys."""
-        return await self._user_with_permissions(_BY_LIVE_API_KEY, {"key_hash": key_hash})
-
-    async def _user_with_permissions(
-        self, query: str, params: dict[str, Any]
-    ) -> tuple[User, frozenset[str]] | None:
         async with self._hot.connection() as conn:
-            rows = await (await conn.execute(query, params)).fetchall()
+            rows = await (await conn.execute(_BY_USER_ID, {"user_id": user_id})).fetchall()
+        return None if not rows else _user_and_permissions(rows)
+
+    async def key_holder(self, key_hash: str) -> KeyHolder | None:
+        """The key's user, permissions and expiry in one round trip; None for unknown or dead
+        keys."""
+        async with self._hot.connection() as conn:
+            rows = await (await conn.execute(_BY_LIVE_API_KEY, {"key_hash": key_hash})).fetchall()
         if not rows:
             return None
-        permissions: set[str] = set()
-        role_names: list[str] = []
-        for row in rows:
-            if row["role_name"] is not None:
-                role_names.append(row["role_name"])
-                permissions.update(str(p) for p in row["permissions"] or [])
-        return _user(rows[0], tuple(role_names)), frozenset(permissions)
+        user, permissions = _user_and_permissions(rows)
+        return KeyHolder(
+            user=user, permissions=permissions, key_expires_at=rows[0]["key_expires_at"]
+        )
 
     async def create_role(self, name: str, permissions: Sequence[str]) -> Role:
         role_id = uuid7()
@@ -243,6 +242,17 @@ async def _role_ids(conn: AsyncConnection, names: Sequence[str]) -> list[str]:
     if missing:
         raise RoleNotFound(f"Role not found: {', '.join(missing)}")
     return [found[name] for name in wanted]
+
+
+def _user_and_permissions(rows: Sequence[Any]) -> tuple[User, frozenset[str]]:
+    """One user from their rows (one per role), with the union of the roles' permissions."""
+    permissions: set[str] = set()
+    role_names: list[str] = []
+    for row in rows:
+        if row["role_name"] is not None:
+            role_names.append(row["role_name"])
+            permissions.update(str(p) for p in row["permissions"] or [])
+    return _user(rows[0], tuple(role_names)), frozenset(permissions)
 
 
 def _user(row: Any, role_names: tuple[str, ...]) -> User:

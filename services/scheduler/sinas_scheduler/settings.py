@@ -22,6 +22,10 @@ class SchedulerSettings(ServiceSettings):
     metrics_bind: str = Field(default="0.0.0.0", validation_alias="METRICS_BIND")
     metrics_port: int = Field(default=9101, ge=0, le=65535, validation_alias="METRICS_PORT")
     db_pool_size: int = Field(default=10, ge=1, le=1000, validation_alias="SCHEDULER_DB_POOL_SIZE")
+    # How long a credential's user and permissions are reused once read (0: read every RPC).
+    auth_cache_seconds: float = Field(
+        default=2.0, ge=0, le=300, validation_alias="AUTH_CACHE_SECONDS"
+    )
     bootstrap_admin_key: SecretStr | None = Field(
         default=None, validation_alias="SINAS_BOOTSTRAP_ADMIN_KEY"
     )

@@ -39,6 +39,7 @@ from sinas_scheduler.models import (
     FunctionChanges,
     FunctionSpec,
     FunctionVersion,
+    KeyHolder,
     NewBatch,
     NewExecution,
     Outcome,
@@ -62,9 +63,7 @@ PublishTerminated = Callable[[Sequence[str]], Awaitable[None]]
 class IdentityStore(Protocol):
     async def user_with_permissions(self, user_id: str) -> tuple[User, frozenset[str]] | None: ...
 
-    async def user_with_permissions_for_api_key(
-        self, key_hash: str
-    ) -> tuple[User, frozenset[str]] | None: ...
+    async def key_holder(self, key_hash: str) -> KeyHolder | None: ...
 
     async def create_role(self, name: str, permissions: Sequence[str]) -> Role: ...
 

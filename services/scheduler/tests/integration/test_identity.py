@@ -23,10 +23,13 @@ from sinas_common.grpc_client import invoke
 from sinas_common.ids import uuid7
 from sinas_common.timeconv import utcnow
 from sinas_proto.scheduler.v1 import scheduler_pb2 as pb
+from sinas_scheduler.identity import hash_api_key
 from sinas_scheduler.pg import HotPool
 from sinas_scheduler.postgres_identity import PostgresIdentityStore
 from sinas_scheduler.testing import RunningScheduler, bearer
 from sinas_scheduler.tokens import TokenService, generate_signing_key
+
+StartScheduler = Callable[..., Awaitable[RunningScheduler]]
 
 
 async def me(scheduler: RunningScheduler, metadata: list[tuple[str, str]]) -> pb.User:
@@ -197,3 +200,36 @@ async def test_jwks_verifies_minted_tokens(
     key = jwt.PyJWK(jwk)
     decoded = jwt.decode(token, key, algorithms=["EdDSA"], issuer="sinas")
     assert decoded["sub"] == "u" and decoded["scope"] == "execution"
+
+
+async def revoke(db: AsyncEngine, key: str) -> None:
+    async with db.begin() as conn:
+        await conn.execute(
+            sa.text("UPDATE api_keys SET revoked_at = now() WHERE key_hash = :h"),
+            {"h": hash_api_key(key)},
+        )
+
+
+async def test_a_revoked_key_is_refused_within_the_auth_cache_period(
+    start_scheduler: StartScheduler, db: AsyncEngine
+) -> None:
+    scheduler = await start_scheduler(AUTH_CACHE_SECONDS=0.5)
+    user, key = await scheduler.create_user(["Users"])
+    assert (await me(scheduler, [("x-api-key", key)])).id == user.id
+    await revoke(db, key)
+    # Still the cached answer, then the database's.
+    assert (await me(scheduler, [("x-api-key", key)])).id == user.id
+    await asyncio.sleep(0.6)
+    with pytest.raises(Unauthenticated):
+        await me(scheduler, [("x-api-key", key)])
+
+
+async def test_without_the_auth_cache_a_revoked_key_is_refused_at_once(
+    start_scheduler: StartScheduler, db: AsyncEngine
+) -> None:
+    scheduler = await start_scheduler(AUTH_CACHE_SECONDS=0)
+    _, key = await scheduler.create_user(["Users"])
+    await me(scheduler, [("x-api-key", key)])
+    await revoke(db, key)
+    with pytest.raises(Unauthenticated):
+        await me(scheduler, [("x-api-key", key)])

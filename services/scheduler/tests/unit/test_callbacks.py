@@ -85,7 +85,7 @@ class OneUserIdentityStore:
             (USER, frozenset({"sinas.functions/*/*.execute:own"})) if user_id == USER.id else None
         )
 
-    async def user_with_permissions_for_api_key(self, key_hash: str) -> None:
+    async def key_holder(self, key_hash: str) -> None:
         return None
 
     async def create_role(self, name: str, permissions: Sequence[str]) -> Role:
