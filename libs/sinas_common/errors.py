@@ -259,6 +259,16 @@ def from_status(code: grpc.StatusCode, message: str, details: bytes | None) -> S
     return cls(message or None, violations=violations)
 
 
+_CODES: dict[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def from_status_bytes(data: bytes) -> SinasError:
+    """The error a serialized google.rpc.Status carries (one answer of several in a reply)."""
+    status = status_pb2.Status.FromString(data)
+    code = _CODES.get(status.code, grpc.StatusCode.UNKNOWN)
+    return from_status(code, status.message, data)
+
+
 def from_rpc_error(error: grpc.aio.AioRpcError) -> SinasError:
     """The SinasError that a failed gRPC call carries."""
     details: bytes | None = None

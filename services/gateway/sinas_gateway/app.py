@@ -123,7 +123,9 @@ async def serve(settings: GatewaySettings) -> None:
     channel = open_channel(settings.scheduler.scheduler_addr)
     try:
         client = GrpcSchedulerClient(
-            channel, rpc_timeout_seconds=settings.scheduler.rpc_timeout_seconds
+            channel,
+            rpc_timeout_seconds=settings.scheduler.rpc_timeout_seconds,
+            submit_calls_in_flight=settings.submit_calls_in_flight,
         )
         server = build_server(create_app(settings, client), settings)
         sock = bind_socket(settings.host, settings.port)

@@ -7,6 +7,7 @@ failure comes back as the SinasError the scheduler raised (`sinas_common.grpc_cl
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -14,12 +15,16 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sinas_common.grpc_client import invoke
+from sinas_gateway.submit_coalescer import SubmitCoalescer
 from sinas_proto.scheduler.v1 import scheduler_pb2 as pb
 from sinas_proto.scheduler.v1 import scheduler_pb2_grpc as pb_grpc
 
 logger = logging.getLogger(__name__)
 
 HEALTH_CHECK_TIMEOUT_SECONDS = 5.0
+DEFAULT_SUBMIT_CALLS_IN_FLIGHT = 2
+# Submits one coalesced call carries at most (the scheduler takes up to 1,000).
+MAX_SUBMITS_PER_CALL = 256
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -164,7 +169,13 @@ class SchedulerClient(Protocol):
 class GrpcSchedulerClient:
     """SchedulerClient over a grpc.aio channel; the channel's owner closes it."""
 
-    def __init__(self, channel: grpc.aio.Channel, *, rpc_timeout_seconds: float) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        rpc_timeout_seconds: float,
+        submit_calls_in_flight: int = DEFAULT_SUBMIT_CALLS_IN_FLIGHT,
+    ) -> None:
         self._identity = pb_grpc.IdentityServiceStub(channel)
         self._functions = pb_grpc.FunctionServiceStub(channel)
         self._executions = pb_grpc.ExecutionServiceStub(channel)
@@ -172,6 +183,12 @@ class GrpcSchedulerClient:
         self._agents = pb_grpc.AgentServiceStub(channel)
         self._health = health_pb2_grpc.HealthStub(channel)
         self._timeout = rpc_timeout_seconds
+        self._submits: SubmitCoalescer[Credentials] = SubmitCoalescer(
+            send_one=self._submit_one,
+            send_many=self._submit_many,
+            max_in_flight=submit_calls_in_flight,
+            max_per_call=MAX_SUBMITS_PER_CALL,
+        )
 
     async def get_me(self, request: pb.GetMeRequest, caller: Credentials) -> pb.GetMeResponse:
         return await invoke(
@@ -242,9 +259,24 @@ class GrpcSchedulerClient:
     async def submit_execution(
         self, request: pb.SubmitExecutionRequest, caller: Credentials
     ) -> pb.SubmitExecutionResponse:
+        return await self._submits.submit(request, caller)
+
+    async def _submit_one(
+        self, request: pb.SubmitExecutionRequest, caller: Credentials
+    ) -> pb.SubmitExecutionResponse:
         return await invoke(
             self._executions.SubmitExecution,
             request,
+            metadata=caller.metadata(),
+            timeout=self._timeout,
+        )
+
+    async def _submit_many(
+        self, requests: Sequence[pb.SubmitExecutionRequest], caller: Credentials
+    ) -> pb.SubmitExecutionsResponse:
+        return await invoke(
+            self._executions.SubmitExecutions,
+            pb.SubmitExecutionsRequest(requests=requests),
             metadata=caller.metadata(),
             timeout=self._timeout,
         )

@@ -260,6 +260,13 @@ class PostgresExecutionStore:
             await conn.exec_driver_sql(_INSERT, params)
         return None
 
+    async def insert_executions(self, news: Sequence[NewExecution]) -> None:
+        if not news:
+            return
+        # Pipelined: one round trip for all; their wake-ups fold into one at commit.
+        async with self._hot.connection() as conn, conn.transaction(), conn.cursor() as cursor:
+            await cursor.executemany(_INSERT, [_insert_params(new) for new in news])
+
     async def get_execution(self, execution_id: str) -> Execution | None:
         async with self._hot.connection() as conn:
             row = await (await conn.execute(_EXECUTION_BY_ID, {"id": execution_id})).fetchone()

@@ -17,6 +17,7 @@ from sinas_common.errors import (
     FieldViolation,
     InvalidArgument,
     SchemaViolation,
+    SinasError,
 )
 from sinas_common.ids import uuid7
 from sinas_common.timeconv import utcnow
@@ -48,6 +49,7 @@ from sinas_scheduler.models import (
     Execution,
     ExecutionQuery,
     ExecutionStatus,
+    Function,
     NewExecution,
     Outcome,
     Principal,
@@ -59,6 +61,14 @@ from sinas_scheduler.tokens import TokenService, execution_token_lifetime
 from sinas_scheduler.validation import check_delay, check_trigger_id, input_violations
 
 logger = logging.getLogger(__name__)
+
+
+def _log_submitted(new: NewExecution) -> None:
+    logger.info(
+        "execution submitted",
+        extra={"action": "submit", "execution_id": new.id, "delay_seconds": new.delay_seconds},
+    )
+
 
 MAX_LIST_LIMIT = 1000
 MAX_WAIT_SECONDS = 3600.0
@@ -160,6 +170,54 @@ class ExecutionUseCases:
             if held is not None:
                 return _replayed_execution_id(held, fingerprint)
         function = await self._functions.lookup(request.namespace, request.name)
+        new = await self._new_execution(principal, request, function)
+        if request.idempotency_key:
+            reservation = IdempotencyReservation(
+                user_id=principal.user.id,
+                key=request.idempotency_key,
+                fingerprint=fingerprint,
+                response={"execution_id": new.id},
+                ttl_seconds=self._limits.idempotency_ttl_seconds,
+            )
+        held = await self._executions.insert_execution(new, idempotency=reservation)
+        if held is not None:
+            # A concurrent request with the same key stored first; this one stored nothing.
+            return _replayed_execution_id(held, fingerprint)
+        _log_submitted(new)
+        return new.id
+
+    async def submit_many(
+        self, principal: Principal, requests: Sequence[SubmitRequest]
+    ) -> list[str | SinasError]:
+        """Several independent submits of one caller, answered in order: each is checked as
+        `submit` checks it and the valid ones are stored together, in one transaction; one
+        failing fails no other. A request with an idempotency key goes alone, as `submit`."""
+        outcomes: list[str | SinasError] = [SinasError()] * len(requests)
+        functions: dict[tuple[str, str], Function] = {}
+        checked: list[tuple[int, NewExecution]] = []
+        for index, request in enumerate(requests):
+            try:
+                if request.idempotency_key:
+                    outcomes[index] = await self.submit(principal, request)
+                    continue
+                key = (request.namespace, request.name)
+                if key not in functions:
+                    functions[key] = await self._functions.lookup(*key)
+                checked.append(
+                    (index, await self._new_execution(principal, request, functions[key]))
+                )
+            except SinasError as exc:
+                outcomes[index] = exc
+        await self._executions.insert_executions([new for _, new in checked])
+        for index, new in checked:
+            _log_submitted(new)
+            outcomes[index] = new.id
+        return outcomes
+
+    async def _new_execution(
+        self, principal: Principal, request: SubmitRequest, function: Function
+    ) -> NewExecution:
+        """The row `request` stores, after the checks upstream makes, in its order."""
         require(
             principal,
             perms.function_permission(function.namespace, function.name, "execute"),
@@ -181,42 +239,22 @@ class ExecutionUseCases:
         violations = input_violations(function.spec.input_schema, request.input)
         if violations:
             raise SchemaViolation("Input validation failed", violations=violations)
-        execution_id = uuid7()
-        if request.idempotency_key:
-            reservation = IdempotencyReservation(
-                user_id=principal.user.id,
-                key=request.idempotency_key,
-                fingerprint=fingerprint,
-                response={"execution_id": execution_id},
-                ttl_seconds=self._limits.idempotency_ttl_seconds,
-            )
-        held = await self._executions.insert_execution(
-            NewExecution(
-                id=execution_id,
-                user_id=principal.user.id,
-                kind=KIND_FUNCTION,
-                namespace=function.namespace,
-                name=function.name,
-                function_id=function.id,
-                function_version=function.version,
-                trigger_type=TRIGGER_TYPE_API,
-                trigger_id=trigger_id,
-                input=request.input,
-                depth=depth,
-                delay_seconds=delay,
-                parent_execution_id=principal.execution_id,
-                callback_url=callback_url,
-            ),
-            idempotency=reservation,
+        return NewExecution(
+            id=uuid7(),
+            user_id=principal.user.id,
+            kind=KIND_FUNCTION,
+            namespace=function.namespace,
+            name=function.name,
+            function_id=function.id,
+            function_version=function.version,
+            trigger_type=TRIGGER_TYPE_API,
+            trigger_id=trigger_id,
+            input=request.input,
+            depth=depth,
+            delay_seconds=delay,
+            parent_execution_id=principal.execution_id,
+            callback_url=callback_url,
         )
-        if held is not None:
-            # A concurrent request with the same key stored first; this one stored nothing.
-            return _replayed_execution_id(held, fingerprint)
-        logger.info(
-            "execution submitted",
-            extra={"action": "submit", "execution_id": execution_id, "delay_seconds": delay},
-        )
-        return execution_id
 
     async def get(self, principal: Principal, execution_id: str) -> Execution:
         """Someone else's execution is not found, never forbidden, so ids can't be probed."""

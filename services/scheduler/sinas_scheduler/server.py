@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, TypeAlias
 
+from sinas_common.errors import FieldViolation, PayloadTooLarge, SinasError
 from sinas_common.jsoncodec import dump_json
 from sinas_proto.scheduler.v1 import scheduler_pb2 as pb
 from sinas_proto.scheduler.v1 import scheduler_pb2_grpc as pb_grpc
@@ -31,8 +32,24 @@ SERVICE_NAMES = (
 )
 
 
+# Coalesced submits answered by one SubmitExecutions call, at most.
+MAX_SUBMITS_PER_CALL = 1000
+
+
 async def caller(auth: Authenticator, context: Context) -> Principal:
     return await auth.authenticate(context.invocation_metadata() or ())
+
+
+def submit_request(request: pb.SubmitExecutionRequest) -> SubmitRequest:
+    return SubmitRequest(
+        namespace=request.namespace,
+        name=request.name,
+        input=parse_json_field("input", request.input_json, empty={}),
+        trigger_id=request.trigger_id,
+        delay_seconds=request.delay_seconds if request.HasField("delay_seconds") else None,
+        callback_url=request.callback_url,
+        idempotency_key=request.idempotency_key,
+    )
 
 
 class IdentityServicer(pb_grpc.IdentityServiceServicer):
@@ -126,21 +143,38 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
         self, request: pb.SubmitExecutionRequest, context: Context
     ) -> pb.SubmitExecutionResponse:
         principal = await caller(self._auth, context)
-        execution_id = await self._executions.submit(
-            principal,
-            SubmitRequest(
-                namespace=request.namespace,
-                name=request.name,
-                input=parse_json_field("input", request.input_json, empty={}),
-                trigger_id=request.trigger_id,
-                delay_seconds=(
-                    request.delay_seconds if request.HasField("delay_seconds") else None
-                ),
-                callback_url=request.callback_url,
-                idempotency_key=request.idempotency_key,
-            ),
-        )
+        execution_id = await self._executions.submit(principal, submit_request(request))
         return pb.SubmitExecutionResponse(execution_id=execution_id)
+
+    async def SubmitExecutions(
+        self, request: pb.SubmitExecutionsRequest, context: Context
+    ) -> pb.SubmitExecutionsResponse:
+        if len(request.requests) > MAX_SUBMITS_PER_CALL:
+            raise PayloadTooLarge(
+                f"At most {MAX_SUBMITS_PER_CALL} submits per call",
+                violations=[
+                    FieldViolation(field="requests", description=f"{len(request.requests)} submits")
+                ],
+            )
+        principal = await caller(self._auth, context)
+        outcomes: list[str | SinasError] = [SinasError()] * len(request.requests)
+        parsed: list[tuple[int, SubmitRequest]] = []
+        for index, one in enumerate(request.requests):
+            try:
+                parsed.append((index, submit_request(one)))
+            except SinasError as exc:
+                outcomes[index] = exc
+        stored = await self._executions.submit_many(principal, [p for _, p in parsed])
+        for (index, _), outcome in zip(parsed, stored, strict=True):
+            outcomes[index] = outcome
+        return pb.SubmitExecutionsResponse(
+            results=[
+                pb.SubmitExecutionResult(execution_id=outcome)
+                if isinstance(outcome, str)
+                else pb.SubmitExecutionResult(error_status=outcome.to_status().SerializeToString())
+                for outcome in outcomes
+            ]
+        )
 
     async def WaitExecution(
         self, request: pb.WaitExecutionRequest, context: Context

@@ -834,6 +834,75 @@ class SubmitExecutionResponse(_message.Message):
 Global___SubmitExecutionResponse: _TypeAlias = SubmitExecutionResponse  # noqa: Y015
 
 @_typing.final
+class SubmitExecutionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubmitExecutionRequest]: ...
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___SubmitExecutionRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitExecutionsRequest: _TypeAlias = SubmitExecutionsRequest  # noqa: Y015
+
+@_typing.final
+class SubmitExecutionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubmitExecutionResult]:
+        """One per request, in the requests' order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___SubmitExecutionResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitExecutionsResponse: _TypeAlias = SubmitExecutionsResponse  # noqa: Y015
+
+@_typing.final
+class SubmitExecutionResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    ERROR_STATUS_FIELD_NUMBER: _builtins.int
+    execution_id: _builtins.str
+    error_status: _builtins.bytes
+    """Why this one was refused: a serialized google.rpc.Status with the same code, message
+    and details SubmitExecution would have failed with.
+    """
+    def __init__(
+        self,
+        *,
+        execution_id: _builtins.str = ...,
+        error_status: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error_status", b"error_status", "execution_id", b"execution_id", "outcome", b"outcome"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_status", b"error_status", "execution_id", b"execution_id", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["execution_id", "error_status"]  # noqa: Y015
+    _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
+
+Global___SubmitExecutionResult: _TypeAlias = SubmitExecutionResult  # noqa: Y015
+
+@_typing.final
 class WaitExecutionRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

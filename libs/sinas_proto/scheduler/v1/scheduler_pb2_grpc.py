@@ -515,6 +515,11 @@ class ExecutionServiceStub:
                 request_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitExecutionRequest.SerializeToString,
                 response_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitExecutionResponse.FromString,
                 _registered_method=True)
+        self.SubmitExecutions = channel.unary_unary(
+                '/sinas.scheduler.v1.ExecutionService/SubmitExecutions',
+                request_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitExecutionsRequest.SerializeToString,
+                response_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitExecutionsResponse.FromString,
+                _registered_method=True)
         self.WaitExecution = channel.unary_unary(
                 '/sinas.scheduler.v1.ExecutionService/WaitExecution',
                 request_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.WaitExecutionRequest.SerializeToString,
@@ -547,6 +552,15 @@ class ExecutionServiceServicer:
 
     def SubmitExecution(self, request, context):
         """Validates and stores a PENDING execution; dispatch follows through the outbox.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitExecutions(self, request, context):
+        """Several independent submits of one caller in one call (a gateway coalesces concurrent
+        REST submits this way): each is checked and stored as SubmitExecution would, and
+        answers on its own, in order; one failing fails no other.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -594,6 +608,11 @@ def add_ExecutionServiceServicer_to_server(servicer, server):
                     servicer.SubmitExecution,
                     request_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitExecutionRequest.FromString,
                     response_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitExecutionResponse.SerializeToString,
+            ),
+            'SubmitExecutions': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitExecutions,
+                    request_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitExecutionsRequest.FromString,
+                    response_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitExecutionsResponse.SerializeToString,
             ),
             'WaitExecution': grpc.unary_unary_rpc_method_handler(
                     servicer.WaitExecution,
@@ -648,6 +667,33 @@ class ExecutionService:
             '/sinas.scheduler.v1.ExecutionService/SubmitExecution',
             sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitExecutionRequest.SerializeToString,
             sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitExecutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitExecutions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sinas.scheduler.v1.ExecutionService/SubmitExecutions',
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitExecutionsRequest.SerializeToString,
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.SubmitExecutionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -204,6 +204,11 @@ class ExecutionServiceStub:
     def __new__(cls, channel: _aio.Channel) -> ExecutionServiceAsyncStub: ...
     SubmitExecution: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.SubmitExecutionRequest, _scheduler_pb2.SubmitExecutionResponse]
     """Validates and stores a PENDING execution; dispatch follows through the outbox."""
+    SubmitExecutions: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.SubmitExecutionsRequest, _scheduler_pb2.SubmitExecutionsResponse]
+    """Several independent submits of one caller in one call (a gateway coalesces concurrent
+    REST submits this way): each is checked and stored as SubmitExecution would, and
+    answers on its own, in order; one failing fails no other.
+    """
     WaitExecution: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.WaitExecutionRequest, _scheduler_pb2.WaitExecutionResponse]
     """Waits up to `timeout_seconds` for the execution to end, then returns it as it is."""
     GetExecution: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.GetExecutionRequest, _scheduler_pb2.GetExecutionResponse]
@@ -221,6 +226,11 @@ class ExecutionServiceAsyncStub(ExecutionServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     SubmitExecution: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.SubmitExecutionRequest, _scheduler_pb2.SubmitExecutionResponse]  # type: ignore[assignment]
     """Validates and stores a PENDING execution; dispatch follows through the outbox."""
+    SubmitExecutions: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.SubmitExecutionsRequest, _scheduler_pb2.SubmitExecutionsResponse]  # type: ignore[assignment]
+    """Several independent submits of one caller in one call (a gateway coalesces concurrent
+    REST submits this way): each is checked and stored as SubmitExecution would, and
+    answers on its own, in order; one failing fails no other.
+    """
     WaitExecution: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.WaitExecutionRequest, _scheduler_pb2.WaitExecutionResponse]  # type: ignore[assignment]
     """Waits up to `timeout_seconds` for the execution to end, then returns it as it is."""
     GetExecution: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.GetExecutionRequest, _scheduler_pb2.GetExecutionResponse]  # type: ignore[assignment]
@@ -241,6 +251,17 @@ class ExecutionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_scheduler_pb2.SubmitExecutionResponse, _abc.Awaitable[_scheduler_pb2.SubmitExecutionResponse]]:
         """Validates and stores a PENDING execution; dispatch follows through the outbox."""
+
+    @_abc_1.abstractmethod
+    def SubmitExecutions(
+        self,
+        request: _scheduler_pb2.SubmitExecutionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.SubmitExecutionsResponse, _abc.Awaitable[_scheduler_pb2.SubmitExecutionsResponse]]:
+        """Several independent submits of one caller in one call (a gateway coalesces concurrent
+        REST submits this way): each is checked and stored as SubmitExecution would, and
+        answers on its own, in order; one failing fails no other.
+        """
 
     @_abc_1.abstractmethod
     def WaitExecution(

@@ -263,6 +263,20 @@ class FakeExecutions(pb_grpc.ExecutionServiceServicer):
         self.state.executions[execution.execution_id] = execution
         return pb.SubmitExecutionResponse(execution_id=execution.execution_id)
 
+    async def SubmitExecutions(
+        self, request: pb.SubmitExecutionsRequest, context: Any
+    ) -> pb.SubmitExecutionsResponse:
+        results = []
+        for one in request.requests:
+            try:
+                submitted = await self.SubmitExecution(one, context)
+            except errors.SinasError as exc:
+                status = exc.to_status().SerializeToString()
+                results.append(pb.SubmitExecutionResult(error_status=status))
+            else:
+                results.append(pb.SubmitExecutionResult(execution_id=submitted.execution_id))
+        return pb.SubmitExecutionsResponse(results=results)
+
     async def WaitExecution(
         self, request: pb.WaitExecutionRequest, context: Any
     ) -> pb.WaitExecutionResponse:

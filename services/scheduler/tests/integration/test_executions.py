@@ -16,8 +16,11 @@ from sinas_common.errors import (
     ExecutionNotFound,
     FunctionNotFound,
     InvalidArgument,
+    PayloadTooLarge,
     PermissionDenied,
     SchemaViolation,
+    Unauthenticated,
+    from_status_bytes,
 )
 from sinas_common.grpc_client import invoke
 from sinas_common.timeconv import utcnow
@@ -241,3 +244,67 @@ async def test_list_filters_and_paging(scheduler: RunningScheduler) -> None:
     for bad in ({"limit": 1001}, {"limit": -1}, {"offset": -1}):
         with pytest.raises(InvalidArgument):
             await listed(**bad)
+
+
+def one_submit(value: Any, **fields: Any) -> pb.SubmitExecutionRequest:
+    fields.setdefault("namespace", "tests")
+    fields.setdefault("name", "echo")
+    return pb.SubmitExecutionRequest(input_json=json.dumps(value).encode(), **fields)
+
+
+async def test_submit_executions_answers_each_on_its_own_in_order(
+    scheduler: RunningScheduler, db: AsyncEngine
+) -> None:
+    await scheduler.create_function(input_schema=ITEMS_SCHEMA)
+    requests = [
+        one_submit({"items": [{"name": "a"}]}),
+        one_submit({"items": [{}]}),
+        pb.SubmitExecutionRequest(namespace="tests", name="echo", input_json=b"{nope"),
+        one_submit({"items": []}, name="missing"),
+        one_submit({"items": []}, callback_url="ftp://hooks.example/x"),
+        one_submit({"items": []}, delay_seconds=60, idempotency_key="k-1"),
+        one_submit({"items": []}, delay_seconds=60, idempotency_key="k-1"),
+    ]
+    response = await invoke(
+        scheduler.executions.SubmitExecutions,
+        pb.SubmitExecutionsRequest(requests=requests),
+        metadata=scheduler.admin,
+    )
+    first, bad_input, bad_json, missing, bad_url, keyed, replayed = response.results
+    assert [r.WhichOneof("outcome") for r in response.results] == [
+        "execution_id", "error_status", "error_status", "error_status", "error_status",
+        "execution_id", "execution_id",
+    ]  # fmt: skip
+    schema_error = from_status_bytes(bad_input.error_status)
+    assert isinstance(schema_error, SchemaViolation)
+    assert [v.field for v in schema_error.violations] == ["input.items[0].name"]
+    json_error = from_status_bytes(bad_json.error_status)
+    assert isinstance(json_error, SchemaViolation)
+    assert [v.field for v in json_error.violations] == ["input"]
+    assert isinstance(from_status_bytes(missing.error_status), FunctionNotFound)
+    assert isinstance(from_status_bytes(bad_url.error_status), CallbackUrlRejected)
+    assert keyed.execution_id == replayed.execution_id
+    stored = await scheduler.get(scheduler.admin, first.execution_id)
+    assert json.loads(stored.input_json) == {"items": [{"name": "a"}]}
+    assert stored.status == pb.EXECUTION_STATUS_PENDING
+    assert await count_executions(db) == 2
+
+
+async def test_submit_executions_fails_whole_for_the_caller_or_the_size(
+    scheduler: RunningScheduler, db: AsyncEngine
+) -> None:
+    await scheduler.create_function()
+    with pytest.raises(Unauthenticated):
+        await invoke(
+            scheduler.executions.SubmitExecutions,
+            pb.SubmitExecutionsRequest(requests=[one_submit({})]),
+            metadata=bearer("sk-not-a-key"),
+        )
+    with pytest.raises(PayloadTooLarge) as too_many:
+        await invoke(
+            scheduler.executions.SubmitExecutions,
+            pb.SubmitExecutionsRequest(requests=[one_submit({})] * 1001),
+            metadata=scheduler.admin,
+        )
+    assert [v.field for v in too_many.value.violations] == ["requests"]
+    assert await count_executions(db) == 0

@@ -38,8 +38,10 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 class InMemoryFunctionStore:
     def __init__(self, *functions: Function) -> None:
         self.functions = {(f.namespace, f.name): f for f in functions}
+        self.lookups = 0
 
     async def get_function(self, namespace: str, name: str) -> Function | None:
+        self.lookups += 1
         return self.functions.get((namespace, name))
 
     async def create_function(self, **_: Any) -> Function:
@@ -66,12 +68,18 @@ class InMemoryFunctionStore:
 class RecordingExecutionStore:
     def __init__(self) -> None:
         self.inserted: list[NewExecution] = []
+        self.insert_calls = 0
 
     async def insert_execution(
         self, new: NewExecution, *, idempotency: IdempotencyReservation | None = None
     ) -> StoredResponse | None:
+        self.insert_calls += 1
         self.inserted.append(new)
         return None
+
+    async def insert_executions(self, news: Sequence[NewExecution]) -> None:
+        self.insert_calls += 1
+        self.inserted.extend(news)
 
 
 class NoIdempotencyKeys:
@@ -265,3 +273,60 @@ async def test_check_order_and_nothing_stored(
     with pytest.raises(error):
         await use_cases.submit(caller, request_)
     assert store.inserted == []
+
+
+async def test_submit_many_answers_each_in_order_and_stores_the_valid_ones_together(
+    use_cases: ExecutionUseCases, store: RecordingExecutionStore
+) -> None:
+    requests = [
+        SubmitRequest(namespace="ns", name="fn", input={"n": 1}),
+        SubmitRequest(namespace="ns", name="missing", input={}),
+        SubmitRequest(namespace="ns", name="fn", input={}),
+        SubmitRequest(namespace="ns", name="fn", input={"n": 2}, callback_url="http://x/"),
+        SubmitRequest(namespace="ns", name="fn", input={"n": 3}, delay_seconds=5),
+    ]
+    first, missing, invalid, rejected, delayed = await use_cases.submit_many(
+        principal(RUNNER), requests
+    )
+    assert isinstance(missing, FunctionNotFound)
+    assert isinstance(invalid, SchemaViolation)
+    assert [v.field for v in invalid.violations] == ["input.n"]
+    assert isinstance(rejected, CallbackUrlRejected)
+    assert store.insert_calls == 1
+    assert [(row.id, row.input, row.delay_seconds) for row in store.inserted] == [
+        (first, {"n": 1}, 0),
+        (delayed, {"n": 3}, 5),
+    ]
+
+
+async def test_submit_many_looks_each_function_up_once_and_checks_each_permission(
+    store: RecordingExecutionStore, resolver: FixedResolver
+) -> None:
+    functions = InMemoryFunctionStore(FUNCTION)
+    use_cases = ExecutionUseCases(
+        executions=store,  # type: ignore[arg-type]
+        functions=FunctionUseCases(
+            functions,  # type: ignore[arg-type]
+            FunctionLimits(default_timeout_seconds=300, max_timeout_seconds=86400),
+        ),
+        signals=NoSignals(),
+        limits=ExecutionLimits(
+            max_depth=4,
+            max_attempts=3,
+            lease_seconds=60,
+            token_buffer_seconds=300,
+            max_token_seconds=86400,
+        ),
+        callback_urls=PolicyCallbackUrlCheck(CallbackPolicy(hosts=[HOOK_HOST]), resolver),
+        idempotency=NoIdempotencyKeys(),
+    )
+    requests = [SubmitRequest(namespace="ns", name="fn", input={"n": n}) for n in range(5)]
+
+    outcomes = await use_cases.submit_many(principal(RUNNER), requests)
+    assert all(isinstance(outcome, str) for outcome in outcomes)
+    assert len(set(outcomes)) == 5
+    assert functions.lookups == 1
+
+    refused = await use_cases.submit_many(principal(), requests[:2])
+    assert all(isinstance(outcome, PermissionDenied) for outcome in refused)
+    assert len(store.inserted) == 5
