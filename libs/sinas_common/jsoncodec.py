@@ -11,8 +11,14 @@ def dump_json(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def load_json(raw: bytes, *, empty: Any = None) -> Any:
-    """Parses JSON bytes; empty bytes mean `empty` (an absent optional value)."""
+    """Parses UTF-8 JSON bytes, strictly: NaN and infinities, which Python's parser lets in
+    and no JSON column takes, are a ValueError. Empty bytes mean `empty` (an absent optional
+    value). Bytes that parse are therefore fit to store as they are."""
     if not raw:
         return empty
-    return json.loads(raw)
+    return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)

@@ -17,6 +17,7 @@ from sinas_common.errors import (
     SchemaViolation,
 )
 from sinas_common.ids import uuid7
+from sinas_common.jsoncodec import dump_json
 from sinas_scheduler import permissions as perms
 from sinas_scheduler.idempotency import (
     DEFAULT_IDEMPOTENCY_TTL_SECONDS,
@@ -60,11 +61,20 @@ class SubmitBatchRequest:
     namespace: str
     name: str
     inputs: Sequence[Any]
+    # The inputs as the caller encoded them, when it sent JSON (`inputs` is them parsed):
+    # stored as sent instead of encoded again.
+    inputs_json: Sequence[bytes] = ()
     trigger_id_prefix: str = ""
     delay_seconds: int | None = None
     callback_url: str = ""
     batch_callback_url: str = ""
     idempotency_key: str = ""
+
+    def stored_inputs(self) -> tuple[str, ...]:
+        """Each input's JSON text as stored."""
+        if self.inputs_json:
+            return tuple(raw.decode() for raw in self.inputs_json)
+        return tuple(dump_json(value).decode() for value in self.inputs)
 
     def fingerprint(self) -> str:
         """The request as its idempotency key remembers it, defaults applied."""
@@ -178,7 +188,7 @@ class BatchUseCases:
             callback_url=callback_url,
             batch_callback_url=batch_callback_url,
             execution_ids=tuple(uuid7() for _ in range(size)),
-            inputs=tuple(request.inputs),
+            inputs_json=request.stored_inputs(),
         )
         reservation = (
             IdempotencyReservation(

@@ -444,7 +444,8 @@ def batch_trigger_id(prefix: str | None, index: int) -> str:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NewBatch:
-    """A batch and its children as one insert; child `i` has `execution_ids[i]`, `inputs[i]`."""
+    """A batch and its children as one insert; child `i` has `execution_ids[i]` and the JSON
+    text `inputs_json[i]`."""
 
     id: str
     user_id: str
@@ -460,7 +461,7 @@ class NewBatch:
     callback_url: str | None
     batch_callback_url: str | None
     execution_ids: tuple[str, ...]
-    inputs: tuple[Any, ...]
+    inputs_json: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

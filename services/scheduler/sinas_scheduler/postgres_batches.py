@@ -14,7 +14,6 @@ from psycopg import AsyncConnection as PsycopgConnection
 from psycopg.rows import dict_row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sinas_common.jsoncodec import dump_json
 from sinas_scheduler.idempotency import IdempotencyReservation, StoredResponse
 from sinas_scheduler.models import (
     TRIGGER_TYPE_API,
@@ -121,7 +120,7 @@ class PostgresBatchStore:
                         batch_trigger_id(new.trigger_id_prefix, index)
                         for index in range(len(new.execution_ids))
                     ],
-                    "inputs": [dump_json(value).decode() for value in new.inputs],
+                    "inputs": list(new.inputs_json),
                     "user_id": new.user_id,
                     "kind": new.kind,
                     "namespace": new.namespace,

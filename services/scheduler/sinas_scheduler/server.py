@@ -348,6 +348,7 @@ class BatchServicer(pb_grpc.BatchServiceServicer):
                     parse_json_field(f"inputs[{index}]", raw, empty={})
                     for index, raw in enumerate(request.inputs_json)
                 ],
+                inputs_json=[raw or b"{}" for raw in request.inputs_json],
                 trigger_id_prefix=request.trigger_id_prefix,
                 delay_seconds=(
                     request.delay_seconds if request.HasField("delay_seconds") else None

@@ -386,3 +386,31 @@ async def test_concurrent_last_children_end_the_batch_once(
 
     await eventually(all_published)
     assert await count(db, "SELECT count(*) FROM batches WHERE finished_at IS NULL") == 0
+
+
+async def test_inputs_are_stored_as_sent_and_unfit_json_is_refused_by_index(
+    scheduler: RunningScheduler, db: AsyncEngine
+) -> None:
+    sent = [b'{ "n" : 12345678901234567890123, "s": "h\\u00e9 \xe2\x9c\x93" }', b'{"n":1.0e2}']
+    response: pb.SubmitBatchResponse = await invoke(
+        scheduler.batches.SubmitBatch,
+        pb.SubmitBatchRequest(namespace="tests", name="echo", inputs_json=[sent[0], b'{"n":1}']),
+        metadata=scheduler.admin,
+    )
+    async with db.connect() as conn:
+        stored = (
+            await conn.execute(
+                sa.text("SELECT input::text FROM executions WHERE id = :id"),
+                {"id": response.execution_ids[0]},
+            )
+        ).scalar_one()
+    assert stored.encode() == sent[0]
+    assert load_json(stored.encode()) == {"n": 12345678901234567890123, "s": "hé ✓"}
+    for unfit in (b'{"n": NaN}', b'{"n": -Infinity}', '{"n": 1}'.encode("utf-16")):
+        with pytest.raises(SchemaViolation) as refused:
+            await invoke(
+                scheduler.batches.SubmitBatch,
+                pb.SubmitBatchRequest(namespace="tests", name="echo", inputs_json=[sent[1], unfit]),
+                metadata=scheduler.admin,
+            )
+        assert [v.field for v in refused.value.violations] == ["inputs[1]"]

@@ -183,7 +183,7 @@ async def test_submit_stores_one_batch_with_ordered_children(
     assert submitted.batch_id == stored.id
     assert submitted.execution_ids == stored.execution_ids
     assert len(set(stored.execution_ids)) == 3
-    assert stored.inputs == ({"n": 1}, {"n": 2}, {"n": 3})
+    assert stored.inputs_json == ('{"n":1}', '{"n":2}', '{"n":3}')
     assert (stored.function_id, stored.function_version) == ("f1", 3)
     assert (stored.trigger_id_prefix, stored.delay_seconds) == ("job", 5)
     assert stored.callback_url == "https://hooks.example/child"
@@ -275,7 +275,7 @@ def test_reported_status(
             callback_url=None,
             batch_callback_url=None,
             execution_ids=("a", "b"),
-            inputs=({}, {}),
+            inputs_json=("{}", "{}"),
         )
     )
     assert replace(batch, counts=counts, final_status=final).status is status
