@@ -93,6 +93,8 @@ class ConsumerOptions:
     # known to be short (see `prefetch.PrefetchGate`).
     prefetch: int = 0
     prefetch_max_run_seconds: float = 0.25
+    # What is claimed ahead should start within this long, at the recent runs' pace.
+    prefetch_max_wait_seconds: float = 0.25
 
 
 @dataclass(slots=True)
@@ -131,7 +133,10 @@ class ExecutionConsumer:
         self._running: set[str] = set()
         self._slots = asyncio.Semaphore(options.concurrency)
         self._prefetch = PrefetchGate(
-            depth=options.prefetch, max_run_seconds=options.prefetch_max_run_seconds
+            depth=options.prefetch,
+            max_run_seconds=options.prefetch_max_run_seconds,
+            slots=options.concurrency,
+            max_wait_seconds=options.prefetch_max_wait_seconds,
         )
         self._outcomes: asyncio.Queue[tuple[ExecutionOutcome, Msg]] = asyncio.Queue()
         self._waiters = InputWaiters(scheduler)

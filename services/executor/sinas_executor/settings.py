@@ -38,9 +38,10 @@ class SandboxSettings(BaseSettings):
 class ExecutorSettings(ServiceSettings):
     """Everything `python -m sinas_executor` needs; a bad value stops the start."""
 
-    fetch_batch: int = Field(default=100, ge=1, le=10_000, validation_alias="EXECUTOR_FETCH_BATCH")
-    # Function executions claimed ahead of a free slot while runs stay short (0 turns it off).
-    prefetch: int = Field(default=64, ge=0, le=10_000, validation_alias="EXECUTOR_PREFETCH")
+    fetch_batch: int = Field(default=256, ge=1, le=10_000, validation_alias="EXECUTOR_FETCH_BATCH")
+    # At most this many function executions claimed ahead of a free slot while runs stay short,
+    # fewer as they lengthen (see `prefetch.PrefetchGate`); 0 turns it off.
+    prefetch: int = Field(default=256, ge=0, le=10_000, validation_alias="EXECUTOR_PREFETCH")
     ack_wait_seconds: float = Field(
         default=30.0, ge=3.0, validation_alias="EXECUTOR_ACK_WAIT_SECONDS"
     )
