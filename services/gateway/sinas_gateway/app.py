@@ -42,6 +42,9 @@ def create_app(settings: GatewaySettings, scheduler: SchedulerClient) -> FastAPI
         title="Sinas runtime",
         version="1.0.0",
         summary="Run functions on behalf of users: enqueue, wait, poll; manage the registry.",
+        # Requests are counted and timed by our own Prometheus middleware; FastAPI's
+        # OpenTelemetry hooks looked up the environment and the tracer on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.scheduler = scheduler
@@ -113,6 +116,9 @@ def build_server(app: FastAPI, settings: GatewaySettings) -> uvicorn.Server:
         # The C parser: h11, the pure-Python default, cost ~40% of the CPU of a request.
         http="httptools",
         log_config=None,
+        # One line per request cost ~5% of a request's CPU; the request metrics count and
+        # time every route and status instead. Errors are logged either way.
+        access_log=settings.access_log,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_seconds)),
     )
     return _GatewayServer(config)

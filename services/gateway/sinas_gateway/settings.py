@@ -24,6 +24,7 @@ class GatewaySettings(ServiceSettings):
     sync_execute_default_timeout: int = Field(
         default=300, gt=0, validation_alias="SYNC_EXECUTE_DEFAULT_TIMEOUT"
     )
+    access_log: bool = Field(default=False, validation_alias="GATEWAY_ACCESS_LOG")
     # Submit calls under way at once; while that many are, further execute requests of one
     # caller wait and go to the scheduler together in one call.
     submit_calls_in_flight: int = Field(
