@@ -14,7 +14,7 @@ from sinas_common.jobstream import JobMessage, JobStreamNames, ensure_job_stream
 from sinas_common.pull import while_jetstream_settles
 from sinas_common.settings import NatsSettings
 from sinas_scheduler.models import DueExecution
-from sinas_scheduler.outbox import publish_acknowledged, run_outbox, sweep_in_batches
+from sinas_scheduler.outbox import publish_acknowledged, run_outbox
 from sinas_scheduler.store import ExecutionStore
 
 logger = logging.getLogger(__name__)
@@ -75,19 +75,20 @@ class DispatchLoop:
         self._wakeup = wakeup
         self._batch_size = batch_size
 
-    async def sweep(self) -> int:
-        """Publishes everything due, a batch per transaction, while batches come back full."""
-        total = await sweep_in_batches(
-            lambda limit: self._store.dispatch_due(limit=limit, publish=self._dispatcher.publish),
-            self._batch_size,
-        )
+    async def sweep(self) -> float | None:
+        """Publishes everything due, a batch per transaction, while batches come back full;
+        returns the seconds until the earliest delayed execution comes due (None: none)."""
+        total = 0
+        while True:
+            done = await self._store.dispatch_due(
+                limit=self._batch_size, publish=self._dispatcher.publish
+            )
+            total += done.published
+            if done.published < self._batch_size:
+                break
         if total:
             logger.info("executions dispatched", extra={"action": "dispatch", "count": total})
-        return total
-
-    async def _sweep_then_next_due(self) -> float | None:
-        await self.sweep()
-        return await self._store.seconds_until_next_due()
+        return done.next_due_seconds
 
     async def run(self) -> None:
-        await run_outbox(sweep=self._sweep_then_next_due, wakeup=self._wakeup, action="dispatch")
+        await run_outbox(sweep=self.sweep, wakeup=self._wakeup, action="dispatch")

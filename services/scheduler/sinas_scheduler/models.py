@@ -265,6 +265,15 @@ class ExecutionQuery:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DispatchRound:
+    """One dispatch transaction: how many executions it published, and the seconds until the
+    earliest one still waiting comes due (negative: already due; None: none waits)."""
+
+    published: int
+    next_due_seconds: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DueExecution:
     """An execution the dispatcher publishes."""
 

@@ -6,6 +6,7 @@ so a fetched batch of a thousand executions costs one round trip, not a thousand
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ from sinas_scheduler.models import (
     ClaimedRow,
     ClaimItem,
     ClaimOutcome,
+    DispatchRound,
     DueExecution,
     Execution,
     ExecutionQuery,
@@ -355,7 +357,8 @@ class PostgresExecutionStore:
             "completion_tokens": [o.completion_tokens for o in outcomes],
             "channel": COMPLETION_CHANNEL,
         }
-        async with self._hot.connection() as conn, conn.transaction():
+        # Pipelined: BEGIN travels with the update, and COMMIT with whatever follows it.
+        async with self._hot.connection() as conn, conn.pipeline(), conn.transaction():
             applied = await (await conn.execute(_COMPLETE, params)).fetchall()
             # An applied agent run's new messages go after its chat's, in the same transaction.
             by_id = {o.execution_id: o for o in outcomes}
@@ -390,31 +393,37 @@ class PostgresExecutionStore:
             retried=tuple(str(row["id"]) for row in rows if not row["lost"]),
         )
 
-    async def dispatch_due(self, *, limit: int, publish: Publish) -> int:
-        """Publishes due rows and marks them dispatched; a failed publish rolls back the mark."""
-        async with self._hot.connection() as conn, conn.transaction():
-            rows = await (await conn.execute(_TAKE_DUE, {"limit": limit})).fetchall()
-            if not rows:
-                return 0
-            # Published in due order, so the earliest due runs first.
-            rows.sort(key=lambda row: (row["run_at"], row["id"]))
-            due = [
-                DueExecution(id=row["id"], kind=row["kind"], attempts=row["attempts"])
-                for row in rows
-            ]
-            await publish(due)
-        return len(due)
+    async def dispatch_due(self, *, limit: int, publish: Publish) -> DispatchRound:
+        """Publishes due rows and marks them dispatched; a failed publish rolls back the mark.
+
+        Pipelined: BEGIN, the take and the next due time travel in one round trip (the next
+        due time is read after the take, so it no longer counts the rows just taken).
+        """
+        async with self._hot.connection() as conn, conn.pipeline(), conn.transaction():
+            taken = await conn.execute(_TAKE_DUE, {"limit": limit})
+            upcoming = await conn.execute(_NEXT_DUE)
+            rows = await taken.fetchall()
+            next_due = await upcoming.fetchone()
+            read_at = time.monotonic()
+            if rows:
+                # Published in due order, so the earliest due runs first.
+                rows.sort(key=lambda row: (row["run_at"], row["id"]))
+                await publish(
+                    [
+                        DueExecution(id=row["id"], kind=row["kind"], attempts=row["attempts"])
+                        for row in rows
+                    ]
+                )
+        seconds = None if next_due is None else next_due["seconds"]
+        if seconds is not None:
+            # Counted from now, not from the read: publishing took some of that time.
+            seconds = float(seconds) - (time.monotonic() - read_at)
+        return DispatchRound(published=len(rows), next_due_seconds=seconds)
 
     async def count_due(self) -> int:
         """PENDING executions already due but not yet published: the dispatch backlog."""
         async with self._engine.connect() as conn:
             return int((await conn.execute(_COUNT_DUE)).scalar_one())
-
-    async def seconds_until_next_due(self) -> float | None:
-        async with self._hot.connection() as conn:
-            row = await (await conn.execute(_NEXT_DUE)).fetchone()
-        value = None if row is None else row["seconds"]
-        return None if value is None else float(value)
 
 
 def execution_from_row(row: Any) -> Execution:

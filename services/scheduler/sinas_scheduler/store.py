@@ -31,6 +31,7 @@ from sinas_scheduler.models import (
     CallbackRow,
     ClaimItem,
     ClaimOutcome,
+    DispatchRound,
     DueExecution,
     Execution,
     ExecutionQuery,
@@ -142,9 +143,7 @@ class ExecutionStore(Protocol):
         self, *, lease_seconds: float, max_attempts: int, limit: int
     ) -> ReapOutcome: ...
 
-    async def dispatch_due(self, *, limit: int, publish: Publish) -> int: ...
-
-    async def seconds_until_next_due(self) -> float | None: ...
+    async def dispatch_due(self, *, limit: int, publish: Publish) -> DispatchRound: ...
 
 
 class CallbackStore(Protocol):

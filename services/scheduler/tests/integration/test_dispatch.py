@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import nats
@@ -18,6 +18,9 @@ from sinas_common.jobstream import JobMessage, ensure_job_stream, job_stream_nam
 from sinas_common.jsoncodec import dump_json
 from sinas_common.settings import NatsSettings
 from sinas_proto.scheduler.v1 import scheduler_pb2 as pb
+from sinas_scheduler.models import DueExecution
+from sinas_scheduler.pg import HotPool
+from sinas_scheduler.postgres_executions import PostgresExecutionStore
 from sinas_scheduler.testing import RunningScheduler, stop_in_process
 
 DEADLINE_SECONDS = 30.0
@@ -194,3 +197,31 @@ async def test_many_replicas_publish_each_row_once(
     messages = await published(jetstream, nats_settings)
     # The message id names the attempt to come: a retry is a new message, a re-publish is not.
     assert sorted(m.headers["Nats-Msg-Id"] for m in messages) == sorted(f"{i}.0" for i in ids)
+
+
+async def test_a_dispatch_round_reports_the_next_due_after_what_it_took(
+    start_scheduler: Callable[..., Awaitable[RunningScheduler]], db: AsyncEngine, hot_pool: HotPool
+) -> None:
+    api_only = await start_scheduler(SCHEDULER_DISPATCHER_ENABLED="false")
+    await api_only.create_function()
+    due = [await api_only.submit(api_only.admin, {"n": n}) for n in range(2)]
+    await api_only.submit(api_only.admin, {}, delay_seconds=60)
+    store = PostgresExecutionStore(db, hot_pool)
+    sent: list[str] = []
+
+    async def publish(executions: Sequence[DueExecution]) -> None:
+        sent.extend(execution.id for execution in executions)
+
+    async def refuse(executions: Sequence[DueExecution]) -> None:
+        raise RuntimeError("NATS is down")
+
+    with pytest.raises(RuntimeError):
+        await store.dispatch_due(limit=10, publish=refuse)
+    assert all([await dispatched_at(db, execution_id) is None for execution_id in due])
+
+    taken = await store.dispatch_due(limit=10, publish=publish)
+    assert (taken.published, sent) == (2, due)
+    # The rows just taken no longer count: the next one is the delayed row, a minute away.
+    assert taken.next_due_seconds == pytest.approx(60, abs=5)
+    empty = await store.dispatch_due(limit=10, publish=publish)
+    assert empty.published == 0 and len(sent) == 2
