@@ -64,18 +64,27 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Counts unary calls by method and final status code and times them.
 
     Placed before the ErrorInterceptor, so a SinasError has already become an abort with its
-    code by the time this one sees the call end."""
+    code by the time this one sees the call end. Being first, it also keeps the wrapped
+    handler of each method: a server's handlers are fixed once it starts, and building the
+    chain again cost every call a noticeable share of its CPU."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        known = self._handlers.get(method)
+        if known is not None:
+            return known
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
         inner = handler.unary_unary
-        method = handler_call_details.method
+        seconds = GRPC_SECONDS.labels(method=method)
 
         async def measured(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
@@ -90,13 +99,15 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 raise
             finally:
                 GRPC_REQUESTS.labels(method=method, code=_code_name(code)).inc()
-                GRPC_SECONDS.labels(method=method).observe(time.perf_counter() - started)
+                seconds.observe(time.perf_counter() - started)
 
-        return grpc.unary_unary_rpc_method_handler(
+        wrapped = grpc.unary_unary_rpc_method_handler(
             measured,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+        self._handlers[method] = wrapped
+        return wrapped
 
 
 def _code_name(code: object) -> str:
