@@ -27,7 +27,8 @@ SUBMIT_METHODS = (
 
 @pytest.fixture(scope="module")
 def one_slot_stack(stack_factory: StackFactory) -> Stack:
-    """One submit call at a time per gateway: any request arriving meanwhile waits for it."""
+    """One submit call at a time per caller (the default, set here so the test keeps its
+    meaning): a caller's requests arriving meanwhile wait for it and go together."""
     built = stack_factory(GATEWAY_SUBMIT_CALLS_IN_FLIGHT="1")
     built.start_all()
     return built

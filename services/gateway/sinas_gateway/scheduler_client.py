@@ -22,7 +22,7 @@ from sinas_proto.scheduler.v1 import scheduler_pb2_grpc as pb_grpc
 logger = logging.getLogger(__name__)
 
 HEALTH_CHECK_TIMEOUT_SECONDS = 5.0
-DEFAULT_SUBMIT_CALLS_IN_FLIGHT = 2
+DEFAULT_SUBMIT_CALLS_IN_FLIGHT = 1
 # Submits one coalesced call carries at most (the scheduler takes up to 1,000).
 MAX_SUBMITS_PER_CALL = 256
 

@@ -25,9 +25,9 @@ class GatewaySettings(ServiceSettings):
         default=300, gt=0, validation_alias="SYNC_EXECUTE_DEFAULT_TIMEOUT"
     )
     access_log: bool = Field(default=False, validation_alias="GATEWAY_ACCESS_LOG")
-    # Submit calls under way at once; while that many are, further execute requests of one
-    # caller wait and go to the scheduler together in one call.
+    # Submit calls one caller has under way at once; while that many are, the caller's
+    # further execute requests wait and go to the scheduler together in one call.
     submit_calls_in_flight: int = Field(
-        default=2, ge=1, le=1000, validation_alias="GATEWAY_SUBMIT_CALLS_IN_FLIGHT"
+        default=1, ge=1, le=1000, validation_alias="GATEWAY_SUBMIT_CALLS_IN_FLIGHT"
     )
     scheduler: SchedulerClientSettings = Field(default_factory=SchedulerClientSettings)

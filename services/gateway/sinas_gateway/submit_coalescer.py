@@ -1,10 +1,10 @@
 """Concurrent submits of one caller ride one SubmitExecutions call.
 
 A gRPC call costs the gateway and the scheduler several times the CPU of the submit it
-carries, so under load one call per REST request is what limits the request rate. While fewer
-than `max_in_flight` submit calls are under way a submit goes at once, alone: requests only
-wait for each other while the scheduler is busy, so a quiet system answers as fast as before.
-Each request still gets its own answer or its own error.
+carries, so under load one call per REST request is what limits the request rate. While a
+caller has fewer than `max_in_flight` submit calls under way, its submit goes at once, alone:
+a caller's requests only wait for that caller's own call, never for another caller's, and a
+lone request waits for nothing. Each request still gets its own answer or its own error.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ class _Waiting:
 
 
 class SubmitCoalescer(Generic[Caller]):
-    """Queues submits per caller; whenever a call slot is free, the caller waiting longest
-    sends up to `max_per_call` of its submits in one call (a lone submit: SubmitExecution)."""
+    """Queues submits per caller; whenever one of a caller's `max_in_flight` call slots is
+    free, up to `max_per_call` of its waiting submits go in one call (a lone submit:
+    SubmitExecution)."""
 
     def __init__(
         self,
@@ -48,8 +49,7 @@ class SubmitCoalescer(Generic[Caller]):
         self._send_many = send_many
         self._max_in_flight = max_in_flight
         self._max_per_call = max_per_call
-        self._in_flight = 0
-        # Insertion order is turn order: a caller with submits left goes to the back.
+        self._in_flight: dict[Caller, int] = {}
         self._waiting: dict[Caller, deque[_Waiting]] = {}
         self._calls: set[asyncio.Task[None]] = set()
 
@@ -60,21 +60,22 @@ class SubmitCoalescer(Generic[Caller]):
             asyncio.get_running_loop().create_future()
         )
         self._waiting.setdefault(caller, deque()).append(_Waiting(request, answer))
-        self._start_calls()
+        self._start_calls(caller)
         return await answer
 
-    def _start_calls(self) -> None:
-        while self._in_flight < self._max_in_flight and self._waiting:
-            caller = next(iter(self._waiting))
-            queue = self._waiting.pop(caller)
+    def _start_calls(self, caller: Caller) -> None:
+        while self._in_flight.get(caller, 0) < self._max_in_flight:
+            queue = self._waiting.get(caller)
+            if not queue:
+                return
             group = [queue.popleft() for _ in range(min(len(queue), self._max_per_call))]
-            if queue:
-                self._waiting[caller] = queue
+            if not queue:
+                del self._waiting[caller]
             # A request whose client went away is not sent.
             group = [waiting for waiting in group if not waiting.answer.done()]
             if not group:
                 continue
-            self._in_flight += 1
+            self._in_flight[caller] = self._in_flight.get(caller, 0) + 1
             call = asyncio.create_task(self._call(caller, group))
             self._calls.add(call)
             call.add_done_callback(self._calls.discard)
@@ -101,8 +102,10 @@ class SubmitCoalescer(Generic[Caller]):
                 waiting.answer.cancel()
             raise
         finally:
-            self._in_flight -= 1
-            self._start_calls()
+            left = self._in_flight.pop(caller) - 1
+            if left:
+                self._in_flight[caller] = left
+            self._start_calls(caller)
 
 
 def _answer(waiting: _Waiting, response: pb.SubmitExecutionResponse) -> None:

@@ -70,6 +70,12 @@ def coalescer(
     )
 
 
+async def turns(count: int) -> None:
+    """Lets the event loop run `count` rounds: submits queue, then their calls start."""
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
 async def settle(*awaitables: asyncio.Future[pb.SubmitExecutionResponse]) -> list[object]:
     done = await asyncio.gather(*awaitables, return_exceptions=True)
     return [d.execution_id if isinstance(d, pb.SubmitExecutionResponse) else d for d in done]
@@ -85,25 +91,47 @@ async def test_a_lone_submit_goes_at_once_on_its_own() -> None:
     assert scheduler.calls == [("one", "alice", ["a"]), ("one", "alice", ["missing"])]
 
 
-async def test_while_the_slots_are_busy_a_callers_submits_go_together() -> None:
+async def test_while_a_callers_slot_is_busy_its_submits_go_together() -> None:
     scheduler = Scheduler()
     submits = coalescer(scheduler, in_flight=1, per_call=3)
     names = ["a", "b", "missing", "c", "d"]
     pending = [asyncio.ensure_future(submits.submit(submit(n), "alice")) for n in names]
-    bob = asyncio.ensure_future(submits.submit(submit("e"), "bob"))
     await asyncio.sleep(0)
     scheduler.release.set()
-    answers = await settle(*pending, bob)
+    answers = await settle(*pending)
     assert answers[:2] == ["alice:a", "alice:b"]
     assert isinstance(answers[2], FunctionNotFound)
-    assert answers[3:] == ["alice:c", "alice:d", "bob:e"]
-    # The first went alone; then callers took turns, up to three submits a call, never mixed.
+    assert answers[3:] == ["alice:c", "alice:d"]
+    # The first went alone; the rest waited for it, then went up to three a call.
     assert scheduler.calls == [
         ("one", "alice", ["a"]),
         ("many", "alice", ["b", "missing", "c"]),
-        ("one", "bob", ["e"]),
         ("one", "alice", ["d"]),
     ]
+
+
+async def test_callers_never_wait_for_each_other_nor_share_a_call() -> None:
+    scheduler = Scheduler()
+    submits = coalescer(scheduler, in_flight=1, per_call=10)
+    alice = [asyncio.ensure_future(submits.submit(submit(n), "alice")) for n in "ab"]
+    bob = [asyncio.ensure_future(submits.submit(submit(n), "bob")) for n in "cd"]
+    await turns(3)
+    # Both callers' first submits are under way before anything is answered.
+    assert scheduler.calls == [("one", "alice", ["a"]), ("one", "bob", ["c"])]
+    scheduler.release.set()
+    assert await settle(*alice, *bob) == ["alice:a", "alice:b", "bob:c", "bob:d"]
+    assert sorted(scheduler.calls[2:]) == [("one", "alice", ["b"]), ("one", "bob", ["d"])]
+
+
+async def test_more_slots_let_more_of_a_callers_calls_run_at_once() -> None:
+    scheduler = Scheduler()
+    submits = coalescer(scheduler, in_flight=2, per_call=10)
+    pending = [asyncio.ensure_future(submits.submit(submit(n), "alice")) for n in "abcd"]
+    await turns(3)
+    assert scheduler.calls == [("one", "alice", ["a"]), ("one", "alice", ["b"])]
+    scheduler.release.set()
+    assert await settle(*pending) == ["alice:a", "alice:b", "alice:c", "alice:d"]
+    assert len(scheduler.calls) == 3
 
 
 async def test_a_failed_call_fails_each_of_its_submits() -> None:
