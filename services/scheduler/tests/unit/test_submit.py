@@ -155,10 +155,13 @@ def resolver() -> FixedResolver:
 
 
 def build_use_cases(
-    store: RecordingExecutionStore, resolver: FixedResolver, policy: CallbackPolicy
+    store: RecordingExecutionStore,
+    resolver: FixedResolver,
+    policy: CallbackPolicy,
+    function_store: InMemoryFunctionStore | None = None,
 ) -> ExecutionUseCases:
     functions = FunctionUseCases(
-        InMemoryFunctionStore(FUNCTION),  # type: ignore[arg-type]
+        function_store or InMemoryFunctionStore(FUNCTION),  # type: ignore[arg-type]
         FunctionLimits(default_timeout_seconds=300, max_timeout_seconds=86400),
     )
     return ExecutionUseCases(
@@ -303,23 +306,7 @@ async def test_submit_many_looks_each_function_up_once_and_checks_each_permissio
     store: RecordingExecutionStore, resolver: FixedResolver
 ) -> None:
     functions = InMemoryFunctionStore(FUNCTION)
-    use_cases = ExecutionUseCases(
-        executions=store,  # type: ignore[arg-type]
-        functions=FunctionUseCases(
-            functions,  # type: ignore[arg-type]
-            FunctionLimits(default_timeout_seconds=300, max_timeout_seconds=86400),
-        ),
-        signals=NoSignals(),
-        limits=ExecutionLimits(
-            max_depth=4,
-            max_attempts=3,
-            lease_seconds=60,
-            token_buffer_seconds=300,
-            max_token_seconds=86400,
-        ),
-        callback_urls=PolicyCallbackUrlCheck(CallbackPolicy(hosts=[HOOK_HOST]), resolver),
-        idempotency=NoIdempotencyKeys(),
-    )
+    use_cases = build_use_cases(store, resolver, CallbackPolicy(hosts=[HOOK_HOST]), functions)
     requests = [SubmitRequest(namespace="ns", name="fn", input={"n": n}) for n in range(5)]
 
     outcomes = await use_cases.submit_many(principal(RUNNER), requests)
