@@ -37,8 +37,5 @@ class ExpiringCache(Generic[K, V]):
             self._entries.pop(next(iter(self._entries)))
         self._entries[key] = (self._clock() + seconds, value)
 
-    def clear(self) -> None:
-        self._entries.clear()
-
     def __len__(self) -> int:
         return len(self._entries)

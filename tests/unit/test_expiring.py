@@ -38,5 +38,3 @@ def test_the_oldest_entry_makes_room_and_a_put_renews_an_entry() -> None:
     cache.put("a", 3, seconds=10)  # now the youngest
     cache.put("c", 4, seconds=10)
     assert (cache.get("a"), cache.get("b"), cache.get("c")) == (3, None, 4)
-    cache.clear()
-    assert len(cache) == 0
