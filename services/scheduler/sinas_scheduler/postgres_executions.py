@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sinas_common.jsoncodec import dump_json
@@ -78,7 +80,7 @@ LEFT JOIN function_versions AS fv
   ON fv.function_id = c.function_id AND fv.version = c.function_version
 """
 
-_COMPLETE = f"""
+_COMPLETE_TEMPLATE = f"""
 WITH o AS (
     SELECT * FROM unnest(
         %(ids)s::text[], %(attempts)s::int[], %(statuses)s::text[],
@@ -102,13 +104,21 @@ done AS (
         prompt_tokens = o.prompt_tokens,
         completion_tokens = o.completion_tokens
     FROM o
-    WHERE e.id = o.id AND e.status = 'RUNNING' AND e.attempts = o.attempt
+    WHERE e.id = o.id AND e.status = 'RUNNING' AND e.attempts = o.attempt{{scope}}
     RETURNING e.id, e.callback_status, e.batch_id, e.chat_id
 )
 SELECT d.id, d.batch_id, d.chat_id FROM done AS d
 CROSS JOIN LATERAL (SELECT pg_notify(%(channel)s, d.id)) AS notified
 CROSS JOIN LATERAL (SELECT {_NOTIFY_EVENT.format(row="d")}) AS evented
 """
+_COMPLETE = _COMPLETE_TEMPLATE.replace("{scope}", "")
+# Rows in no batch and no chat: nothing else changes with them, so their update is one
+# autocommitted statement (one round trip; a transaction costs three, a pipelined one more
+# client CPU still).
+_COMPLETE_ALONE = _COMPLETE_TEMPLATE.replace(
+    "{scope}", " AND e.batch_id IS NULL AND e.chat_id IS NULL"
+)
+
 
 # An attempt whose worker stopped heartbeating for a whole lease is over. With attempts left,
 # the row goes back to PENDING and is dispatched again (a new message: the old one may be
@@ -168,30 +178,34 @@ RETURNING e.id
 """
 )
 
-# Picks and marks due rows in one statement; the caller publishes before it commits, so a
-# failed publish rolls the marks back.
-_TAKE_DUE = """
-UPDATE executions AS e SET dispatched_at = now()
-FROM (
+# Picks and marks due rows, and reads when the next one not yet due comes due, in one
+# statement; the caller publishes before it commits, so a failed publish rolls the marks back.
+# A due row not taken here is another replica's (locked) or beyond the limit (the sweep goes
+# on while rounds come back full), so the next due time only looks past now().
+_DISPATCH_ROUND = """
+WITH due AS (
     SELECT id FROM executions
     WHERE dispatched_at IS NULL AND status = 'PENDING' AND run_at <= now()
     ORDER BY run_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
-) AS due
-WHERE e.id = due.id
-RETURNING e.id, e.kind, e.attempts, e.run_at
+),
+taken AS (
+    UPDATE executions AS e SET dispatched_at = now()
+    FROM due
+    WHERE e.id = due.id
+    RETURNING e.id, e.kind, e.attempts, e.run_at
+)
+SELECT t.id, t.kind, t.attempts, t.run_at, NULL::float8 AS next_due_seconds FROM taken AS t
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, EXTRACT(EPOCH FROM (min(run_at) - clock_timestamp()))::float8
+FROM executions WHERE dispatched_at IS NULL AND status = 'PENDING' AND run_at > now()
 """
 
 _COUNT_DUE = sa.text(
     "SELECT count(*) FROM executions"
     " WHERE status = 'PENDING' AND dispatched_at IS NULL AND run_at <= now()"
 )
-
-_NEXT_DUE = """
-SELECT EXTRACT(EPOCH FROM (min(run_at) - clock_timestamp()))::float8 AS seconds
-FROM executions WHERE dispatched_at IS NULL AND status = 'PENDING'
-"""
 
 
 _EXECUTION_BY_ID = "SELECT * FROM executions WHERE id = %(id)s"
@@ -342,36 +356,16 @@ class PostgresExecutionStore:
     async def complete(self, outcomes: Sequence[Outcome]) -> list[str]:
         if not outcomes:
             return []
-        params = {
-            "ids": [o.execution_id for o in outcomes],
-            "attempts": [o.attempt for o in outcomes],
-            "statuses": [o.status.value for o in outcomes],
-            "outputs": [
-                None if o.output is None else dump_json(o.output).decode() for o in outcomes
-            ],
-            "errors": [o.error for o in outcomes],
-            "tracebacks": [o.traceback for o in outcomes],
-            "timed_out": [o.timed_out for o in outcomes],
-            "completed": [o.completed_at for o in outcomes],
-            "prompt_tokens": [o.prompt_tokens for o in outcomes],
-            "completion_tokens": [o.completion_tokens for o in outcomes],
-            "channel": COMPLETION_CHANNEL,
-        }
-        # Pipelined: BEGIN travels with the update, and COMMIT with whatever follows it.
-        async with self._hot.connection() as conn, conn.pipeline(), conn.transaction():
-            applied = await (await conn.execute(_COMPLETE, params)).fetchall()
-            # An applied agent run's new messages go after its chat's, in the same transaction.
-            by_id = {o.execution_id: o for o in outcomes}
-            await append_messages(
-                conn,
-                [
-                    (row["chat_id"], by_id[row["id"]].new_messages)
-                    for row in applied
-                    if row["chat_id"] and by_id[row["id"]].new_messages
-                ],
-            )
-            await finish_batches_if_done(conn, [row["batch_id"] for row in applied])
-        return [str(row["id"]) for row in applied]
+        async with self._hot.connection() as conn:
+            alone = await (
+                await conn.execute(_COMPLETE_ALONE, _complete_params(outcomes))
+            ).fetchall()
+            applied = [str(row["id"]) for row in alone]
+            done = set(applied)
+            rest = [o for o in outcomes if o.execution_id not in done]
+            if rest:
+                applied += await _complete_with_batches_and_chats(conn, rest)
+        return applied
 
     async def reap_stale(
         self, *, lease_seconds: float, max_attempts: int, limit: int
@@ -394,36 +388,69 @@ class PostgresExecutionStore:
         )
 
     async def dispatch_due(self, *, limit: int, publish: Publish) -> DispatchRound:
-        """Publishes due rows and marks them dispatched; a failed publish rolls back the mark.
-
-        Pipelined: BEGIN, the take and the next due time travel in one round trip (the next
-        due time is read after the take, so it no longer counts the rows just taken).
-        """
-        async with self._hot.connection() as conn, conn.pipeline(), conn.transaction():
-            taken = await conn.execute(_TAKE_DUE, {"limit": limit})
-            upcoming = await conn.execute(_NEXT_DUE)
-            rows = await taken.fetchall()
-            next_due = await upcoming.fetchone()
+        """Publishes due rows and marks them dispatched; a failed publish rolls back the mark."""
+        async with self._hot.connection() as conn, conn.transaction():
+            rows = await (await conn.execute(_DISPATCH_ROUND, {"limit": limit})).fetchall()
             read_at = time.monotonic()
-            if rows:
+            taken = [row for row in rows if row["id"] is not None]
+            if taken:
                 # Published in due order, so the earliest due runs first.
-                rows.sort(key=lambda row: (row["run_at"], row["id"]))
+                taken.sort(key=lambda row: (row["run_at"], row["id"]))
                 await publish(
                     [
                         DueExecution(id=row["id"], kind=row["kind"], attempts=row["attempts"])
-                        for row in rows
+                        for row in taken
                     ]
                 )
-        seconds = None if next_due is None else next_due["seconds"]
+        upcoming = [row["next_due_seconds"] for row in rows if row["id"] is None]
+        seconds = upcoming[0] if upcoming else None
         if seconds is not None:
             # Counted from now, not from the read: publishing took some of that time.
             seconds = float(seconds) - (time.monotonic() - read_at)
-        return DispatchRound(published=len(rows), next_due_seconds=seconds)
+        return DispatchRound(published=len(taken), next_due_seconds=seconds)
 
     async def count_due(self) -> int:
         """PENDING executions already due but not yet published: the dispatch backlog."""
         async with self._engine.connect() as conn:
             return int((await conn.execute(_COUNT_DUE)).scalar_one())
+
+
+def _complete_params(outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    return {
+        "ids": [o.execution_id for o in outcomes],
+        "attempts": [o.attempt for o in outcomes],
+        "statuses": [o.status.value for o in outcomes],
+        "outputs": [None if o.output is None else dump_json(o.output).decode() for o in outcomes],
+        "errors": [o.error for o in outcomes],
+        "tracebacks": [o.traceback for o in outcomes],
+        "timed_out": [o.timed_out for o in outcomes],
+        "completed": [o.completed_at for o in outcomes],
+        "prompt_tokens": [o.prompt_tokens for o in outcomes],
+        "completion_tokens": [o.completion_tokens for o in outcomes],
+        "channel": COMPLETION_CHANNEL,
+    }
+
+
+async def _complete_with_batches_and_chats(
+    conn: AsyncConnection[DictRow], outcomes: Sequence[Outcome]
+) -> list[str]:
+    """Ends rows whose batch may end with them, or whose chat gets their messages, in one
+    transaction with those changes. Pipelined: BEGIN travels with the update, COMMIT with
+    whatever follows it."""
+    async with conn.pipeline(), conn.transaction():
+        applied = await (await conn.execute(_COMPLETE, _complete_params(outcomes))).fetchall()
+        # An applied agent run's new messages go after its chat's, in the same transaction.
+        by_id = {o.execution_id: o for o in outcomes}
+        await append_messages(
+            conn,
+            [
+                (row["chat_id"], by_id[row["id"]].new_messages)
+                for row in applied
+                if row["chat_id"] and by_id[row["id"]].new_messages
+            ],
+        )
+        await finish_batches_if_done(conn, [row["batch_id"] for row in applied])
+    return [str(row["id"]) for row in applied]
 
 
 def execution_from_row(row: Any) -> Execution:

@@ -414,3 +414,25 @@ async def test_inputs_are_stored_as_sent_and_unfit_json_is_refused_by_index(
                 metadata=scheduler.admin,
             )
         assert [v.field for v in refused.value.violations] == ["inputs[1]"]
+
+
+async def test_one_outcome_list_ends_lone_executions_and_a_batch_together(
+    scheduler: RunningScheduler,
+) -> None:
+    # Lone rows and batch children take different statements; one list mixes them, and an
+    # outcome for a row already ended changes nothing.
+    submitted = await submit(scheduler, [{"n": 1}, {"n": 2}])
+    children = list(submitted.execution_ids)
+    lone = [await scheduler.submit(scheduler.admin, {"n": n}) for n in (3, 4)]
+    assert sorted(await claim(scheduler, *children, *lone)) == sorted(children + lone)
+    await complete(scheduler, [lone[1]], pb.EXECUTION_STATUS_FAILED)
+
+    await complete(
+        scheduler, [lone[0], children[0], lone[1], children[1]], pb.EXECUTION_STATUS_COMPLETED
+    )
+
+    ended = await get_batch(scheduler, submitted.batch_id)
+    assert (ended.status, ended.completed) == ("completed", 2)
+    assert ended.HasField("finished_at")
+    statuses = [(await scheduler.get(scheduler.admin, i)).status for i in lone]
+    assert statuses == [pb.EXECUTION_STATUS_COMPLETED, pb.EXECUTION_STATUS_FAILED]
