@@ -230,6 +230,26 @@ WITH inserted AS (
 SELECT pg_notify('{DISPATCH_CHANNEL}', '') FROM inserted
 """
 
+# The same row, stored only while the version it was checked against is the live one.
+_INSERT_IF_CURRENT = f"""
+WITH inserted AS (
+    INSERT INTO executions (
+        id, user_id, kind, namespace, name, function_id, function_version, trigger_type,
+        trigger_id, status, input, depth, created_at, run_at, parent_execution_id,
+        callback_url, callback_status
+    )
+    SELECT
+        %(id)s, %(user_id)s, %(kind)s, %(namespace)s, %(name)s, f.id, f.version,
+        %(trigger_type)s, %(trigger_id)s, 'PENDING', %(input)s::json, %(depth)s, now(),
+        now() + make_interval(secs => %(delay_seconds)s), %(parent_execution_id)s::text,
+        %(callback_url)s::text, %(callback_status)s::text
+    FROM functions AS f
+    WHERE f.id = %(function_id)s AND f.version = %(function_version)s AND f.deleted_at IS NULL
+    RETURNING id
+)
+SELECT pg_notify('{DISPATCH_CHANNEL}', '') FROM inserted
+"""
+
 
 def _insert_params(new: NewExecution) -> dict[str, Any]:
     return {
@@ -275,6 +295,12 @@ class PostgresExecutionStore:
                 return held
             await conn.exec_driver_sql(_INSERT, params)
         return None
+
+    async def insert_if_current(self, new: NewExecution) -> bool:
+        # One autocommitted statement: the version check, the row and its wake-up.
+        async with self._hot.connection() as conn:
+            cursor = await conn.execute(_INSERT_IF_CURRENT, _insert_params(new))
+            return await cursor.fetchone() is not None
 
     async def insert_executions(self, news: Sequence[NewExecution]) -> None:
         if not news:

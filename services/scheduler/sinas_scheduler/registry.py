@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,10 +107,15 @@ class FunctionLimits:
     max_timeout_seconds: int
 
 
+# How many live functions a scheduler remembers for submits (see `FunctionUseCases.recent`).
+RECENT_FUNCTIONS = 1024
+
+
 class FunctionUseCases:
     def __init__(self, store: FunctionStore, limits: FunctionLimits) -> None:
         self._store = store
         self._limits = limits
+        self._recent: OrderedDict[tuple[str, str], Function] = OrderedDict()
 
     async def create(
         self,
@@ -170,8 +176,22 @@ class FunctionUseCases:
             raise FunctionNotFound()
         function = await self._store.get_function(namespace, name)
         if function is None:
+            self.forget(namespace, name)
             raise FunctionNotFound()
+        self._recent[(namespace, name)] = function
+        self._recent.move_to_end((namespace, name))
+        while len(self._recent) > RECENT_FUNCTIONS:
+            self._recent.popitem(last=False)
         return function
+
+    def recent(self, namespace: str, name: str) -> Function | None:
+        """The function as this scheduler last read it, which may since have changed: only
+        for a row stored on condition that its version is still the live one
+        (`ExecutionStore.insert_if_current`), which then saves the read."""
+        return self._recent.get((namespace, name))
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._recent.pop((namespace, name), None)
 
     @property
     def default_timeout_seconds(self) -> int:

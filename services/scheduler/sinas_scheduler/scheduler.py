@@ -169,6 +169,10 @@ class ExecutionUseCases:
             )
             if held is not None:
                 return _replayed_execution_id(held, fingerprint)
+        else:
+            stored = await self._submit_against_recent(principal, request)
+            if stored is not None:
+                return stored
         function = await self._functions.lookup(request.namespace, request.name)
         new = await self._new_execution(principal, request, function)
         if request.idempotency_key:
@@ -183,6 +187,26 @@ class ExecutionUseCases:
         if held is not None:
             # A concurrent request with the same key stored first; this one stored nothing.
             return _replayed_execution_id(held, fingerprint)
+        _log_submitted(new)
+        return new.id
+
+    async def _submit_against_recent(
+        self, principal: Principal, request: SubmitRequest
+    ) -> str | None:
+        """The common submit in one statement: checked against the function as last read and
+        stored only if that is still its live version. None when there is none to go by, it
+        changed, or a check failed (against what may be an old version): the caller then
+        checks against the function as stored now."""
+        function = self._functions.recent(request.namespace, request.name)
+        if function is None:
+            return None
+        try:
+            new = await self._new_execution(principal, request, function)
+        except SinasError:
+            return None
+        if not await self._executions.insert_if_current(new):
+            self._functions.forget(request.namespace, request.name)
+            return None
         _log_submitted(new)
         return new.id
 

@@ -123,6 +123,11 @@ class ExecutionStore(Protocol):
         comes back."""
         ...
 
+    async def insert_if_current(self, new: NewExecution) -> bool:
+        """Stores the row only if its function version is still the live one; False when
+        the function changed or went, and nothing was stored."""
+        ...
+
     async def insert_executions(self, news: Sequence[NewExecution]) -> None:
         """Stores every row, in one transaction."""
         ...

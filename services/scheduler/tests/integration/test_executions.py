@@ -23,6 +23,7 @@ from sinas_common.errors import (
     from_status_bytes,
 )
 from sinas_common.grpc_client import invoke
+from sinas_common.jsoncodec import dump_json
 from sinas_common.timeconv import utcnow
 from sinas_proto.scheduler.v1 import scheduler_pb2 as pb
 from sinas_scheduler.pg import HotPool
@@ -308,3 +309,37 @@ async def test_submit_executions_fails_whole_for_the_caller_or_the_size(
         )
     assert [v.field for v in too_many.value.violations] == ["requests"]
     assert await count_executions(db) == 0
+
+
+async def test_a_submit_after_its_function_changed_or_went_is_checked_against_what_is_live(
+    scheduler: RunningScheduler,
+) -> None:
+    # Submits go by the function as last read and store only while that is the live
+    # version: a change (here made by this replica, as another one's would be) is seen.
+    await scheduler.create_function(input_schema={"type": "object", "required": ["n"]})
+    first = await scheduler.submit(scheduler.admin, {"n": 1})
+    again = await scheduler.submit(scheduler.admin, {"n": 2})
+    await invoke(
+        scheduler.functions.UpdateFunction,
+        pb.UpdateFunctionRequest(
+            namespace="tests",
+            name="echo",
+            input_schema_json=dump_json({"type": "object", "required": ["m"]}),
+        ),
+        metadata=scheduler.admin,
+    )
+    with pytest.raises(SchemaViolation):
+        await scheduler.submit(scheduler.admin, {"n": 3})
+    changed = await scheduler.submit(scheduler.admin, {"m": 4})
+    versions = [
+        (await scheduler.get(scheduler.admin, i)).function_version for i in (first, again, changed)
+    ]
+    assert versions == [versions[0], versions[0], versions[0] + 1]
+
+    await invoke(
+        scheduler.functions.DeleteFunction,
+        pb.DeleteFunctionRequest(namespace="tests", name="echo"),
+        metadata=scheduler.admin,
+    )
+    with pytest.raises(FunctionNotFound):
+        await scheduler.submit(scheduler.admin, {"m": 5})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -69,6 +70,8 @@ class RecordingExecutionStore:
     def __init__(self) -> None:
         self.inserted: list[NewExecution] = []
         self.insert_calls = 0
+        # function id -> its live version; a function not here is live at every version.
+        self.live_versions: dict[str, int] = {}
 
     async def insert_execution(
         self, new: NewExecution, *, idempotency: IdempotencyReservation | None = None
@@ -76,6 +79,15 @@ class RecordingExecutionStore:
         self.insert_calls += 1
         self.inserted.append(new)
         return None
+
+    async def insert_if_current(self, new: NewExecution) -> bool:
+        self.insert_calls += 1
+        assert new.function_id is not None
+        live = self.live_versions.get(new.function_id, new.function_version)
+        if live != new.function_version:
+            return False
+        self.inserted.append(new)
+        return True
 
     async def insert_executions(self, news: Sequence[NewExecution]) -> None:
         self.insert_calls += 1
@@ -317,3 +329,67 @@ async def test_submit_many_looks_each_function_up_once_and_checks_each_permissio
     refused = await use_cases.submit_many(principal(), requests[:2])
     assert all(isinstance(outcome, PermissionDenied) for outcome in refused)
     assert len(store.inserted) == 5
+
+
+# --- the function as last read ----------------------------------------------------------------
+
+
+def changed_function(input_schema: Any) -> Function:
+    """FUNCTION's next version, as another replica's update stores it."""
+    return replace(FUNCTION, version=4, spec=replace(FUNCTION.spec, input_schema=input_schema))
+
+
+async def test_later_submits_go_by_the_function_as_last_read(
+    store: RecordingExecutionStore, resolver: FixedResolver
+) -> None:
+    functions = InMemoryFunctionStore(FUNCTION)
+    use_cases = build_use_cases(store, resolver, CallbackPolicy(), functions)
+    for n in range(3):
+        await use_cases.submit(
+            principal(RUNNER), SubmitRequest(namespace="ns", name="fn", input={"n": n})
+        )
+    assert functions.lookups == 1
+    assert [row.input for row in store.inserted] == [{"n": 0}, {"n": 1}, {"n": 2}]
+
+
+async def test_a_changed_function_is_read_again_and_its_live_version_checks(
+    store: RecordingExecutionStore, resolver: FixedResolver
+) -> None:
+    functions = InMemoryFunctionStore(FUNCTION)
+    use_cases = build_use_cases(store, resolver, CallbackPolicy(), functions)
+    await use_cases.submit(
+        principal(RUNNER), SubmitRequest(namespace="ns", name="fn", input={"n": 1})
+    )
+    functions.functions[("ns", "fn")] = changed_function({"type": "object", "required": ["m"]})
+    store.live_versions["f1"] = 4
+
+    # What the old version accepts, the live one refuses; nothing is stored against either.
+    with pytest.raises(SchemaViolation):
+        await use_cases.submit(
+            principal(RUNNER), SubmitRequest(namespace="ns", name="fn", input={"n": 2})
+        )
+    await use_cases.submit(
+        principal(RUNNER), SubmitRequest(namespace="ns", name="fn", input={"m": 3})
+    )
+    assert [(row.input, row.function_version) for row in store.inserted] == [
+        ({"n": 1}, 3),
+        ({"m": 3}, 4),
+    ]
+    assert functions.lookups == 2
+
+
+async def test_a_check_the_last_read_version_fails_is_made_again_against_the_live_one(
+    store: RecordingExecutionStore, resolver: FixedResolver
+) -> None:
+    functions = InMemoryFunctionStore(FUNCTION)
+    use_cases = build_use_cases(store, resolver, CallbackPolicy(), functions)
+    await use_cases.submit(
+        principal(RUNNER), SubmitRequest(namespace="ns", name="fn", input={"n": 1})
+    )
+    functions.functions[("ns", "fn")] = changed_function({"type": "object"})
+    store.live_versions["f1"] = 4
+
+    await use_cases.submit(
+        principal(RUNNER), SubmitRequest(namespace="ns", name="fn", input={"x": 2})
+    )
+    assert store.inserted[-1].function_version == 4
