@@ -69,7 +69,7 @@ SET callback_status = CASE WHEN o.sent THEN 'sent' ELSE 'failed' END,
     callback_error = CASE WHEN o.sent THEN NULL ELSE o.error END,
     callback_attempted_at = COALESCE(o.attempted_at, now())
 FROM o
-WHERE e.id = o.id AND e.callback_status = 'in_flight'
+WHERE e.id = ANY(CAST(:ids AS text[])) AND e.id = o.id AND e.callback_status = 'in_flight'
 RETURNING e.id
 """
 )
@@ -199,7 +199,8 @@ SET batch_callback_status = CASE WHEN o.sent THEN 'sent' ELSE 'failed' END,
     batch_callback_error = CASE WHEN o.sent THEN NULL ELSE o.error END,
     batch_callback_attempted_at = COALESCE(o.attempted_at, now())
 FROM o
-WHERE b.id = o.id AND b.batch_callback_status = 'in_flight'
+WHERE b.id = ANY(CAST(:ids AS text[])) AND b.id = o.id
+  AND b.batch_callback_status = 'in_flight'
 RETURNING b.id
 """
 )

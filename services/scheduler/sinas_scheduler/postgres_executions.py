@@ -1,7 +1,9 @@
 """PostgreSQL adapter of the execution port: submit, read, the dispatch outbox, worker writes.
 
 Worker writes take whole lists and run as one statement each (`UPDATE ... FROM unnest(...)`),
-so a fetched batch of a thousand executions costs one round trip, not a thousand.
+so a fetched batch of a thousand executions costs one round trip, not a thousand. Each also
+names its ids in `e.id = ANY(...)`: joined on the unnest alone, the generic plan PostgreSQL
+caches for a prepared statement scanned a status index instead of looking rows up by key.
 """
 
 from __future__ import annotations
@@ -104,7 +106,9 @@ done AS (
         prompt_tokens = o.prompt_tokens,
         completion_tokens = o.completion_tokens
     FROM o
-    WHERE e.id = o.id AND e.status = 'RUNNING' AND e.attempts = o.attempt{{scope}}
+    -- The id list again, so that any plan looks the rows up by key.
+    WHERE e.id = ANY(%(ids)s::text[]) AND e.id = o.id AND e.status = 'RUNNING'
+      AND e.attempts = o.attempt{{scope}}
     RETURNING e.id, e.callback_status, e.batch_id, e.chat_id
 )
 SELECT d.id, d.batch_id, d.chat_id FROM done AS d
@@ -172,7 +176,8 @@ UPDATE executions AS e
 SET status = 'PENDING', worker_id = NULL, heartbeat_at = NULL,
     input_prompt = NULL, input_deadline_at = NULL
 FROM unnest(CAST(:ids AS text[]), CAST(:attempts AS int[])) AS r(id, attempt)
-WHERE e.id = r.id AND e.attempts = r.attempt AND e.worker_id = :worker_id
+WHERE e.id = ANY(CAST(:ids AS text[])) AND e.id = r.id AND e.attempts = r.attempt
+  AND e.worker_id = :worker_id
   AND e.status IN ('RUNNING', 'AWAITING_INPUT')
 RETURNING e.id
 """

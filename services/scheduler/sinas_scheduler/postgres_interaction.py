@@ -60,7 +60,8 @@ paused AS (
         resumed_input = NULL,
         resumed_at = NULL
     FROM r
-    WHERE e.id = r.id AND e.attempts = r.attempt AND e.status = 'RUNNING'
+    WHERE e.id = ANY(CAST(:ids AS text[])) AND e.id = r.id AND e.attempts = r.attempt
+      AND e.status = 'RUNNING'
       AND e.input_round < r.round
     RETURNING e.id
 )
