@@ -3,7 +3,8 @@ executor and one notifier) on the embedded defaults, with rates from the databas
 
 Phases, in order, on one database:
 - drain: 10 `execute/batch` of 1,000 with no executor, then one executor starts;
-  completed / (last completed_at - first started_at).
+  completed / (last completed_at - first started_at). Then the table is vacuumed, analyzed
+  and checkpointed, as autovacuum and the checkpointer would within the minute.
 - latency: `execute/async` one at a time on a 5 ms schedule, each once the previous one has
   ended (so each meets an idle executor), as the peers do; the client's time from the submit
   call until its 1 ms poll of the row sees the execution ended (a GET then answers it).
@@ -165,6 +166,8 @@ class Repetition:
         await rows.wait_terminal("drain", self.sizes.drain_batches * BATCH_SIZE)
         self.figures["drain_per_s"] = await rows.drain_rate("drain")
         await self._check_completed(rows, "drain")
+        # Ten thousand executions ran through a table that was empty a moment ago.
+        await rows.settle()
 
     async def _latency(self, gateway: Gateway, rows: Rows) -> None:
         # As the peers measure it: one job at a time, each submitted on a 5 ms schedule once

@@ -158,8 +158,13 @@ class Rows:
             " generate_series(1, %s)",
             (template_name, count),
         )
-        # What autovacuum and the checkpointer do soon after a load this size, done now: plans
-        # then match production, and neither the vacuum nor the flush of a million new rows
-        # runs during the measurement that follows.
+        await self.settle()
+
+    async def settle(self) -> None:
+        """What autovacuum and the checkpointer do within a minute of a load or a burst of
+        work, done now: plans then match production (cached while the table was nearly
+        empty, a statement's plan otherwise scans it whole until autovacuum's first visit),
+        and neither the vacuum nor the flush of the new rows runs during the measurement
+        that follows."""
         await self._conn.execute("VACUUM (ANALYZE) executions")
         await self._conn.execute("CHECKPOINT")
