@@ -215,15 +215,17 @@ _COUNT_DUE = sa.text(
 
 _EXECUTION_BY_ID = "SELECT * FROM executions WHERE id = %(id)s"
 
+_INSERT_INTO = """
+INSERT INTO executions (
+    id, user_id, kind, namespace, name, function_id, function_version, trigger_type,
+    trigger_id, status, input, depth, created_at, run_at, parent_execution_id,
+    callback_url, callback_status
+)"""
+
 # In psycopg's parameter style: run straight on the hot pool, or through the engine's
 # driver inside an idempotent submit's transaction.
 _INSERT = f"""
-WITH inserted AS (
-    INSERT INTO executions (
-        id, user_id, kind, namespace, name, function_id, function_version, trigger_type,
-        trigger_id, status, input, depth, created_at, run_at, parent_execution_id,
-        callback_url, callback_status
-    )
+WITH inserted AS ({_INSERT_INTO}
     VALUES (
         %(id)s, %(user_id)s, %(kind)s, %(namespace)s, %(name)s, %(function_id)s,
         %(function_version)s, %(trigger_type)s, %(trigger_id)s, 'PENDING', %(input)s::json,
@@ -237,12 +239,7 @@ SELECT pg_notify('{DISPATCH_CHANNEL}', '') FROM inserted
 
 # The same row, stored only while the version it was checked against is the live one.
 _INSERT_IF_CURRENT = f"""
-WITH inserted AS (
-    INSERT INTO executions (
-        id, user_id, kind, namespace, name, function_id, function_version, trigger_type,
-        trigger_id, status, input, depth, created_at, run_at, parent_execution_id,
-        callback_url, callback_status
-    )
+WITH inserted AS ({_INSERT_INTO}
     SELECT
         %(id)s, %(user_id)s, %(kind)s, %(namespace)s, %(name)s, f.id, f.version,
         %(trigger_type)s, %(trigger_id)s, 'PENDING', %(input)s::json, %(depth)s, now(),

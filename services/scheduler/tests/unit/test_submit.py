@@ -352,16 +352,27 @@ async def test_later_submits_go_by_the_function_as_last_read(
     assert [row.input for row in store.inserted] == [{"n": 0}, {"n": 1}, {"n": 2}]
 
 
-async def test_a_changed_function_is_read_again_and_its_live_version_checks(
-    store: RecordingExecutionStore, resolver: FixedResolver
-) -> None:
+async def submit_then_change(
+    store: RecordingExecutionStore, resolver: FixedResolver, input_schema: Any
+) -> tuple[ExecutionUseCases, InMemoryFunctionStore]:
+    """Use cases that stored one submit against FUNCTION, which then changed to its next
+    version with `input_schema`, as another replica's update leaves it."""
     functions = InMemoryFunctionStore(FUNCTION)
     use_cases = build_use_cases(store, resolver, CallbackPolicy(), functions)
     await use_cases.submit(
         principal(RUNNER), SubmitRequest(namespace="ns", name="fn", input={"n": 1})
     )
-    functions.functions[("ns", "fn")] = changed_function({"type": "object", "required": ["m"]})
+    functions.functions[("ns", "fn")] = changed_function(input_schema)
     store.live_versions["f1"] = 4
+    return use_cases, functions
+
+
+async def test_a_changed_function_is_read_again_and_its_live_version_checks(
+    store: RecordingExecutionStore, resolver: FixedResolver
+) -> None:
+    use_cases, functions = await submit_then_change(
+        store, resolver, {"type": "object", "required": ["m"]}
+    )
 
     # What the old version accepts, the live one refuses; nothing is stored against either.
     with pytest.raises(SchemaViolation):
@@ -381,13 +392,7 @@ async def test_a_changed_function_is_read_again_and_its_live_version_checks(
 async def test_a_check_the_last_read_version_fails_is_made_again_against_the_live_one(
     store: RecordingExecutionStore, resolver: FixedResolver
 ) -> None:
-    functions = InMemoryFunctionStore(FUNCTION)
-    use_cases = build_use_cases(store, resolver, CallbackPolicy(), functions)
-    await use_cases.submit(
-        principal(RUNNER), SubmitRequest(namespace="ns", name="fn", input={"n": 1})
-    )
-    functions.functions[("ns", "fn")] = changed_function({"type": "object"})
-    store.live_versions["f1"] = 4
+    use_cases, _ = await submit_then_change(store, resolver, {"type": "object"})
 
     await use_cases.submit(
         principal(RUNNER), SubmitRequest(namespace="ns", name="fn", input={"x": 2})
