@@ -44,6 +44,7 @@ from sinas_scheduler.postgres_idempotency import PostgresIdempotencyStore
 from sinas_scheduler.postgres_identity import PostgresIdentityStore
 from sinas_scheduler.postgres_interaction import PostgresInteractionStore
 from sinas_scheduler.postgres_retention import PostgresRetentionStore
+from sinas_scheduler.prompt_dispatch import PromptDispatch
 from sinas_scheduler.reaper import run_reaper
 from sinas_scheduler.registry import FunctionLimits, FunctionUseCases, IdentityUseCases
 from sinas_scheduler.retention import SECONDS_PER_DAY, Retention, RetentionPolicy, run_retention
@@ -139,6 +140,9 @@ class SchedulerApp:
                 max_timeout_seconds=settings.max_function_timeout_seconds,
             ),
         )
+        # Active once NATS is connected below; until then (or on an API-only replica) new rows
+        # wake the dispatch loops instead.
+        prompt = PromptDispatch(marks=execution_store, fallback=listener.dispatch_wakeup)
         executions = ExecutionUseCases(
             executions=execution_store,
             functions=functions,
@@ -146,6 +150,7 @@ class SchedulerApp:
             limits=limits,
             callback_urls=PolicyCallbackUrlCheck(policy, self._resolver),
             idempotency=PostgresIdempotencyStore(engine),
+            prompt=prompt,
         )
         agent_store = PostgresAgentStore(engine)
         chat_store = PostgresChatStore(engine)
@@ -223,6 +228,7 @@ class SchedulerApp:
                     lambda: ensure_job_stream(client.jetstream(), settings.nats)
                 ),
             )
+            prompt.attach(dispatcher)
             dispatch_loop = DispatchLoop(
                 store=execution_store,
                 dispatcher=dispatcher,
@@ -284,6 +290,7 @@ class SchedulerApp:
         # whose claim fails, and comes back as a needless redelivery.
         if dispatch_loop is not None and event_loop is not None:
             self._spawn(dispatch_loop.run(), "dispatcher")
+            self._spawn(prompt.run(), "prompt-dispatch")
             self._spawn(event_loop.run(), "events")
         self._spawn(
             run_reaper(worker, callbacks, interaction, settings.reaper_interval_seconds), "reaper"

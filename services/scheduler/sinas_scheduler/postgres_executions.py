@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -234,7 +235,6 @@ WITH inserted AS ({_INSERT_INTO}
     )
     RETURNING id
 )
-SELECT pg_notify('{DISPATCH_CHANNEL}', '') FROM inserted
 """
 
 # The same row, stored only while the version it was checked against is the live one.
@@ -249,7 +249,16 @@ WITH inserted AS ({_INSERT_INTO}
     WHERE f.id = %(function_id)s AND f.version = %(function_version)s AND f.deleted_at IS NULL
     RETURNING id
 )
-SELECT pg_notify('{DISPATCH_CHANNEL}', '') FROM inserted
+"""
+
+# Either insert, finished: the row's id, and with `_WAKE` the dispatch loops' wake-up; without
+# it the caller publishes the row itself once it committed (see `prompt_dispatch`).
+_WAKE = f"SELECT id, pg_notify('{DISPATCH_CHANNEL}', '') FROM inserted"
+_NO_WAKE = "SELECT id FROM inserted"
+
+_MARK_DISPATCHED = """
+UPDATE executions AS e SET dispatched_at = %(published_at)s
+WHERE e.id = ANY(%(ids)s) AND e.dispatched_at IS NULL
 """
 
 
@@ -280,36 +289,49 @@ class PostgresExecutionStore:
         self._hot = hot
 
     async def insert_execution(
-        self, new: NewExecution, *, idempotency: IdempotencyReservation | None = None
+        self,
+        new: NewExecution,
+        *,
+        idempotency: IdempotencyReservation | None = None,
+        wake: bool = True,
     ) -> StoredResponse | None:
-        """Stores the PENDING row and wakes the dispatchers, in one transaction that first
+        """Stores the PENDING row (and wakes the dispatchers), in one transaction that first
         reserves the idempotency key; when the key is held, stores nothing and returns what
         the request holding it stored."""
         params = _insert_params(new)
+        statement = _INSERT + (_WAKE if wake else _NO_WAKE)
         if idempotency is None:
-            # One autocommitted statement: the row and its wake-up, one round trip.
+            # One autocommitted statement: the row (and its wake-up), one round trip.
             async with self._hot.connection() as conn:
-                await conn.execute(_INSERT, params)
+                await conn.execute(statement, params)
             return None
         async with self._engine.begin() as conn:
             held = await reserve_idempotency_key(conn, idempotency)
             if held is not None:
                 return held
-            await conn.exec_driver_sql(_INSERT, params)
+            await conn.exec_driver_sql(statement, params)
         return None
 
-    async def insert_if_current(self, new: NewExecution) -> bool:
-        # One autocommitted statement: the version check, the row and its wake-up.
+    async def insert_if_current(self, new: NewExecution, *, wake: bool = True) -> bool:
+        # One autocommitted statement: the version check, the row (and its wake-up).
+        statement = _INSERT_IF_CURRENT + (_WAKE if wake else _NO_WAKE)
         async with self._hot.connection() as conn:
-            cursor = await conn.execute(_INSERT_IF_CURRENT, _insert_params(new))
+            cursor = await conn.execute(statement, _insert_params(new))
             return await cursor.fetchone() is not None
 
-    async def insert_executions(self, news: Sequence[NewExecution]) -> None:
+    async def insert_executions(self, news: Sequence[NewExecution], *, wake: bool = True) -> None:
         if not news:
             return
+        statement = _INSERT + (_WAKE if wake else _NO_WAKE)
         # Pipelined: one round trip for all; their wake-ups fold into one at commit.
         async with self._hot.connection() as conn, conn.transaction(), conn.cursor() as cursor:
-            await cursor.executemany(_INSERT, [_insert_params(new) for new in news])
+            await cursor.executemany(statement, [_insert_params(new) for new in news])
+
+    async def mark_dispatched(self, execution_ids: Sequence[str], published_at: datetime) -> None:
+        async with self._hot.connection() as conn:
+            await conn.execute(
+                _MARK_DISPATCHED, {"ids": list(execution_ids), "published_at": published_at}
+            )
 
     async def get_execution(self, execution_id: str) -> Execution | None:
         async with self._hot.connection() as conn:

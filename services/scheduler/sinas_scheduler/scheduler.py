@@ -46,6 +46,7 @@ from sinas_scheduler.models import (
     ClaimedRow,
     ClaimItem,
     ClaimResult,
+    DueExecution,
     Execution,
     ExecutionQuery,
     ExecutionStatus,
@@ -80,6 +81,15 @@ class CompletionSignals(Protocol):
     """Wakes waiters when an execution ends (on any replica)."""
 
     def watch(self, execution_id: str) -> AbstractContextManager[asyncio.Event]: ...
+
+
+class PromptDispatcher(Protocol):
+    """Publishes stored, due executions at once (see `prompt_dispatch`)."""
+
+    @property
+    def active(self) -> bool: ...
+
+    def dispatch(self, due: Sequence[DueExecution]) -> None: ...
 
 
 class AgentRunPreparer(Protocol):
@@ -143,6 +153,7 @@ class ExecutionUseCases:
         limits: ExecutionLimits,
         callback_urls: CallbackUrlCheck,
         idempotency: IdempotencyStore,
+        prompt: PromptDispatcher | None = None,
     ) -> None:
         self._executions = executions
         self._idempotency = idempotency
@@ -150,6 +161,7 @@ class ExecutionUseCases:
         self._signals = signals
         self._limits = limits
         self._callback_urls = callback_urls
+        self._prompt = prompt
 
     async def submit(self, principal: Principal, request: SubmitRequest) -> str:
         """Checks in upstream's order, then stores one PENDING row; returns its id.
@@ -183,11 +195,14 @@ class ExecutionUseCases:
                 response={"execution_id": new.id},
                 ttl_seconds=self._limits.idempotency_ttl_seconds,
             )
-        held = await self._executions.insert_execution(new, idempotency=reservation)
+        prompt = self._dispatches_promptly(new)
+        held = await self._executions.insert_execution(
+            new, idempotency=reservation, wake=not prompt
+        )
         if held is not None:
             # A concurrent request with the same key stored first; this one stored nothing.
             return _replayed_execution_id(held, fingerprint)
-        _log_submitted(new)
+        self._stored([new])
         return new.id
 
     async def _submit_against_recent(
@@ -204,10 +219,12 @@ class ExecutionUseCases:
             new = await self._new_execution(principal, request, function)
         except SinasError:
             return None
-        if not await self._executions.insert_if_current(new):
+        if not await self._executions.insert_if_current(
+            new, wake=not self._dispatches_promptly(new)
+        ):
             self._functions.forget(request.namespace, request.name)
             return None
-        _log_submitted(new)
+        self._stored([new])
         return new.id
 
     async def submit_many(
@@ -232,11 +249,26 @@ class ExecutionUseCases:
                 )
             except SinasError as exc:
                 outcomes[index] = exc
-        await self._executions.insert_executions([new for _, new in checked])
+        news = [new for _, new in checked]
+        await self._executions.insert_executions(
+            news, wake=not all(map(self._dispatches_promptly, news))
+        )
+        self._stored(news)
         for index, new in checked:
-            _log_submitted(new)
             outcomes[index] = new.id
         return outcomes
+
+    def _dispatches_promptly(self, new: NewExecution) -> bool:
+        """Whether this replica publishes `new` itself once stored (due now, NATS at hand);
+        otherwise its commit wakes the dispatch loops."""
+        return self._prompt is not None and self._prompt.active and new.delay_seconds == 0
+
+    def _stored(self, news: Sequence[NewExecution]) -> None:
+        due = [new for new in news if self._dispatches_promptly(new)]
+        if due and self._prompt is not None:
+            self._prompt.dispatch([DueExecution(id=new.id, kind=new.kind) for new in due])
+        for new in news:
+            _log_submitted(new)
 
     async def _new_execution(
         self, principal: Principal, request: SubmitRequest, function: Function

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -117,19 +118,28 @@ class FunctionStore(Protocol):
 
 class ExecutionStore(Protocol):
     async def insert_execution(
-        self, new: NewExecution, *, idempotency: IdempotencyReservation | None = None
+        self,
+        new: NewExecution,
+        *,
+        idempotency: IdempotencyReservation | None = None,
+        wake: bool = True,
     ) -> StoredResponse | None:
         """None when stored; when the key is held, nothing is stored and the holder's answer
-        comes back."""
+        comes back. `wake`: the commit wakes every replica's dispatch loop (without it, the
+        caller publishes the row itself)."""
         ...
 
-    async def insert_if_current(self, new: NewExecution) -> bool:
+    async def insert_if_current(self, new: NewExecution, *, wake: bool = True) -> bool:
         """Stores the row only if its function version is still the live one; False when
         the function changed or went, and nothing was stored."""
         ...
 
-    async def insert_executions(self, news: Sequence[NewExecution]) -> None:
+    async def insert_executions(self, news: Sequence[NewExecution], *, wake: bool = True) -> None:
         """Stores every row, in one transaction."""
+        ...
+
+    async def mark_dispatched(self, execution_ids: Sequence[str], published_at: datetime) -> None:
+        """Records a publish made outside the dispatch loop, on rows not yet marked."""
         ...
 
     async def get_execution(self, execution_id: str) -> Execution | None: ...

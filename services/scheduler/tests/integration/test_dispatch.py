@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import nats
@@ -18,9 +19,11 @@ from sinas_common.jobstream import JobMessage, ensure_job_stream, job_stream_nam
 from sinas_common.jsoncodec import dump_json
 from sinas_common.settings import NatsSettings
 from sinas_proto.scheduler.v1 import scheduler_pb2 as pb
+from sinas_scheduler.dispatch import JetStreamDispatcher
 from sinas_scheduler.models import DueExecution
 from sinas_scheduler.pg import HotPool
 from sinas_scheduler.postgres_executions import PostgresExecutionStore
+from sinas_scheduler.prompt_dispatch import PromptDispatch
 from sinas_scheduler.testing import RunningScheduler, stop_in_process
 
 DEADLINE_SECONDS = 30.0
@@ -66,6 +69,16 @@ async def dispatched_at(db: AsyncEngine, execution_id: str) -> Any:
         ).scalar_one()
 
 
+async def wait_dispatched(db: AsyncEngine, execution_id: str) -> Any:
+    """The row's dispatched_at once set: a prompt publish marks the row just after the ack."""
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while (sent := await dispatched_at(db, execution_id)) is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{execution_id} was never marked dispatched")
+        await asyncio.sleep(0.02)
+    return sent
+
+
 async def test_due_rows_are_published_once_with_msg_id(
     scheduler: RunningScheduler,
     jetstream: JetStreamContext,
@@ -80,8 +93,8 @@ async def test_due_rows_are_published_once_with_msg_id(
     assert {m.subject for m in messages} == {job_stream_names(nats_settings).subject("function")}
     assert sorted(JobMessage.decode(m.data).execution_id for m in messages) == sorted(ids)
     for execution_id in ids:
-        assert await dispatched_at(db, execution_id) is not None
-    # Another submit wakes the loop again; the first three are not published a second time.
+        await wait_dispatched(db, execution_id)
+    # Another submit is published at once too; the first three are not published again.
     later = await scheduler.submit(scheduler.admin, {"i": 3})
     messages = await wait_for_published(jetstream, nats_settings, 4)
     assert sorted(m.headers["Nats-Msg-Id"] for m in messages) == sorted(
@@ -225,3 +238,58 @@ async def test_a_dispatch_round_reports_the_next_due_after_what_it_took(
     assert taken.next_due_seconds == pytest.approx(60, abs=5)
     empty = await store.dispatch_due(limit=10, publish=publish)
     assert empty.published == 0 and len(sent) == 2
+
+
+async def test_a_row_published_promptly_but_left_unmarked_is_swept_without_a_second_message(
+    start_scheduler: Callable[..., Awaitable[RunningScheduler]],
+    jetstream: JetStreamContext,
+    nats_settings: NatsSettings,
+    db: AsyncEngine,
+    hot_pool: HotPool,
+) -> None:
+    # The replica that accepted the row published it, then could not mark it (it died, or
+    # PostgreSQL failed that one statement): a sweep later publishes it again, and
+    # JetStream keeps one message.
+    api_only = await start_scheduler(SCHEDULER_DISPATCHER_ENABLED="false")
+    await api_only.create_function()
+    execution_id = await api_only.submit(api_only.admin, {})
+    store = PostgresExecutionStore(db, hot_pool)
+
+    class LostMarks:
+        async def mark_dispatched(self, execution_ids: Sequence[str], published_at: Any) -> None:
+            raise ConnectionError("PostgreSQL went away")
+
+    dispatcher = await JetStreamDispatcher.connect(nats_settings)
+    try:
+        prompt = PromptDispatch(marks=LostMarks(), fallback=asyncio.Event())
+        prompt.attach(dispatcher)
+        prompt.dispatch([DueExecution(id=execution_id, kind="function")])
+        await prompt.publish_round()
+        assert len(await wait_for_published(jetstream, nats_settings, 1)) == 1
+        assert await dispatched_at(db, execution_id) is None
+
+        swept = await store.dispatch_due(limit=10, publish=dispatcher.publish)
+        assert swept.published == 1
+        assert await dispatched_at(db, execution_id) is not None
+        messages = await published(jetstream, nats_settings)
+        assert [m.headers["Nats-Msg-Id"] for m in messages] == [f"{execution_id}.0"]
+    finally:
+        await dispatcher.close()
+
+
+async def test_a_prompt_mark_never_overwrites_an_earlier_one(
+    start_scheduler: Callable[..., Awaitable[RunningScheduler]], db: AsyncEngine, hot_pool: HotPool
+) -> None:
+    # A sweep may publish and mark the row before the replica that accepted it gets to.
+    api_only = await start_scheduler(SCHEDULER_DISPATCHER_ENABLED="false")
+    await api_only.create_function()
+    execution_id = await api_only.submit(api_only.admin, {})
+    store = PostgresExecutionStore(db, hot_pool)
+
+    async def publish(executions: Sequence[DueExecution]) -> None:
+        return None
+
+    await store.dispatch_due(limit=10, publish=publish)
+    swept_at = await dispatched_at(db, execution_id)
+    await store.mark_dispatched([execution_id], datetime.now(UTC) + timedelta(hours=1))
+    assert await dispatched_at(db, execution_id) == swept_at

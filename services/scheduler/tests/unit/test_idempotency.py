@@ -61,7 +61,11 @@ class KeyedExecutionStore:
         self.keys: dict[tuple[str, str], StoredResponse] = {}
 
     async def insert_execution(
-        self, new: NewExecution, *, idempotency: IdempotencyReservation | None = None
+        self,
+        new: NewExecution,
+        *,
+        idempotency: IdempotencyReservation | None = None,
+        wake: bool = True,
     ) -> StoredResponse | None:
         if idempotency is not None:
             held = self.keys.get((idempotency.user_id, idempotency.key))
@@ -73,7 +77,7 @@ class KeyedExecutionStore:
         self.inserted.append(new)
         return None
 
-    async def insert_if_current(self, new: NewExecution) -> bool:
+    async def insert_if_current(self, new: NewExecution, *, wake: bool = True) -> bool:
         self.inserted.append(new)
         return True
 

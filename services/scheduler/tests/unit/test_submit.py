@@ -22,6 +22,7 @@ from sinas_common.errors import (
 from sinas_scheduler.callback_urls import PolicyCallbackUrlCheck
 from sinas_scheduler.idempotency import IdempotencyReservation, StoredResponse
 from sinas_scheduler.models import (
+    DueExecution,
     Function,
     FunctionChanges,
     FunctionSpec,
@@ -72,26 +73,35 @@ class RecordingExecutionStore:
         self.insert_calls = 0
         # function id -> its live version; a function not here is live at every version.
         self.live_versions: dict[str, int] = {}
+        # Per insert call: whether its commit was to wake the dispatch loops.
+        self.wakes: list[bool] = []
 
     async def insert_execution(
-        self, new: NewExecution, *, idempotency: IdempotencyReservation | None = None
+        self,
+        new: NewExecution,
+        *,
+        idempotency: IdempotencyReservation | None = None,
+        wake: bool = True,
     ) -> StoredResponse | None:
         self.insert_calls += 1
         self.inserted.append(new)
+        self.wakes.append(wake)
         return None
 
-    async def insert_if_current(self, new: NewExecution) -> bool:
+    async def insert_if_current(self, new: NewExecution, *, wake: bool = True) -> bool:
         self.insert_calls += 1
         assert new.function_id is not None
         live = self.live_versions.get(new.function_id, new.function_version)
         if live != new.function_version:
             return False
         self.inserted.append(new)
+        self.wakes.append(wake)
         return True
 
-    async def insert_executions(self, news: Sequence[NewExecution]) -> None:
+    async def insert_executions(self, news: Sequence[NewExecution], *, wake: bool = True) -> None:
         self.insert_calls += 1
         self.inserted.extend(news)
+        self.wakes.append(wake)
 
 
 class NoIdempotencyKeys:
@@ -166,11 +176,23 @@ def resolver() -> FixedResolver:
     )
 
 
+class RecordingPromptDispatch:
+    """Records what the use cases hand over for publishing once stored."""
+
+    def __init__(self, *, active: bool) -> None:
+        self.active = active
+        self.handed: list[DueExecution] = []
+
+    def dispatch(self, due: Sequence[DueExecution]) -> None:
+        self.handed.extend(due)
+
+
 def build_use_cases(
     store: RecordingExecutionStore,
     resolver: FixedResolver,
     policy: CallbackPolicy,
     function_store: InMemoryFunctionStore | None = None,
+    prompt: RecordingPromptDispatch | None = None,
 ) -> ExecutionUseCases:
     functions = FunctionUseCases(
         function_store or InMemoryFunctionStore(FUNCTION),  # type: ignore[arg-type]
@@ -189,6 +211,7 @@ def build_use_cases(
         ),
         callback_urls=PolicyCallbackUrlCheck(policy, resolver),
         idempotency=NoIdempotencyKeys(),
+        prompt=prompt,
     )
 
 
@@ -398,3 +421,57 @@ async def test_a_check_the_last_read_version_fails_is_made_again_against_the_liv
         principal(RUNNER), SubmitRequest(namespace="ns", name="fn", input={"x": 2})
     )
     assert store.inserted[-1].function_version == 4
+
+
+async def test_a_due_submit_is_handed_to_prompt_dispatch_instead_of_waking_the_loops(
+    store: RecordingExecutionStore, resolver: FixedResolver
+) -> None:
+    prompt = RecordingPromptDispatch(active=True)
+    use_cases = build_use_cases(store, resolver, CallbackPolicy(hosts=[]), prompt=prompt)
+    due = await use_cases.submit(
+        principal(RUNNER), SubmitRequest(namespace="ns", name="fn", input={"n": 1})
+    )
+    delayed = await use_cases.submit(
+        principal(RUNNER),
+        SubmitRequest(namespace="ns", name="fn", input={"n": 2}, delay_seconds=30),
+    )
+    # The delayed row wakes the loops, which then sleep until it comes due.
+    assert store.wakes == [False, True]
+    assert prompt.handed == [DueExecution(id=due, kind="function")]
+    assert delayed not in {execution.id for execution in prompt.handed}
+
+
+async def test_submits_stored_together_wake_the_loops_if_any_of_them_waits(
+    store: RecordingExecutionStore, resolver: FixedResolver
+) -> None:
+    prompt = RecordingPromptDispatch(active=True)
+    use_cases = build_use_cases(store, resolver, CallbackPolicy(hosts=[]), prompt=prompt)
+    now_only = await use_cases.submit_many(
+        principal(RUNNER),
+        [SubmitRequest(namespace="ns", name="fn", input={"n": n}) for n in range(2)],
+    )
+    mixed = await use_cases.submit_many(
+        principal(RUNNER),
+        [
+            SubmitRequest(namespace="ns", name="fn", input={"n": 1}),
+            SubmitRequest(namespace="ns", name="fn", input={"n": 2}, delay_seconds=5),
+        ],
+    )
+    assert store.wakes == [False, True]
+    assert [execution.id for execution in prompt.handed] == [*now_only, mixed[0]]
+
+
+async def test_without_an_active_prompt_dispatch_every_submit_wakes_the_loops(
+    store: RecordingExecutionStore, resolver: FixedResolver
+) -> None:
+    # An API-only replica, or one whose NATS connection is not up yet.
+    prompt = RecordingPromptDispatch(active=False)
+    use_cases = build_use_cases(store, resolver, CallbackPolicy(hosts=[]), prompt=prompt)
+    await use_cases.submit(
+        principal(RUNNER), SubmitRequest(namespace="ns", name="fn", input={"n": 1})
+    )
+    await use_cases.submit_many(
+        principal(RUNNER), [SubmitRequest(namespace="ns", name="fn", input={"n": 2})]
+    )
+    assert store.wakes == [True, True]
+    assert prompt.handed == []
