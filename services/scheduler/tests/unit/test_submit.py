@@ -423,11 +423,17 @@ async def test_a_check_the_last_read_version_fails_is_made_again_against_the_liv
     assert store.inserted[-1].function_version == 4
 
 
+def with_prompt_dispatch(
+    store: RecordingExecutionStore, resolver: FixedResolver, *, active: bool
+) -> tuple[ExecutionUseCases, RecordingPromptDispatch]:
+    prompt = RecordingPromptDispatch(active=active)
+    return build_use_cases(store, resolver, CallbackPolicy(hosts=[]), prompt=prompt), prompt
+
+
 async def test_a_due_submit_is_handed_to_prompt_dispatch_instead_of_waking_the_loops(
     store: RecordingExecutionStore, resolver: FixedResolver
 ) -> None:
-    prompt = RecordingPromptDispatch(active=True)
-    use_cases = build_use_cases(store, resolver, CallbackPolicy(hosts=[]), prompt=prompt)
+    use_cases, prompt = with_prompt_dispatch(store, resolver, active=True)
     due = await use_cases.submit(
         principal(RUNNER), SubmitRequest(namespace="ns", name="fn", input={"n": 1})
     )
@@ -444,8 +450,7 @@ async def test_a_due_submit_is_handed_to_prompt_dispatch_instead_of_waking_the_l
 async def test_submits_stored_together_wake_the_loops_if_any_of_them_waits(
     store: RecordingExecutionStore, resolver: FixedResolver
 ) -> None:
-    prompt = RecordingPromptDispatch(active=True)
-    use_cases = build_use_cases(store, resolver, CallbackPolicy(hosts=[]), prompt=prompt)
+    use_cases, prompt = with_prompt_dispatch(store, resolver, active=True)
     now_only = await use_cases.submit_many(
         principal(RUNNER),
         [SubmitRequest(namespace="ns", name="fn", input={"n": n}) for n in range(2)],
@@ -465,8 +470,7 @@ async def test_without_an_active_prompt_dispatch_every_submit_wakes_the_loops(
     store: RecordingExecutionStore, resolver: FixedResolver
 ) -> None:
     # An API-only replica, or one whose NATS connection is not up yet.
-    prompt = RecordingPromptDispatch(active=False)
-    use_cases = build_use_cases(store, resolver, CallbackPolicy(hosts=[]), prompt=prompt)
+    use_cases, prompt = with_prompt_dispatch(store, resolver, active=False)
     await use_cases.submit(
         principal(RUNNER), SubmitRequest(namespace="ns", name="fn", input={"n": 1})
     )
