@@ -25,6 +25,12 @@ ATTEMPTS_RETRIED = Counter(
     "Attempts whose worker stopped heartbeating, dispatched again (reaped) or handed back",
     ["reason"],
 )
+PROMPT_DISPATCH_MISSES = Counter(
+    "sinas_prompt_dispatch_misses_total",
+    "Executions the scheduler that stored them could not publish (step=publish) or mark"
+    " dispatched (step=mark) at once: the dispatch loop's sweep publishes them",
+    ["step"],
+)
 QUEUE_DEPTH = Gauge(
     "sinas_pending_due_executions", "PENDING executions already due and not yet published"
 )

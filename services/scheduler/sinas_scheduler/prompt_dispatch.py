@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from sinas_scheduler.dispatch import Dispatcher
+from sinas_scheduler.metrics import PROMPT_DISPATCH_MISSES
 from sinas_scheduler.models import DueExecution
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class PromptDispatch:
         try:
             await self._dispatcher.publish(due)
         except Exception:
+            PROMPT_DISPATCH_MISSES.labels(step="publish").inc(len(due))
             logger.warning(
                 "prompt dispatch failed; the dispatch loop takes over",
                 extra={"action": "dispatch", "count": len(due)},
@@ -90,6 +92,7 @@ class PromptDispatch:
         except Exception:
             # Published but unmarked: a sweep publishes them again, and JetStream drops the
             # copies as duplicates.
+            PROMPT_DISPATCH_MISSES.labels(step="mark").inc(len(due))
             logger.warning(
                 "published executions not marked dispatched",
                 extra={"action": "dispatch", "count": len(due)},

@@ -10,6 +10,7 @@ from datetime import datetime
 import pytest
 
 from sinas_scheduler import prompt_dispatch
+from sinas_scheduler.metrics import PROMPT_DISPATCH_MISSES
 from sinas_scheduler.models import DueExecution
 from sinas_scheduler.prompt_dispatch import PromptDispatch
 
@@ -40,6 +41,10 @@ class FakeMarks:
         self.rounds_before_mark.append(len(self._dispatcher.rounds))
         self.marked.append((list(execution_ids), published_at))
         self.changed.set()
+
+
+def misses(step: str) -> float:
+    return PROMPT_DISPATCH_MISSES.labels(step=step)._value.get()  # type: ignore[no-any-return]
 
 
 def due(*ids: str) -> list[DueExecution]:
@@ -95,10 +100,12 @@ async def test_a_failed_publish_marks_nothing_and_wakes_the_dispatch_loop(
 ) -> None:
     prompt, fallback = attached(marks, dispatcher)
     dispatcher.failing = True
-    prompt.dispatch(due("a"))
+    before = misses("publish")
+    prompt.dispatch(due("a", "z"))
     await prompt.publish_round()
     assert marks.marked == []
     assert fallback.is_set()
+    assert misses("publish") == before + 2
     # The next rows go as usual once NATS answers again.
     dispatcher.failing = False
     prompt.dispatch(due("b"))
@@ -112,8 +119,10 @@ async def test_a_failed_mark_does_not_stop_later_rounds(
 ) -> None:
     prompt, _ = attached(marks, dispatcher)
     marks.failing = True
+    before = misses("mark")
     prompt.dispatch(due("a"))
     await prompt.publish_round()
+    assert misses("mark") == before + 1
     marks.failing = False
     prompt.dispatch(due("b"))
     await prompt.publish_round()
