@@ -79,12 +79,7 @@ class PromptDispatch:
         try:
             await self._dispatcher.publish(due)
         except Exception:
-            PROMPT_DISPATCH_MISSES.labels(step="publish").inc(len(due))
-            logger.warning(
-                "prompt dispatch failed; the dispatch loop takes over",
-                extra={"action": "dispatch", "count": len(due)},
-                exc_info=True,
-            )
+            _missed("publish", len(due), "prompt dispatch failed; the dispatch loop takes over")
             self._fallback.set()
             return
         try:
@@ -92,9 +87,10 @@ class PromptDispatch:
         except Exception:
             # Published but unmarked: a sweep publishes them again, and JetStream drops the
             # copies as duplicates.
-            PROMPT_DISPATCH_MISSES.labels(step="mark").inc(len(due))
-            logger.warning(
-                "published executions not marked dispatched",
-                extra={"action": "dispatch", "count": len(due)},
-                exc_info=True,
-            )
+            _missed("mark", len(due), "published executions not marked dispatched")
+
+
+def _missed(step: str, count: int, message: str) -> None:
+    """Counts and logs (with the exception being handled) executions left to the sweep."""
+    PROMPT_DISPATCH_MISSES.labels(step=step).inc(count)
+    logger.warning(message, extra={"action": "dispatch", "count": count}, exc_info=True)

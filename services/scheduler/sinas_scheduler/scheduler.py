@@ -195,14 +195,14 @@ class ExecutionUseCases:
                 response={"execution_id": new.id},
                 ttl_seconds=self._limits.idempotency_ttl_seconds,
             )
-        prompt = self._dispatches_promptly(new)
+        due_now = self._due_now([new])
         held = await self._executions.insert_execution(
-            new, idempotency=reservation, wake=not prompt
+            new, idempotency=reservation, wake=not due_now
         )
         if held is not None:
             # A concurrent request with the same key stored first; this one stored nothing.
             return _replayed_execution_id(held, fingerprint)
-        self._stored([new])
+        self._stored([new], due_now)
         return new.id
 
     async def _submit_against_recent(
@@ -219,12 +219,11 @@ class ExecutionUseCases:
             new = await self._new_execution(principal, request, function)
         except SinasError:
             return None
-        if not await self._executions.insert_if_current(
-            new, wake=not self._dispatches_promptly(new)
-        ):
+        due_now = self._due_now([new])
+        if not await self._executions.insert_if_current(new, wake=not due_now):
             self._functions.forget(request.namespace, request.name)
             return None
-        self._stored([new])
+        self._stored([new], due_now)
         return new.id
 
     async def submit_many(
@@ -250,23 +249,23 @@ class ExecutionUseCases:
             except SinasError as exc:
                 outcomes[index] = exc
         news = [new for _, new in checked]
-        await self._executions.insert_executions(
-            news, wake=not all(map(self._dispatches_promptly, news))
-        )
-        self._stored(news)
+        due_now = self._due_now(news)
+        await self._executions.insert_executions(news, wake=len(due_now) < len(news))
+        self._stored(news, due_now)
         for index, new in checked:
             outcomes[index] = new.id
         return outcomes
 
-    def _dispatches_promptly(self, new: NewExecution) -> bool:
-        """Whether this replica publishes `new` itself once stored (due now, NATS at hand);
-        otherwise its commit wakes the dispatch loops."""
-        return self._prompt is not None and self._prompt.active and new.delay_seconds == 0
+    def _due_now(self, news: Sequence[NewExecution]) -> list[NewExecution]:
+        """Those of `news` this replica publishes itself once they are stored (due at once,
+        NATS at hand); storing any other wakes the dispatch loops."""
+        if self._prompt is None or not self._prompt.active:
+            return []
+        return [new for new in news if new.delay_seconds == 0]
 
-    def _stored(self, news: Sequence[NewExecution]) -> None:
-        due = [new for new in news if self._dispatches_promptly(new)]
-        if due and self._prompt is not None:
-            self._prompt.dispatch([DueExecution(id=new.id, kind=new.kind) for new in due])
+    def _stored(self, news: Sequence[NewExecution], due_now: Sequence[NewExecution]) -> None:
+        if due_now and self._prompt is not None:
+            self._prompt.dispatch([DueExecution(id=new.id, kind=new.kind) for new in due_now])
         for new in news:
             _log_submitted(new)
 
