@@ -255,6 +255,9 @@ WITH inserted AS ({_INSERT_INTO}
 # it the caller publishes the row itself once it committed (see `prompt_dispatch`).
 _WAKE = f"SELECT id, pg_notify('{DISPATCH_CHANNEL}', '') FROM inserted"
 _NO_WAKE = "SELECT id FROM inserted"
+# By `wake`: each statement whole, built once.
+_INSERTS = {True: _INSERT + _WAKE, False: _INSERT + _NO_WAKE}
+_INSERTS_IF_CURRENT = {True: _INSERT_IF_CURRENT + _WAKE, False: _INSERT_IF_CURRENT + _NO_WAKE}
 
 _MARK_DISPATCHED = """
 UPDATE executions AS e SET dispatched_at = %(published_at)s
@@ -299,7 +302,7 @@ class PostgresExecutionStore:
         reserves the idempotency key; when the key is held, stores nothing and returns what
         the request holding it stored."""
         params = _insert_params(new)
-        statement = _INSERT + (_WAKE if wake else _NO_WAKE)
+        statement = _INSERTS[wake]
         if idempotency is None:
             # One autocommitted statement: the row (and its wake-up), one round trip.
             async with self._hot.connection() as conn:
@@ -314,7 +317,7 @@ class PostgresExecutionStore:
 
     async def insert_if_current(self, new: NewExecution, *, wake: bool = True) -> bool:
         # One autocommitted statement: the version check, the row (and its wake-up).
-        statement = _INSERT_IF_CURRENT + (_WAKE if wake else _NO_WAKE)
+        statement = _INSERTS_IF_CURRENT[wake]
         async with self._hot.connection() as conn:
             cursor = await conn.execute(statement, _insert_params(new))
             return await cursor.fetchone() is not None
@@ -322,7 +325,7 @@ class PostgresExecutionStore:
     async def insert_executions(self, news: Sequence[NewExecution], *, wake: bool = True) -> None:
         if not news:
             return
-        statement = _INSERT + (_WAKE if wake else _NO_WAKE)
+        statement = _INSERTS[wake]
         # Pipelined: one round trip for all; their wake-ups fold into one at commit.
         async with self._hot.connection() as conn, conn.transaction(), conn.cursor() as cursor:
             await cursor.executemany(statement, [_insert_params(new) for new in news])
