@@ -14,6 +14,9 @@ from typing import Any
 
 OURS = "ours"
 PEERS = ("celery", "arq", "procrastinate")
+# Not a system one could pick: this system's processes and hops with none of its logic
+# (`floor.py`), measured in the same run to show what the shape itself costs here.
+FLOOR = "floor"
 
 # Figure keys of the contract, in table order, with their unit; every other key a system
 # reports follows them. Rates end in `_per_s` (higher is better); everything else here is a
@@ -118,15 +121,18 @@ def ordered_keys(summary: dict[str, dict[str, Spread]]) -> list[str]:
 def markdown_table(
     runs: dict[str, list[dict[str, float]]], summary: dict[str, dict[str, Spread]]
 ) -> str:
-    """One table: a row per figure, a column per system (median and min-max), and per peer
-    the ratio that is above 1 when we lead."""
+    """One table: a row per figure, a column per system (median and min-max), per peer the
+    ratio that is above 1 when we lead, and ours against the floor of our shape."""
     units = dict(FIGURES)
-    systems = [s for s in (OURS, *PEERS) if s in summary]
-    peers = [s for s in systems if s != OURS]
+    systems = [s for s in (OURS, FLOOR, *PEERS) if s in summary]
+    peers = [s for s in systems if s in PEERS]
+    compared = [*peers, FLOOR] if FLOOR in summary else peers
     header = ["figure", "better"]
     header += [f"{s} median (min-max)" for s in systems]
     if OURS in summary:
         header += [f"lead vs {p} (x)" for p in peers]
+        if FLOOR in summary:
+            header.append("ours vs floor (x)")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key in ordered_keys(summary):
         unit = units.get(key, "ms" if key.endswith("_ms") else "MiB" if key.endswith("_mb") else "")
@@ -136,8 +142,8 @@ def markdown_table(
             spread = summary[system].get(key)
             row.append("n/a" if spread is None else spread.text(len(runs[system])))
         if OURS in summary:
-            for peer in peers:
-                value = ratio(key, summary[OURS].get(key), summary[peer].get(key))
+            for other in compared:
+                value = ratio(key, summary[OURS].get(key), summary[other].get(key))
                 row.append("n/a" if value is None else f"{value:.2f}")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
@@ -169,6 +175,10 @@ def render(runs: dict[str, list[dict[str, float]]], options: dict[str, Any]) -> 
         " value above 1 means we lead on that figure. `n/a`: the system has no such figure."
         " rss_total_mb sums the peak RSS of the system's own processes (ours: the services,"
         " the sandbox zygote and NATS; peers: the worker's processes and Redis).",
+        " `floor` is not a peer: it is this system's shape with none of its logic (the same"
+        " processes, HTTP request, gRPC calls, statements, JetStream hops and worker"
+        " processes, raw bytes in between; `bench/floor.py`), so `ours vs floor` is the share"
+        " of what the shape allows on this machine that we reach.",
         "",
         markdown_table(runs, summary),
         "",

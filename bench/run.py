@@ -1,12 +1,13 @@
 """`make bench`: our system and its peers (Celery, arq, procrastinate) on this machine, one table.
 
 One embedded PostgreSQL serves the whole run; every system gets a fresh database per
-repetition (procrastinate runs on the same server), each repetition of ours a NATS server of
-its own, and repetitions interleave
-the systems so that a noisy minute does not land on one of them only. Peers run in virtualenvs
-of their own through `bench/peers`; Celery and arq get a fresh Redis per repetition.
+repetition (procrastinate and the floor run on the same server), each repetition of ours and
+of the floor a NATS server of its own, and repetitions interleave the systems so that a noisy
+minute does not land on one of them only. Peers run in virtualenvs of their own through
+`bench/peers`; Celery and arq get a fresh Redis per repetition. The floor (`floor.py`) is our
+shape with none of our logic: the reference for what these hops cost on this machine.
 
-    python bench/run.py [--repeat N] [--only ours|celery|arq|procrastinate ...] [--quick]
+    python bench/run.py [--repeat N] [--only ours|floor|celery|arq|procrastinate ...] [--quick]
     python bench/run.py --scale-out     # only the 1 vs 2 executor figure (scale_out.py)
 
 Results: bench/results/<YYYY-MM-DD>.json and .md; the table is also printed.
@@ -22,8 +23,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from floor import FloorSizes, run_floor
 from ours import Environment, Sizes, run_ours
-from report import OURS, PEERS, render, write_results
+from report import FLOOR, OURS, PEERS, render, write_results
 from rows import libpq_url
 
 from sinas_common.logs import configure_logging
@@ -46,8 +48,8 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         action="append",
-        choices=(OURS, *PEERS),
-        help="run only this system (repeatable); all four by default",
+        choices=(OURS, FLOOR, *PEERS),
+        help="run only this system (repeatable); all of them by default",
     )
     parser.add_argument(
         "--quick", action="store_true", help="smaller counts everywhere: a fast check"
@@ -94,7 +96,7 @@ def peer_runner(admin_url: str, work_dir: Path, *, quick: bool) -> PeerRunner:
 
 
 def run_all(options: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
-    systems = [s for s in (OURS, *PEERS) if options.only is None or s in options.only]
+    systems = [s for s in (OURS, FLOOR, *PEERS) if options.only is None or s in options.only]
     sizes = Sizes.quick() if options.quick else Sizes()
     root = Path(tempfile.mkdtemp(prefix="sinas-bench-"))
     # The embedded PostgreSQL may run as its own system user, which must reach its folder.
@@ -111,12 +113,17 @@ def run_all(options: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
             certificates=certificates,
             receiver=receiver,
         )
-        peers = peer_runner(admin_url, root, quick=options.quick) if set(systems) - {OURS} else None
+        peers = (
+            peer_runner(admin_url, root, quick=options.quick) if set(systems) & set(PEERS) else None
+        )
+        floor_sizes = FloorSizes.quick() if options.quick else FloorSizes()
         for number in range(options.repeat):
             for system in systems:
                 logger.info("running", extra={"system": system, "repetition": number + 1})
                 if system == OURS:
                     figures = run_ours(env, sizes, number)
+                elif system == FLOOR:
+                    figures = run_floor(admin_url, root, number, floor_sizes)
                 else:
                     assert peers is not None
                     figures = peers(system, number)
@@ -143,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     runs = run_all(options)
     settings = {
         "repeat": options.repeat,
-        "only": options.only or [OURS, *PEERS],
+        "only": options.only or [OURS, FLOOR, *PEERS],
         "quick": options.quick,
     }
     json_path, md_path = write_results(options.results, runs, settings)
