@@ -43,6 +43,32 @@ def test_round_trip_carries_the_claims(tokens: TokenService) -> None:
     assert raw["iss"] == "sinas" and raw["jti"] and raw["exp"] - raw["iat"] == 300
 
 
+def test_an_app_verifies_a_token_with_the_published_jwks(tokens: TokenService) -> None:
+    """What an app does with `/.well-known/jwks.json`: a standard library, no help from us."""
+    token = mint(tokens, email="zoë@example.com")
+    [jwk] = tokens.jwks()["keys"]
+    key = jwt.PyJWK.from_dict(jwk)
+    claims = jwt.decode(token, key, algorithms=["EdDSA"], issuer="sinas")
+    assert (claims["sub"], claims["email"], claims["execution_id"]) == (
+        "user-1",
+        "zoë@example.com",
+        "exec-1",
+    )
+    assert jwt.get_unverified_header(token) == {"alg": "EdDSA", "kid": tokens.kid, "typ": "JWT"}
+    # Compact serialization: three base64url segments without padding.
+    assert token.count(".") == 2 and "=" not in token
+
+
+def test_a_tampered_signature_fails_for_apps_too(tokens: TokenService) -> None:
+    token = mint(tokens)
+    header, payload, signature = token.split(".")
+    changed = "A" if signature[10] != "A" else "B"
+    forged = f"{header}.{payload}.{signature[:10]}{changed}{signature[11:]}"
+    [jwk] = tokens.jwks()["keys"]
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(forged, jwt.PyJWK.from_dict(jwk), algorithms=["EdDSA"])
+
+
 def test_verifies_with_an_older_key_too() -> None:
     old = generate_signing_key()
     token = mint(TokenService(old, []))
