@@ -35,6 +35,13 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(service: str, level: str = "INFO") -> None:
     """Sends every logger's records to stderr as JSON lines tagged with the service name."""
+    # The formatter writes none of the caller's file and line, thread or process, so records
+    # skip finding them (the logging HOWTO's "Optimization"): a third of a line's CPU, and the
+    # scheduler writes a line per finished execution.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     old_factory = logging.getLogRecordFactory()
