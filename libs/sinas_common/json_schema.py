@@ -69,6 +69,24 @@ def _error_path(root: str, error: ValidationError) -> str:
     return join_path(root, path)
 
 
+def compiled_validator(schema: dict[str, Any]) -> Validator:
+    """The validator of a schema that `schema_problem` accepts, built once per distinct schema.
+
+    Checking many values against one schema, keep it: getting it costs encoding the schema.
+    """
+    return _validator(dump_json(schema))
+
+
+def validator_violations(validator: Validator, value: Any, *, root: str) -> list[FieldViolation]:
+    """Every way `value` breaks the validator's schema, each with a path under `root`, in path
+    order."""
+    errors = sorted(validator.iter_errors(value), key=lambda e: [str(p) for p in e.absolute_path])
+    return [
+        FieldViolation(field=_error_path(root, error), description=error.message)
+        for error in errors
+    ]
+
+
 def violations(schema: Any, value: Any, *, root: str) -> list[FieldViolation]:
     """Every way `value` breaks `schema`, each with a path under `root`, in path order.
 
@@ -77,9 +95,4 @@ def violations(schema: Any, value: Any, *, root: str) -> list[FieldViolation]:
     """
     if not isinstance(schema, dict) or not schema:
         return []
-    validator = _validator(dump_json(schema))
-    errors = sorted(validator.iter_errors(value), key=lambda e: [str(p) for p in e.absolute_path])
-    return [
-        FieldViolation(field=_error_path(root, error), description=error.message)
-        for error in errors
-    ]
+    return validator_violations(compiled_validator(schema), value, root=root)

@@ -36,6 +36,7 @@ from sinas_executor.models import (
 from sinas_executor.pool import FunctionRunner
 from sinas_executor.prefetch import PrefetchGate, RunKey
 from sinas_executor.scheduler_client import SchedulerPort
+from sinas_executor.validation import FunctionChecks
 
 logger = logging.getLogger(__name__)
 
@@ -212,16 +213,18 @@ class ExecutionConsumer:
             if execution_id in batch:
                 await settle(batch.pop(execution_id).ack())
         functions = {(f.function_id, f.version): f for f in result.functions}
+        # Each version's schemas made ready once for all of its runs in this claim.
+        checks = {key: FunctionChecks.of(f) for key, f in functions.items()}
         for claimed in result.claimed:
             if claimed.execution_id not in batch:
                 continue
             msg = batch.pop(claimed.execution_id)
-            function = functions.get((claimed.function_id, claimed.function_version))
+            key = (claimed.function_id, claimed.function_version)
             self._start(
                 claimed.execution_id,
                 claimed.attempt,
                 msg,
-                self._run_function(claimed, function),
+                self._run_function(claimed, functions.get(key), checks.get(key)),
                 run_key=(claimed.function_id, claimed.function_version),
             )
         for run in result.agent_runs:
@@ -261,13 +264,21 @@ class ExecutionConsumer:
         )
 
     def _run_function(
-        self, claimed: ClaimedExecution, function: FunctionVersion | None
+        self,
+        claimed: ClaimedExecution,
+        function: FunctionVersion | None,
+        checks: FunctionChecks | None,
     ) -> Callable[[], Awaitable[ExecutionOutcome]]:
         async def work() -> ExecutionOutcome:
             inputs = self._waiters.open(claimed.execution_id, claimed.attempt)
             try:
                 return await execute(
-                    claimed, function, self._runner, api_url=self._options.api_url, inputs=inputs
+                    claimed,
+                    function,
+                    self._runner,
+                    api_url=self._options.api_url,
+                    inputs=inputs,
+                    checks=checks,
                 )
             finally:
                 self._waiters.close(claimed.execution_id)

@@ -15,7 +15,7 @@ from sinas_executor.models import (
     WorkerKey,
 )
 from sinas_executor.pool import FunctionRunner
-from sinas_executor.validation import ValidationFailed, validate
+from sinas_executor.validation import FunctionChecks, ValidationFailed
 
 # What a function version without a positive timeout runs under (upstream's FUNCTION_TIMEOUT).
 DEFAULT_TIMEOUT_SECONDS = 300
@@ -54,12 +54,19 @@ async def execute(
     *,
     api_url: str,
     inputs: InputChannel | None = None,
+    checks: FunctionChecks | None = None,
 ) -> ExecutionOutcome:
-    """Runs one claimed attempt; every failure comes back as a FAILED outcome."""
+    """Runs one claimed attempt; every failure comes back as a FAILED outcome.
+
+    `checks` are the function's schema checks when the caller made them ahead (once for the
+    runs of a claim); they are made here otherwise.
+    """
     if function is None:
         return _failed(claimed, "The function version of this execution is unavailable")
+    if checks is None:
+        checks = FunctionChecks.of(function)
     try:
-        validate(claimed.input_data, function.input_schema, root="input")
+        checks.input.validate(claimed.input_data, root="input")
     except ValidationFailed as exc:
         return _failed(claimed, f"Input validation failed: {exc}")
     request = RunRequest(
@@ -81,7 +88,7 @@ async def execute(
             claimed, result.error, traceback=result.traceback, timed_out=result.timed_out
         )
     try:
-        validate(result.output, function.output_schema, root="output")
+        checks.output.validate(result.output, root="output")
     except ValidationFailed as exc:
         return _failed(claimed, f"Output validation failed: {exc}")
     return ExecutionOutcome(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -15,7 +15,7 @@ from sinas_executor.models import (
     RunRequest,
     RunResult,
 )
-from sinas_executor.validation import ValidationFailed, validate
+from sinas_executor.validation import FunctionChecks, SchemaCheck, ValidationFailed
 
 
 @dataclass
@@ -133,10 +133,34 @@ async def test_missing_function_version_fails() -> None:
 
 
 def test_validation_names_nested_paths() -> None:
+    check = SchemaCheck(SCHEMA_IN)
     with pytest.raises(ValidationFailed, match=r"^input\.items\[1\]: 5 is not of type 'string'$"):
-        validate({"n": 1, "items": ["a", 5]}, SCHEMA_IN, root="input")
+        check.validate({"n": 1, "items": ["a", 5]}, root="input")
+    # One check serves many values.
+    check.validate({"n": 2, "items": ["b"]}, root="input")
 
 
 def test_empty_schema_accepts_anything() -> None:
-    validate({"anything": [1, 2]}, {}, root="input")
-    validate(2**70, None, root="output")
+    SchemaCheck({}).validate({"anything": [1, 2]}, root="input")
+    SchemaCheck(None).validate(2**70, root="output")
+
+
+def test_an_unusable_schema_fails_every_value() -> None:
+    check = SchemaCheck({"type": "no-such-type"})
+    with pytest.raises(ValidationFailed, match=r"^invalid schema: not a valid JSON Schema"):
+        check.validate({}, root="input")
+
+
+async def test_checks_made_ahead_are_the_ones_applied() -> None:
+    """A claim's runs share checks made once; the run applies those it is given."""
+    runner = RecordingRunner()
+    strict = function()
+    lenient = FunctionChecks.of(replace(strict, input_schema={}, output_schema={}))
+    outcome = await execute(
+        claimed(input_data={"n": "not a number"}),
+        strict,
+        runner,
+        api_url="http://x",
+        checks=lenient,
+    )
+    assert outcome.status is OutcomeStatus.COMPLETED
