@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
@@ -472,14 +473,17 @@ class WorkerUseCases:
                 )
         applied = await self._executions.complete(outcomes)
         by_id = {o.execution_id: o for o in outcomes}
+        finished: Counter[str] = Counter()
         for execution_id in applied:
             ended = by_id[execution_id]
             label = "TIMED_OUT" if ended.timed_out else ended.status.value
-            EXECUTIONS_FINISHED.labels(outcome=label).inc()
+            finished[label] += 1
             logger.info(
                 "execution finished",
                 extra={"action": "complete", "execution_id": execution_id, "outcome": label},
             )
+        for label, count in finished.items():
+            EXECUTIONS_FINISHED.labels(outcome=label).inc(count)
         return applied
 
     async def release(self, worker_id: str, attempts: Sequence[ReleasedAttempt]) -> list[str]:

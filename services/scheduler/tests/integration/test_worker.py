@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import sqlalchemy as sa
+from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sinas_common.grpc_client import invoke
@@ -45,6 +46,11 @@ def done(execution_id: str, attempt: int, output: Any = None, **fields: Any) -> 
         output_json=b"" if output is None else dump_json(output),
         **fields,
     )
+
+
+def finished_count(outcome: str) -> float:
+    value = REGISTRY.get_sample_value("sinas_executions_finished_total", {"outcome": outcome})
+    return value or 0.0
 
 
 async def test_claim_returns_work_token_and_function_once(scheduler: RunningScheduler) -> None:
@@ -90,6 +96,7 @@ async def test_complete_applies_once_and_terminal_never_changes(
     ok_id = await scheduler.submit(scheduler.admin, {})
     bad_id = await scheduler.submit(scheduler.admin, {})
     await claim(scheduler, (ok_id, 1), (bad_id, 1))
+    before = {label: finished_count(label) for label in ("COMPLETED", "TIMED_OUT")}
 
     output = {"big": 2**60, "f": 0.5, "s": "✓"}
     applied = await complete(
@@ -106,6 +113,11 @@ async def test_complete_applies_once_and_terminal_never_changes(
         done(ok_id, 2, {"stale": True}),
     )
     assert sorted(applied) == sorted([ok_id, bad_id])
+    # Counted once each, by outcome; the stale attempt's outcome is not.
+    assert {label: finished_count(label) - before[label] for label in before} == {
+        "COMPLETED": 1,
+        "TIMED_OUT": 1,
+    }
     finished = await scheduler.get(scheduler.admin, ok_id)
     assert finished.status == pb.EXECUTION_STATUS_COMPLETED
     assert json.loads(finished.output_json) == output
@@ -126,6 +138,7 @@ async def test_complete_applies_once_and_terminal_never_changes(
     assert json.loads((await scheduler.get(scheduler.admin, ok_id)).output_json) == output
     failed_again = await scheduler.get(scheduler.admin, bad_id)
     assert (failed_again.status, failed_again.error) == (pb.EXECUTION_STATUS_FAILED, "boom")
+    assert finished_count("COMPLETED") - before["COMPLETED"] == 1
 
 
 async def test_a_duplicate_delivery_never_takes_a_running_execution(
