@@ -2,17 +2,17 @@
 
     python bench/floor.py [--quick]        # alone; `make bench` runs it beside ours as `floor`
 
-What it runs (`floor_services.py`), each in a process of its own as in the real system, on the embedded PostgreSQL
-and NATS: a FastAPI gateway on uvicorn (httptools) that turns `POST /submit` into a unary
-grpc.aio call, sending the submits that wait behind a call under way together in the next one
-(as ours does); a scheduler that inserts the submitted rows in one autocommit statement,
-answers, and publishes each job to a JetStream work queue with its message id
-(`publish_async`); an executor that pulls (`sinas_common.pull.fetch_available`, as ours),
-claims what it fetched in one call (one conditional `UPDATE ... = ANY`, committed, and one
-Ed25519 signature per claimed job, its token), hands each job to one of 8 worker processes
-over a pipe and back, reports them done in one call per flush (one `UPDATE`, committed),
-then acks each message. Messages are raw bytes: no protobuf, JSON, validation,
-authentication, permissions, dispatch marks, logging or metrics.
+What it runs (`floor_services.py`), each in a process of its own as in the real system, on the
+embedded PostgreSQL and NATS: a FastAPI gateway on uvicorn (httptools) that turns `POST
+/submit` into a unary grpc.aio call, sending the submits that wait behind a call under way
+together in the next one (as ours does); a scheduler that inserts the submitted rows in one
+autocommit statement, answers, and publishes each job to a JetStream work queue with its
+message id (`publish_async`); an executor that pulls (`sinas_common.pull.fetch_available`, as
+ours), claims what it fetched in one call (one conditional `UPDATE ... = ANY`, committed, and
+one Ed25519 signature per claimed job, its token), hands each job to one of 8 worker processes
+over a pipe and back, reports them done in one call per flush (one `UPDATE`, committed), then
+acks each message. Messages are raw bytes: no protobuf, JSON, validation, authentication,
+permissions, dispatch marks, logging or metrics.
 
 Figures, measured as `bench/ours.py` measures ours:
 - drain: 1,000-row batches inserted by one statement each and published, no executor
