@@ -51,7 +51,7 @@ test-scale-out: $(STAMP) ## Only the multi-replica chaos test (part of `test` to
 run: $(STAMP) ## Start the whole system (embedded PostgreSQL and NATS unless configured)
 	$(BIN)/python -m sinas_devstack
 
-bench: $(STAMP) ## Us vs Celery, arq, procrastinate; writes bench/results (not part of test)
+bench: $(STAMP) ## Us, the floor of our shape, Celery, arq, procrastinate; writes bench/results (not part of test)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean: ## Remove the virtual environment and local data
