@@ -225,7 +225,7 @@ class ExecutionConsumer:
                 claimed.attempt,
                 msg,
                 self._run_function(claimed, functions.get(key), checks.get(key)),
-                run_key=(claimed.function_id, claimed.function_version),
+                run_key=key,
             )
         for run in result.agent_runs:
             if run.execution_id not in batch:
