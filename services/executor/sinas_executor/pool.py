@@ -23,9 +23,12 @@ from sinas_executor.sandbox import (
 
 logger = logging.getLogger(__name__)
 
-# A worker is retired once it has used this share of its lifetime CPU limit, so that a
-# hard limit hit is rare and never blamed on a run that did not cause it.
+# A worker is retired once it has used this share of its lifetime CPU limit, or once its
+# peak resident memory reaches this share of its memory limit, so that a hard limit hit is
+# rare and never blamed on a run that did not cause it (a function that leaks a little on
+# every run gets a fresh worker long before the limit, however many runs that takes).
 CPU_RETIRE_SHARE = 0.5
+MEMORY_RETIRE_SHARE = 0.5
 
 
 class FunctionRunner(Protocol):
@@ -39,7 +42,7 @@ class PoolLimits:
     """Pool size, worker lifetime and per-worker resource limits."""
 
     concurrency: int = 8
-    max_runs: int = 100
+    max_runs: int = 1000
     idle_seconds: float = 10.0
     memory_mb: int = 512
     cpu_seconds: int = 600
@@ -158,6 +161,7 @@ class WorkerPool:
             worker.broken
             or worker.runs >= self.limits.max_runs
             or worker.cpu_seconds >= self.limits.cpu_seconds * CPU_RETIRE_SHARE
+            or worker.peak_rss_mb >= self.limits.memory_mb * MEMORY_RETIRE_SHARE
         )
         if retire:
             await (worker.kill() if worker.broken else worker.stop())

@@ -261,6 +261,7 @@ class WorkerProcess:
         self.spec = spec
         self.runs = 0
         self.cpu_seconds = 0.0
+        self.peak_rss_mb = 0.0
         self.loaded = False
         self.broken = False
         self.exited = False
@@ -294,6 +295,7 @@ class WorkerProcess:
             await self._send({"op": "input_reply", "input": answer})
         self.runs += 1
         self.cpu_seconds = float(reply.pop("cpu_seconds", self.cpu_seconds))
+        self.peak_rss_mb = float(reply.pop("peak_rss_mb", self.peak_rss_mb))
         return reply
 
     async def _send(self, message: dict[str, Any]) -> None:

@@ -192,9 +192,11 @@ def _input_over(channel: socket.socket) -> Callable[..., Any]:
     return ask
 
 
-def _cpu_seconds() -> float:
+def _usage() -> dict[str, float]:
+    """What this worker has used so far, for the pool's decision to retire it: CPU seconds,
+    and its peak resident memory in MiB (`ru_maxrss` is in KiB on Linux)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return {"cpu_seconds": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
 def serve(scratch: str) -> None:
@@ -215,11 +217,9 @@ def serve(scratch: str) -> None:
             os.chdir(scratch)
             reply = _run(loaded, message)
         wipe_folder(scratch)
-        reply["cpu_seconds"] = _cpu_seconds()
+        reply.update(_usage())
         try:
             frame = encode_frame(reply)
         except (TypeError, ValueError, FrameError) as exc:
-            frame = encode_frame(
-                {"error": f"Output could not be sent: {exc}", "cpu_seconds": _cpu_seconds()}
-            )
+            frame = encode_frame({"error": f"Output could not be sent: {exc}", **_usage()})
         channel.sendall(frame)

@@ -233,6 +233,40 @@ async def test_worker_is_recycled_after_max_runs(
     assert pool.started_workers == 2
 
 
+# Holds on to memory between runs, as a leak does: 140 MiB more per call. The pool's limit is
+# 256 MiB, so a second call in the same worker would fail with MemoryError; past a peak of
+# 128 MiB the worker is retired instead, and the second call gets a fresh one.
+LEAKY = code("""
+    import os
+
+    kept = []
+
+    def handler(input_data, context):
+        kept.append(b"x" * (140 << 20))
+        return {"pid": os.getpid(), "calls": len(kept)}
+""")
+
+
+async def test_a_worker_whose_memory_grew_past_half_its_limit_is_retired(
+    pool: WorkerPool, runner: SandboxRunner, make_request: MakeRequest
+) -> None:
+    first = await runner.run(make_request(LEAKY))
+    second = await runner.run(make_request(LEAKY))
+    assert first.error is None and second.error is None
+    # The first run left its worker past 140 MiB: the second ran in a fresh worker.
+    assert (first.output["calls"], second.output["calls"]) == (1, 1)
+    assert second.output["pid"] != first.output["pid"]
+    assert pool.started_workers == 2
+
+
+async def test_a_worker_well_within_its_limits_is_kept(
+    pool: WorkerPool, runner: SandboxRunner, make_request: MakeRequest
+) -> None:
+    results = [await runner.run(make_request(COUNTER)) for _ in range(2)]
+    assert [r.output["calls"] for r in results] == [1, 2]
+    assert pool.started_workers == 1
+
+
 async def test_idle_worker_of_another_key_is_evicted(
     pool: WorkerPool, runner: SandboxRunner, make_request: MakeRequest
 ) -> None:
