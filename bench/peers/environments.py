@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sinas_devstack.embedded import free_port
+
 logger = logging.getLogger(__name__)
 
 # Pinned so repetitions on different days compare. arq 0.28 wants redis-py < 6 and Celery 5.7
@@ -68,12 +70,6 @@ def ensure_peer_environments(root: Path | None = None) -> dict[str, Path]:
     }
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def redis_server_binary(root: Path | None = None) -> Path:
     """The `redis-server` to run.
 
@@ -117,7 +113,7 @@ class RedisServer:
     def start(self) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         for _ in range(5):
-            port = self.port or _free_port()
+            port = self.port or free_port()
             with (self.data_dir / "redis-server.log").open("ab") as log:
                 self._process = subprocess.Popen(
                     [

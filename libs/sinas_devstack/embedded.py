@@ -10,8 +10,10 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,11 +21,37 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
+def unused_loopback_port() -> int:
+    """A TCP port on loopback that nothing listens on right now (the kernel's pick)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class PortAllocator:
+    """Hands out ports nothing listens on, never the same one twice.
+
+    Ports are picked before the services that bind them start, and the kernel may pick a
+    port it just released again: two services of one stack (a gateway and another service's
+    metrics endpoint, say) would then be told the same port, and the one that binds second
+    fails while its readiness check finds the other listening there.
+    """
+
+    def __init__(self, probe: Callable[[], int] = unused_loopback_port) -> None:
+        self._probe = probe
+        self._handed_out: set[int] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self) -> int:
+        while True:
+            port = self._probe()
+            with self._lock:
+                if port not in self._handed_out:
+                    self._handed_out.add(port)
+                    return port
+
+
+free_port = PortAllocator()
 
 
 def wait_for_port(host: str, port: int, *, timeout: float, process: subprocess.Popen[Any]) -> None:

@@ -7,7 +7,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import ssl
 import subprocess
 import time
@@ -20,6 +19,7 @@ import httpx
 import pytest
 
 from sinas_devstack.callback_receiver import ReceiverCertificates
+from sinas_devstack.embedded import free_port
 from sinas_devstack.llm_stub import LlmStub
 from sinas_devstack.stack import Stack
 
@@ -29,12 +29,6 @@ EXAMPLE_DIR = ROOT / "examples" / "js_ingest"
 SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 # npm ci, tsc and the suites themselves, on a noisy machine.
 NODE_TIMEOUT = 480
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,7 +45,7 @@ class JsStack:
 @pytest.fixture(scope="module")
 def js_stack(stack_factory: Callable[..., Stack], scratch_root: Path) -> Iterator[JsStack]:
     certificates = ReceiverCertificates.create(scratch_root / f"js-certs-{uuid.uuid4().hex[:8]}")
-    sdk_port, example_port = _free_port(), _free_port()
+    sdk_port, example_port = free_port(), free_port()
     with LlmStub() as llm:
         stack = stack_factory(
             CALLBACK_URL_HOSTS="localhost",

@@ -6,22 +6,15 @@ import asyncio
 import base64
 import os
 import secrets
-import socket
 import sys
 import uuid
 from pathlib import Path
 
 from sinas_devstack.callback_receiver import ReceiverCertificates
+from sinas_devstack.embedded import free_port
 from sinas_devstack.pytest_plugin import StackFactory
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "python_ingest" / "ingest.py"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def test_the_example_ingests_50_documents_and_verifies_every_callback(
