@@ -189,6 +189,11 @@ class Coalescer:
                 answers = (await self._many(b"\0".join(body for body, _ in group))).split(b"\n")
             for (_, answer), job_id in zip(group, answers, strict=True):
                 answer.set_result(job_id)
+        except Exception as exc:
+            # Every request of the call fails with it rather than waiting forever.
+            for _, answer in group:
+                if not answer.done():
+                    answer.set_exception(exc)
         finally:
             self._calls -= 1
             self._start()
