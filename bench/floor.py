@@ -37,13 +37,14 @@ from pathlib import Path
 
 import aiohttp
 import grpc
-import nats
 import psycopg
-from floor_services import SCHEMA, SERVICE, STREAM, SUBJECT, spawn
+from floor_services import SCHEMA, SERVICE, STREAM, STREAM_PREFIX, SUBJECT, spawn
 from load import percentile
 from rows import libpq_url
 
+from sinas_common.nats_connect import connect_nats
 from sinas_devstack.embedded import EmbeddedNats, EmbeddedPostgres, free_port, wait_for_port
+from sinas_devstack.nats_auth import provision_nats_users
 from sinas_devstack.supervisor import ensure_database
 
 BATCH_SIZE = 1000
@@ -143,24 +144,29 @@ class FloorSizes:
 
 async def measure(database: str, work: Path, sizes: FloorSizes) -> dict[str, float]:
     """One repetition on `database` (a fresh one) and a NATS server of its own."""
-    nats_server = EmbeddedNats(work / "nats")
+    accounts = provision_nats_users(work / "nats-auth", prefixes=(STREAM_PREFIX,))
+    users = accounts.role_env()
+    nats_server = EmbeddedNats(work / "nats", accounts)
     nats_url = nats_server.start()
     processes: list[subprocess.Popen[bytes]] = []
     try:
         with psycopg.connect(database, autocommit=True) as conn:
             conn.execute(SCHEMA)
-        nc = await nats.connect(nats_url)
+        owner = accounts.settings("scheduler", url=nats_url, prefix=STREAM_PREFIX)
+        nc = await connect_nats(owner, name="floor-setup")
         await nc.jetstream().add_stream(name=STREAM, subjects=[SUBJECT], retention="workqueue")
         await nc.close()
         scheduler_port, gateway_port = free_port(), free_port()
-        processes.append(spawn("scheduler", database, nats_url, scheduler_port))
+        processes.append(
+            spawn("scheduler", database, nats_url, scheduler_port, env=users["scheduler"])
+        )
         processes.append(spawn("gateway", scheduler_port, gateway_port))
         for port, process in ((scheduler_port, processes[0]), (gateway_port, processes[1])):
             wait_for_port("127.0.0.1", port, timeout=60, process=process)
         figures: dict[str, float] = {}
         async with Client(database, gateway_port, scheduler_port) as client:
             await client.submit_batches(sizes.drain_batches)
-            processes.append(spawn("executor", scheduler_port, nats_url))
+            processes.append(spawn("executor", scheduler_port, nats_url, env=users["executor"]))
             total = sizes.drain_batches * BATCH_SIZE
             figures["drain_per_s"] = round(await client.drain_rate(total), 1)
             took = await client.latency(sizes.latency_jobs)
@@ -194,7 +200,7 @@ def main() -> None:
     options = parser.parse_args()
     sizes = FloorSizes.quick() if options.quick else FloorSizes()
     with tempfile.TemporaryDirectory(prefix="floor-") as work:
-        postgres = EmbeddedPostgres(Path(work) / "pg")
+        postgres = EmbeddedPostgres(Path(work) / "pg", ephemeral=True)
         try:
             figures = run_floor(postgres.start(), Path(work), 0, sizes)
         finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import os
 import subprocess
 import sys
 import time
@@ -17,7 +18,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
-import nats
 import psycopg
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -25,10 +25,16 @@ from fastapi import FastAPI, Request
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from sinas_common.nats_connect import connect_nats
 from sinas_common.pull import fetch_available
+from sinas_common.settings import NatsSettings
 
-STREAM = "FLOOR"
-SUBJECT = "floor.jobs"
+# Named as ours are for the prefix FLOOR, so the floor logs in to NATS with the same users
+# and permissions (sinas_devstack.nats_auth) and pays what they cost.
+STREAM_PREFIX = "FLOOR"
+STREAM = f"{STREAM_PREFIX}_JOBS"
+SUBJECT = "floor.jobs.function"
+CONSUMER = f"{STREAM_PREFIX}_function_executor"
 SERVICE = "floor.Scheduler"
 # As ours: sandbox slots, claims ahead of them, fetch size, outcome flushing.
 WORKERS = 8
@@ -74,7 +80,7 @@ class Scheduler:
         self._submits = await psycopg.AsyncConnection.connect(self._database, autocommit=True)
         self._claims = await psycopg.AsyncConnection.connect(self._database, autocommit=True)
         self._completions = await psycopg.AsyncConnection.connect(self._database, autocommit=True)
-        self._nc = await nats.connect(self._nats_url)
+        self._nc = await connect_nats(nats_settings(self._nats_url), name="floor-scheduler")
         self._js = self._nc.jetstream()
 
     async def _publish(self, job_ids: list[str]) -> None:
@@ -268,8 +274,8 @@ class Executor:
     async def run(self) -> None:
         for _ in range(WORKERS):
             self._free.put_nowait(await Worker.start())
-        nc = await nats.connect(self._nats_url)
-        sub = await nc.jetstream().pull_subscribe(SUBJECT, durable="floor", stream=STREAM)
+        nc = await connect_nats(nats_settings(self._nats_url), name="floor-executor")
+        sub = await nc.jetstream().pull_subscribe(SUBJECT, durable=CONSUMER, stream=STREAM)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{self._scheduler_port}") as channel:
             self._claim = channel.unary_unary(f"/{SERVICE}/Claim")
             self._complete = channel.unary_unary(f"/{SERVICE}/Complete")
@@ -338,9 +344,24 @@ class Executor:
             self._room.set()
 
 
-def spawn(role: str, *args: object) -> subprocess.Popen[bytes]:
-    """Starts one of the services in a process of its own."""
-    return subprocess.Popen([sys.executable, __file__, role, *map(str, args)])
+def nats_settings(url: str) -> NatsSettings:
+    """This process's NATS user and password come in its environment (see `spawn`)."""
+    return NatsSettings.model_validate(
+        {
+            "NATS_URL": url,
+            "NATS_STREAM_PREFIX": STREAM_PREFIX,
+            "NATS_USER": os.environ.get("NATS_USER", ""),
+            "NATS_PASSWORD": os.environ.get("NATS_PASSWORD", ""),
+        }
+    )
+
+
+def spawn(role: str, *args: object, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Starts one of the services in a process of its own; `env` is added to ours (secrets
+    go there, not on a command line every local user can read)."""
+    return subprocess.Popen(
+        [sys.executable, __file__, role, *map(str, args)], env={**os.environ, **(env or {})}
+    )
 
 
 def main(role: str, args: list[str]) -> None:

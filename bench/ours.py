@@ -41,7 +41,9 @@ from rows import Rows
 
 from sinas_devstack.callback_receiver import CallbackReceiver, ReceiverCertificates
 from sinas_devstack.embedded import EmbeddedNats
-from sinas_devstack.stack import ServiceProcess, Stack, StackConfig
+from sinas_devstack.nats_auth import provision_nats_users
+from sinas_devstack.pki import provision_pki
+from sinas_devstack.stack import ServiceProcess, Stack, StackConfig, merge_role_env
 from sinas_devstack.supervisor import ensure_database
 
 logger = logging.getLogger(__name__)
@@ -114,15 +116,20 @@ class Repetition:
         self.sizes = sizes
         self.number = number
         self.figures: dict[str, float] = {}
-        self.nats = EmbeddedNats(env.work_dir / f"ours-{number}" / "nats")
+        prefix = f"BENCH{number}"
+        accounts = provision_nats_users(
+            env.work_dir / f"ours-{number}" / "nats-auth", prefixes=(prefix,)
+        )
+        self.nats = EmbeddedNats(env.work_dir / f"ours-{number}" / "nats", accounts)
         self.stack = Stack(
             StackConfig(
                 database_url=ensure_database(env.admin_url, f"bench_ours_{number}"),
                 nats_url=self.nats.start(),
                 log_dir=env.work_dir / f"ours-{number}" / "logs",
                 admin_key="sk-" + secrets.token_urlsafe(32),
-                nats_stream_prefix=f"BENCH{number}",
+                nats_stream_prefix=prefix,
                 extra_env=callback_env(env),
+                role_env=merge_role_env(provision_pki(env.work_dir / "pki"), accounts.role_env()),
             )
         )
 

@@ -9,6 +9,7 @@ shape with none of our logic: the reference for what these hops cost on this mac
 
     python bench/run.py [--repeat N] [--only ours|floor|celery|arq|procrastinate ...] [--quick]
     python bench/run.py --scale-out     # only the 1 vs 2 executor figure (scale_out.py)
+    python bench/run.py --tls-cost      # only drains with internal mTLS on and off (tls_cost.py)
 
 Results: bench/results/<YYYY-MM-DD>.json and .md; the table is also printed.
 """
@@ -16,11 +17,12 @@ Results: bench/results/<YYYY-MM-DD>.json and .md; the table is also printed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from floor import FloorSizes, run_floor
@@ -56,6 +58,11 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--scale-out", action="store_true", help="only the 1 vs 2 executor figure (scale_out.py)"
+    )
+    parser.add_argument(
+        "--tls-cost",
+        action="store_true",
+        help="only the drain with internal mTLS on and off, --repeat pairs (tls_cost.py)",
     )
     parser.add_argument(
         "--results", type=Path, default=BENCH_DIR / "results", help="where results are written"
@@ -95,24 +102,46 @@ def peer_runner(admin_url: str, work_dir: Path, *, quick: bool) -> PeerRunner:
     return run
 
 
-def run_all(options: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
-    systems = [s for s in (OURS, FLOOR, *PEERS) if options.only is None or s in options.only]
-    sizes = Sizes.quick() if options.quick else Sizes()
+@contextlib.contextmanager
+def bench_environment() -> Iterator[Environment]:
+    """One embedded PostgreSQL and one callback receiver for the whole run; the work folder is
+    removed after a run that succeeded and kept (and logged) after one that failed."""
     root = Path(tempfile.mkdtemp(prefix="sinas-bench-"))
     # The embedded PostgreSQL may run as its own system user, which must reach its folder.
     root.chmod(0o755)
-    postgres = EmbeddedPostgres(root / "postgres")
+    postgres = EmbeddedPostgres(root / "postgres", ephemeral=True)
     certificates = ReceiverCertificates.create(root / "certs")
     receiver = CallbackReceiver(certificates).start()
-    runs: dict[str, list[dict[str, float]]] = {system: [] for system in systems}
     try:
-        admin_url = postgres.start()
-        env = Environment(
-            admin_url=admin_url,
+        yield Environment(
+            admin_url=postgres.start(),
             work_dir=root,
             certificates=certificates,
             receiver=receiver,
         )
+    except BaseException:
+        logger.error("benchmark failed; logs kept", extra={"work_dir": str(root)})
+        raise
+    finally:
+        receiver.stop()
+        postgres.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def run_tls_comparison(options: argparse.Namespace) -> None:
+    from tls_cost import run_tls_cost
+
+    sizes = Sizes.quick() if options.quick else Sizes()
+    with bench_environment() as env:
+        sys.stdout.write(run_tls_cost(env, sizes, options.repeat) + "\n")
+
+
+def run_all(options: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
+    systems = [s for s in (OURS, FLOOR, *PEERS) if options.only is None or s in options.only]
+    sizes = Sizes.quick() if options.quick else Sizes()
+    runs: dict[str, list[dict[str, float]]] = {system: [] for system in systems}
+    with bench_environment() as env:
+        admin_url, root = env.admin_url, env.work_dir
         peers = (
             peer_runner(admin_url, root, quick=options.quick) if set(systems) & set(PEERS) else None
         )
@@ -129,13 +158,6 @@ def run_all(options: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
                     figures = peers(system, number)
                 logger.info("figures", extra={"system": system, "figures": figures})
                 runs[system].append(figures)
-    except BaseException:
-        logger.error("benchmark failed; logs kept", extra={"work_dir": str(root)})
-        raise
-    finally:
-        receiver.stop()
-        postgres.stop()
-    shutil.rmtree(root, ignore_errors=True)
     return runs
 
 
@@ -146,6 +168,9 @@ def main(argv: list[str] | None = None) -> None:
         from scale_out import main as scale_out
 
         scale_out()
+        return
+    if options.tls_cost:
+        run_tls_comparison(options)
         return
     runs = run_all(options)
     settings = {

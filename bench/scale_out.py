@@ -17,7 +17,9 @@ import httpx
 import psycopg
 
 from sinas_devstack.embedded import EmbeddedNatsCluster, EmbeddedPostgres
-from sinas_devstack.stack import Stack, StackConfig
+from sinas_devstack.nats_auth import provision_nats_users
+from sinas_devstack.pki import provision_pki
+from sinas_devstack.stack import Stack, StackConfig, merge_role_env
 from sinas_devstack.supervisor import ensure_database
 
 NOOP = "def handler(input_data, context):\n    return {}\n"
@@ -59,10 +61,14 @@ async def drain_batch(stack: Stack, children: int) -> float:
 def main(children: int = 1000) -> None:
     root = Path(tempfile.mkdtemp(prefix="sinas-bench-scale-"))
     root.chmod(0o755)
-    postgres = EmbeddedPostgres(root / "postgres")
-    cluster = EmbeddedNatsCluster(root / "nats")
+    postgres = EmbeddedPostgres(root / "postgres", ephemeral=True)
+    prefixes = [f"SCALE{executors}" for executors in (1, 2)]
+    cluster = EmbeddedNatsCluster(
+        root / "nats", provision_nats_users(root / "nats-auth", prefixes=prefixes)
+    )
     admin_url = postgres.start()
     nats_url = cluster.start()
+    pki = provision_pki(root / "pki")
     rates: dict[int, float] = {}
     try:
         for executors in (1, 2):
@@ -74,6 +80,7 @@ def main(children: int = 1000) -> None:
                     admin_key="sk-" + secrets.token_urlsafe(32),
                     nats_stream_prefix=f"SCALE{executors}",
                     extra_env={"NATS_STREAM_REPLICAS": "3"},
+                    role_env=merge_role_env(pki, cluster.accounts.role_env()),
                 )
             )
             try:

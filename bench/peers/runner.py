@@ -98,7 +98,7 @@ def _smoke(peers: list[str], quick: bool, timeout: float) -> int:
     with tempfile.TemporaryDirectory(prefix="peers-") as scratch:
         root = Path(scratch)
         root.chmod(0o755)  # pgserver's own system user must reach its data folder
-        postgres = EmbeddedPostgres(root / "pg")
+        postgres = EmbeddedPostgres(root / "pg", ephemeral=True)
         admin_url = postgres.start()
         failed = 0
         try:

@@ -1,15 +1,17 @@
-"""The NATS core subject that tells executors fast about cancelled and continued executions.
+"""The NATS core subject that hints to executors that a held execution was cancelled or continued.
 
-Core NATS is fire-and-forget: a message published while an executor is disconnected is lost.
-That is fine here because the scheduler's Heartbeat answer carries the same news reliably,
-only later; this subject just makes the common case quick.
+A message is only a hint, never an order: an executor holding the attempt asks the scheduler
+(a Heartbeat for it over mutual TLS) and acts on that answer alone, so a message forged on the
+bus does nothing but cost one heartbeat. It carries no input either, so other users' answers
+never cross the bus. Core NATS is fire-and-forget: a message published while an executor is
+disconnected is lost, which is fine because the periodic Heartbeat carries the same news, only
+later; this subject just makes the common case quick.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any
 
 from sinas_common.jsoncodec import dump_json, load_json
 from sinas_common.settings import NatsSettings
@@ -27,30 +29,16 @@ def control_subject(settings: NatsSettings) -> str:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ControlMessage:
-    """One execution's news. `round` is the prompt a continue answers (1 for the first
-    `input()` call), so a late answer to an earlier prompt is never taken for a later one."""
+    """That one execution may have news; `action` says which, for logs only."""
 
     execution_id: str
     action: ControlAction
-    input: Any = None
-    round: int = 0
 
     def encode(self) -> bytes:
-        return dump_json(
-            {
-                "execution_id": self.execution_id,
-                "action": self.action.value,
-                "input": self.input,
-                "round": self.round,
-            }
-        )
+        return dump_json({"execution_id": self.execution_id, "action": self.action.value})
 
     @classmethod
     def decode(cls, raw: bytes) -> ControlMessage:
+        # Anything else a message carries (older schedulers sent the input) is ignored.
         data = load_json(raw)
-        return cls(
-            execution_id=str(data["execution_id"]),
-            action=ControlAction(data["action"]),
-            input=data.get("input"),
-            round=int(data.get("round") or 0),
-        )
+        return cls(execution_id=str(data["execution_id"]), action=ControlAction(data["action"]))

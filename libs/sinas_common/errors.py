@@ -10,8 +10,11 @@ Exception tree::
     ├── Unauthenticated             invalid_credentials (401)
     │   └── MissingCredentials      missing_credentials (401)
     ├── PermissionDenied            permission_denied (403)
+    │   ├── CallerRoleDenied        caller_role_denied (403)
+    │   └── ExecutionTokenNotAllowed  execution_token_not_allowed (403)
     ├── NotFound                    not_found (404)
-    │   ├── FunctionNotFound, ExecutionNotFound, UserNotFound, RoleNotFound
+    │   ├── FunctionNotFound, ExecutionNotFound, UserNotFound, RoleNotFound,
+    │   │   ApiKeyNotFound
     ├── Conflict                    conflict (409)
     │   └── InvalidTransition       invalid_transition (409)
     ├── PayloadTooLarge             payload_too_large (413)
@@ -129,6 +132,18 @@ class PermissionDenied(SinasError):
     http_status = 403
 
 
+class CallerRoleDenied(PermissionDenied):
+    """The calling service's role may not call this method."""
+
+    reason = "caller_role_denied"
+
+
+class ExecutionTokenNotAllowed(PermissionDenied):
+    """An execution token can't be used for management."""
+
+    reason = "execution_token_not_allowed"
+
+
 class NotFound(SinasError):
     """Not found."""
 
@@ -159,6 +174,12 @@ class RoleNotFound(NotFound):
     """Role not found."""
 
     reason = "role_not_found"
+
+
+class ApiKeyNotFound(NotFound):
+    """API key not found."""
+
+    reason = "api_key_not_found"
 
 
 class Conflict(SinasError):

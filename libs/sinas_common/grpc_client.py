@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 import grpc
 
 from sinas_common.errors import from_rpc_error, is_retryable
+from sinas_common.settings import InternalTlsSettings
+from sinas_common.tls import SCHEDULER_SERVER_NAME, channel_credentials, warn_if_off
 
 logger = logging.getLogger(__name__)
 
@@ -20,16 +22,26 @@ Metadata = Sequence[tuple[str, str]]
 DEFAULT_DEADLINE_SECONDS = 30.0
 
 
-def open_channel(address: str, *, max_message_bytes: int = 64 * 1024 * 1024) -> grpc.aio.Channel:
-    """An insecure channel to a service inside the cluster."""
-    return grpc.aio.insecure_channel(
-        address,
-        options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.keepalive_time_ms", 30_000),
-        ],
-    )
+def open_channel(
+    address: str,
+    *,
+    tls: InternalTlsSettings,
+    server_name: str = SCHEDULER_SERVER_NAME,
+    max_message_bytes: int = 64 * 1024 * 1024,
+) -> grpc.aio.Channel:
+    """A channel to a service inside the cluster: mutual TLS with this service's certificate,
+    the peer's checked to carry `server_name` whatever address reaches it. Raises ValueError
+    on a missing certificate file."""
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+    ]
+    warn_if_off(tls, "grpc_channel")
+    if not tls.enabled:
+        return grpc.aio.insecure_channel(address, options=options)
+    options.append(("grpc.ssl_target_name_override", server_name))
+    return grpc.aio.secure_channel(address, channel_credentials(tls), options=options)
 
 
 async def invoke(

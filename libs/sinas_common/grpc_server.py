@@ -1,4 +1,4 @@
-"""gRPC server setup shared by every service: health checking, error mapping, graceful stop."""
+"""gRPC server setup shared by every service: mutual TLS, health, error mapping, graceful stop."""
 
 from __future__ import annotations
 
@@ -12,10 +12,21 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from sinas_common.errors import STATUS_DETAILS_KEY, SinasError
 from sinas_common.metrics import MetricsInterceptor
+from sinas_common.settings import InternalTlsSettings
+from sinas_common.tls import server_credentials, warn_if_off
 
 logger = logging.getLogger(__name__)
 
 Registrar = Callable[[grpc.aio.Server], None]
+
+
+async def abort_with(context: grpc.aio.ServicerContext[Any, Any], error: SinasError) -> None:
+    """Ends the call with `error` as a rich status, which `from_rpc_error` turns back into it."""
+    await context.abort(
+        error.grpc_code,
+        error.message,
+        trailing_metadata=((STATUS_DETAILS_KEY, error.to_status().SerializeToString()),),
+    )
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -36,12 +47,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             try:
                 return await inner(request, context)
             except SinasError as exc:
-                status = exc.to_status()
-                await context.abort(
-                    exc.grpc_code,
-                    exc.message,
-                    trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),),
-                )
+                await abort_with(context, exc)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -58,7 +64,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
 
 class GrpcServer:
-    """A grpc.aio server with the standard health service and our error interceptor."""
+    """A grpc.aio server on a mutual-TLS port (unless `tls` is off) with the standard health
+    service and our error interceptor; `interceptors` run inside the error interceptor, so
+    the SinasError they raise reaches the caller as such."""
 
     def __init__(
         self,
@@ -66,11 +74,16 @@ class GrpcServer:
         bind: str,
         registrars: Sequence[Registrar],
         service_names: Sequence[str],
+        tls: InternalTlsSettings,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         max_message_bytes: int = 64 * 1024 * 1024,
     ) -> None:
+        # Credentials first: a missing certificate fails the start before anything binds.
+        credentials = server_credentials(tls) if tls.enabled else None
+        warn_if_off(tls, "grpc_server")
         self._server = grpc.aio.server(
             # Metrics first: it sees the status code the error interceptor settles on.
-            interceptors=[MetricsInterceptor(), ErrorInterceptor()],
+            interceptors=[MetricsInterceptor(), ErrorInterceptor(), *interceptors],
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
@@ -81,7 +94,11 @@ class GrpcServer:
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         self._service_names = list(service_names)
-        self.port = self._server.add_insecure_port(bind)
+        self.port = (
+            self._server.add_insecure_port(bind)
+            if credentials is None
+            else self._server.add_secure_port(bind, credentials)
+        )
         if self.port == 0:
             raise RuntimeError(f"could not bind the gRPC server to {bind}")
 

@@ -55,3 +55,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # httpx writes every request's URL at INFO, and a URL may carry a credential (an LLM
+    # provider's `?key=`, say): only its warnings, whatever our level.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(root.level, logging.WARNING))

@@ -11,7 +11,7 @@ from typing import Any, Protocol, TypeVar
 
 import nats.errors
 from nats.aio.msg import Msg
-from nats.js.errors import ServiceUnavailableError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -79,15 +79,29 @@ SETTLE_ATTEMPTS = 60
 SETTLE_PAUSE_SECONDS = 1.0
 
 
+# JetStream's error code for "stream not found".
+STREAM_NOT_FOUND = 10059
+
+
+def _not_settled(exc: Exception) -> bool:
+    if isinstance(exc, NotFoundError):
+        return exc.err_code == STREAM_NOT_FOUND
+    return isinstance(
+        exc, nats.errors.TimeoutError | nats.errors.NoRespondersError | ServiceUnavailableError
+    )
+
+
 async def while_jetstream_settles(call: Callable[[], Awaitable[T]]) -> T:
     """Retries a JetStream management call (stream or consumer set-up) while the cluster is
     still electing leaders or a node is coming back: such calls time out or find no
-    responder for a few seconds, which must not crash a starting service."""
+    responder for a few seconds, which must not crash a starting service. A consumer's
+    stream not existing yet is the same: only the scheduler may create streams, and it may
+    start after the executors and notifiers."""
     for attempt in range(1, SETTLE_ATTEMPTS + 1):
         try:
             return await call()
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, ServiceUnavailableError):
-            if attempt == SETTLE_ATTEMPTS:
+        except Exception as exc:
+            if not _not_settled(exc) or attempt == SETTLE_ATTEMPTS:
                 raise
             logger.warning(
                 "jetstream not ready, retrying",

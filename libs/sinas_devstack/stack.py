@@ -14,25 +14,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-import grpc
 import httpx
 from cryptography.fernet import Fernet
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from sinas_common.healthcheck import check_serving
+from sinas_common.settings import InternalTlsSettings
+from sinas_common.tls import role_dns_name
 from sinas_devstack.embedded import free_port
 
 logger = logging.getLogger(__name__)
 
 
-def grpc_serving(address: str, *, timeout: float = 1.0) -> bool:
-    """True when the gRPC health service at `address` answers SERVING."""
-    try:
-        with grpc.insecure_channel(address) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
-            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-    except grpc.RpcError:
-        return False
+def grpc_serving(address: str, role: str, env: dict[str, str], *, timeout: float = 1.0) -> bool:
+    """True when the gRPC health service of the `role` service at `address` answers SERVING
+    to that role's own certificate (from `env`, the service's environment)."""
+    tls = InternalTlsSettings.model_validate(env)
+    return check_serving(address, tls=tls, server_name=role_dns_name(role), timeout=timeout)
 
 
 def http_healthy(url: str, *, timeout: float = 1.0) -> bool:
@@ -56,8 +53,12 @@ class ServiceProcess:
     _log: IO[bytes] | None = field(default=None, init=False, repr=False)
 
     def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("ab")
+        self.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Logs name executions and users: readable by us alone, whatever the umask (and a log
+        # kept from before this rule is closed up too).
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.fchmod(fd, 0o600)
+        self._log = os.fdopen(fd, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", self.module, *self.args],
             env=self.env,
@@ -104,6 +105,31 @@ class ServiceProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
+# Which service may hold which secret (DESIGN's "Trust and isolation"): a secret reaches
+# only the services named here, whatever the parent's environment or `extra_env` carries.
+SECRET_HOLDERS: dict[str, frozenset[str]] = {
+    "DATABASE_URL": frozenset({"scheduler"}),
+    "SINAS_BOOTSTRAP_ADMIN_KEY": frozenset({"scheduler"}),
+    "SINAS_ENCRYPTION_KEY": frozenset({"scheduler"}),
+    "SINAS_ENCRYPTION_KEYS": frozenset({"scheduler"}),
+    "CALLBACK_SIGNING_SECRET": frozenset({"notifier"}),
+    # Each service logs in to NATS as its own user, given in StackConfig.role_env: one
+    # inherited from the parent would hand every service the same user.
+    "NATS_USER": frozenset(),
+    "NATS_PASSWORD": frozenset(),
+}
+ROLES = ("scheduler", "executor", "notifier", "gateway")
+
+
+def merge_role_env(*parts: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """One StackConfig.role_env from several (certificates, NATS users), merged per role."""
+    merged: dict[str, dict[str, str]] = {}
+    for part in parts:
+        for role, env in part.items():
+            merged.setdefault(role, {}).update(env)
+    return merged
+
+
 @dataclass
 class StackConfig:
     """What the stack needs from outside: servers, where to log, and pass-through settings."""
@@ -117,6 +143,8 @@ class StackConfig:
     extra_env: dict[str, str] = field(default_factory=dict)
     # Encrypts LLM provider API keys at rest; a fresh key per stack unless one is given.
     encryption_key: str = field(default_factory=lambda: Fernet.generate_key().decode())
+    # Role -> settings only that role's processes get (its certificate, its NATS user).
+    role_env: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 class Stack:
@@ -134,7 +162,9 @@ class Stack:
         # Service name -> the port of its Prometheus endpoint, for tests to scrape.
         self.metrics_ports: dict[str, int] = {}
 
-    def base_env(self) -> dict[str, str]:
+    def role_env(self, role: str) -> dict[str, str]:
+        """The environment of one role's processes: the parent's and the stack's settings,
+        with each secret only where SECRET_HOLDERS puts it."""
         env = dict(os.environ)
         # Each service gets its own metrics port in `_add`; an inherited one would collide.
         env.pop("METRICS_PORT", None)
@@ -151,18 +181,22 @@ class Stack:
             }
         )
         env.update(self.config.extra_env)
+        for name, holders in SECRET_HOLDERS.items():
+            if role not in holders:
+                env.pop(name, None)
+        env.update(self.config.role_env.get(role, {}))
         return env
 
     def scheduler(self, *, name: str = "scheduler", **overrides: str) -> ServiceProcess:
         """A scheduler replica; replicas after the first bind their own free port."""
         addr = self.scheduler_addr if name == "scheduler" else f"127.0.0.1:{free_port()}"
-        env = self.base_env() | {"SCHEDULER_GRPC_BIND": addr} | overrides
+        env = self.role_env("scheduler") | {"SCHEDULER_GRPC_BIND": addr} | overrides
         service = ServiceProcess(
             name,
             "sinas_scheduler",
             env,
             self._log(name),
-            lambda: grpc_serving(addr),
+            lambda: grpc_serving(addr, "scheduler", env),
             ("--migrate",),
         )
         return self._add(service)
@@ -170,23 +204,33 @@ class Stack:
     def executor(self, *, name: str = "executor", **overrides: str) -> ServiceProcess:
         port = self.executor_health_port if name == "executor" else free_port()
         addr = f"127.0.0.1:{port}"
-        env = self.base_env() | {"EXECUTOR_GRPC_BIND": addr, "EXECUTOR_ID": name} | overrides
+        env = self.role_env("executor") | {"EXECUTOR_GRPC_BIND": addr, "EXECUTOR_ID": name}
+        env |= overrides
         service = ServiceProcess(
-            name, "sinas_executor", env, self._log(name), lambda: grpc_serving(addr)
+            name,
+            "sinas_executor",
+            env,
+            self._log(name),
+            lambda: grpc_serving(addr, "executor", env),
         )
         return self._add(service)
 
     def notifier(self, *, name: str = "notifier", **overrides: str) -> ServiceProcess:
         port = self.notifier_health_port if name == "notifier" else free_port()
         addr = f"127.0.0.1:{port}"
-        env = self.base_env() | {"NOTIFIER_GRPC_BIND": addr, "NOTIFIER_ID": name} | overrides
+        env = self.role_env("notifier") | {"NOTIFIER_GRPC_BIND": addr, "NOTIFIER_ID": name}
+        env |= overrides
         service = ServiceProcess(
-            name, "sinas_notifier", env, self._log(name), lambda: grpc_serving(addr)
+            name,
+            "sinas_notifier",
+            env,
+            self._log(name),
+            lambda: grpc_serving(addr, "notifier", env),
         )
         return self._add(service)
 
     def gateway(self, *, name: str = "gateway", **overrides: str) -> ServiceProcess:
-        env = self.base_env() | {
+        env = self.role_env("gateway") | {
             "GATEWAY_HOST": "127.0.0.1",
             "GATEWAY_PORT": str(self.gateway_port),
         }

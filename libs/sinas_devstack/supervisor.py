@@ -16,11 +16,15 @@ import psycopg
 from cryptography.fernet import Fernet
 
 from sinas_devstack.embedded import EmbeddedNats, EmbeddedPostgres
-from sinas_devstack.stack import ServiceProcess, Stack, StackConfig
+from sinas_devstack.nats_auth import provision_nats_users
+from sinas_devstack.pki import provision_pki
+from sinas_devstack.stack import ServiceProcess, Stack, StackConfig, merge_role_env
 
 logger = logging.getLogger(__name__)
 
 EMBEDDED_DATABASE = "sinas"
+# The embedded NATS server's users are granted this prefix's streams only.
+STREAM_PREFIX = "SINAS"
 # A service that keeps dying is restarted at most this often.
 RESTART_BACKOFF_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0)
 
@@ -99,17 +103,22 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._request_stop)
         home = self.options.home
         home.mkdir(parents=True, exist_ok=True)
-        # The embedded PostgreSQL may run as its own system user, which must reach its folder.
-        os.chmod(home, 0o755)
+        # Ours alone: keys, certificates, logs. The embedded PostgreSQL, when it runs as its
+        # own system user, keeps its cluster outside (see EmbeddedPostgres).
+        os.chmod(home, 0o700)
         try:
             database_url = self.options.database_url
             if database_url is None:
                 self.postgres = EmbeddedPostgres(home / "postgres")
                 database_url = ensure_database(self.postgres.start(), EMBEDDED_DATABASE)
             nats_url = self.options.nats_url
+            nats_users: dict[str, dict[str, str]] = {}
             if nats_url is None:
-                self.nats = EmbeddedNats(home / "nats")
+                # A user per service, passwords made on first start and then reused.
+                accounts = provision_nats_users(home / "nats", prefixes=(STREAM_PREFIX,))
+                self.nats = EmbeddedNats(home / "nats", accounts)
                 nats_url = self.nats.start()
+                nats_users = accounts.role_env()
             admin_key = self.options.admin_key or persistent_admin_key(home)
             self.stack = Stack(
                 StackConfig(
@@ -119,6 +128,9 @@ class Supervisor:
                     admin_key=admin_key,
                     gateway_port=self.options.gateway_port,
                     encryption_key=(self.options.encryption_key or persistent_encryption_key(home)),
+                    # The CA and each service's certificate, made on first start, then reused.
+                    role_env=merge_role_env(provision_pki(home / "pki"), nats_users),
+                    nats_stream_prefix=STREAM_PREFIX,
                 )
             )
             self.stack.start_all()

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sinas_devstack.stack import Stack
+from sinas_scheduler.encryption import FernetCipher
 
 from .helpers import FunctionFactory, UserFactory, enqueue, query_one, wait_for_status
 
@@ -23,7 +24,8 @@ def _signing_key(stack: Stack) -> tuple[str, str]:
         "SELECT kid, private_key_pem FROM signing_keys WHERE retired_at IS NULL LIMIT 1",
     )
     assert row is not None
-    return str(row[0]), str(row[1])
+    # Stored encrypted with the scheduler's encryption key, which the test holds as its owner.
+    return str(row[0]), FernetCipher(stack.config.encryption_key).decrypt(str(row[1]))
 
 
 def _admin_id(stack: Stack) -> str:

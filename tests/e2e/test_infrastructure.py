@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import nats
 import psycopg
 
+from sinas_common.nats_connect import connect_nats
 from sinas_common.settings import NatsSettings
 
 
@@ -16,7 +16,7 @@ def test_each_test_gets_a_migrated_database(database_url: str) -> None:
 
 
 async def test_nats_has_jetstream(nats_settings: NatsSettings) -> None:
-    client = await nats.connect(nats_settings.url)
+    client = await connect_nats(nats_settings, name="test-scheduler")
     try:
         info = await client.jetstream().account_info()
         assert info.limits is not None

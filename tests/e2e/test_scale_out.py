@@ -20,7 +20,8 @@ import pytest
 
 from sinas_devstack.callback_receiver import CallbackReceiver, ReceiverCertificates
 from sinas_devstack.embedded import EmbeddedNatsCluster, free_port
-from sinas_devstack.stack import ServiceProcess, Stack, StackConfig
+from sinas_devstack.nats_auth import provision_nats_users
+from sinas_devstack.stack import ServiceProcess, Stack, StackConfig, merge_role_env
 from sinas_scheduler.models import NOTIFIER_LOST_ERROR
 
 from .helpers import make_function_factory, query_one
@@ -41,7 +42,8 @@ def handler(input_data, context):
 
 @pytest.fixture
 def nats_cluster(scratch_root: Path) -> Iterator[EmbeddedNatsCluster]:
-    cluster = EmbeddedNatsCluster(scratch_root / f"nats-cluster-{uuid.uuid4().hex[:8]}")
+    folder = scratch_root / f"nats-cluster-{uuid.uuid4().hex[:8]}"
+    cluster = EmbeddedNatsCluster(folder, provision_nats_users(folder / "auth", prefixes=()))
     cluster.start()
     yield cluster
     cluster.stop()
@@ -66,15 +68,18 @@ def replicated_stack(
     certificates: ReceiverCertificates,
     receiver: CallbackReceiver,
     scratch_root: Path,
+    internal_pki: dict[str, dict[str, str]],
 ) -> Iterator[Stack]:
     tag = uuid.uuid4().hex[:10]
+    prefix = f"S{tag.upper()}"
+    nats_cluster.grant(prefix)
     stack = Stack(
         StackConfig(
             database_url=database_url,
             nats_url=nats_cluster.url,
             log_dir=scratch_root / f"logs-scale-{tag}",
             admin_key="sk-" + secrets.token_urlsafe(32),
-            nats_stream_prefix=f"S{tag.upper()}",
+            nats_stream_prefix=prefix,
             extra_env=callback_env(
                 certificates,
                 receiver.port,
@@ -86,6 +91,7 @@ def replicated_stack(
                 # dead notifier's claims are taken for lost.
                 CALLBACK_CLAIM_TIMEOUT_SECONDS="15",
             ),
+            role_env=merge_role_env(internal_pki, nats_cluster.accounts.role_env()),
         )
     )
     yield stack

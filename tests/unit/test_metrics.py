@@ -11,8 +11,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 from sinas_common.errors import NotFound
+from sinas_common.grpc_client import open_channel
 from sinas_common.grpc_server import GrpcServer
 from sinas_common.metrics import MetricsServer, sample_forever
+from sinas_devstack.pytest_plugin import InternalTls
 
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 
@@ -35,13 +37,18 @@ async def test_metrics_server_serves_its_registry_on_its_own_port() -> None:
     assert "probe_events_total 3.0" in reply.text
 
 
-async def test_grpc_calls_are_counted_by_method_and_final_code() -> None:
-    server = GrpcServer(bind="127.0.0.1:0", registrars=[], service_names=["probe"])
+async def test_grpc_calls_are_counted_by_method_and_final_code(internal_tls: InternalTls) -> None:
+    server = GrpcServer(
+        bind="127.0.0.1:0",
+        registrars=[],
+        service_names=["probe"],
+        tls=internal_tls("scheduler"),
+    )
     await server.start()
     ok_before = grpc_count(HEALTH_CHECK, "OK")
     missing_before = grpc_count(HEALTH_CHECK, "NOT_FOUND")
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        async with open_channel(f"127.0.0.1:{server.port}", tls=internal_tls("gateway")) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             await stub.Check(health_pb2.HealthCheckRequest(service="probe"))
             with pytest.raises(grpc.aio.AioRpcError) as raised:
@@ -53,7 +60,7 @@ async def test_grpc_calls_are_counted_by_method_and_final_code() -> None:
     assert grpc_count(HEALTH_CHECK, "NOT_FOUND") == missing_before + 1
 
 
-async def test_a_sinas_error_is_counted_with_its_status_code() -> None:
+async def test_a_sinas_error_is_counted_with_its_status_code(internal_tls: InternalTls) -> None:
     async def fail(request: bytes, context: object) -> bytes:
         raise NotFound("nothing here")
 
@@ -64,11 +71,12 @@ async def test_a_sinas_error_is_counted_with_its_status_code() -> None:
         bind="127.0.0.1:0",
         registrars=[lambda s: s.add_generic_rpc_handlers((handler,))],
         service_names=[],
+        tls=internal_tls("scheduler"),
     )
     await server.start()
     before = grpc_count("/probe.Probe/Fail", "NOT_FOUND")
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        async with open_channel(f"127.0.0.1:{server.port}", tls=internal_tls("gateway")) as channel:
             with pytest.raises(grpc.aio.AioRpcError) as raised:
                 await channel.unary_unary("/probe.Probe/Fail")(b"")
     finally:

@@ -168,14 +168,21 @@ def _parse_call(call: dict[str, Any], tools: dict[str, AgentTool]) -> _PendingCa
 
 
 class ChatAgentRunner:
-    """AgentRunner over a chat model and the scheduler's tool call RPCs."""
+    """AgentRunner over a chat model and the scheduler's tool call RPCs, for the runs that
+    `worker_id` (the consumer's) claimed: the scheduler takes tool calls only from it."""
 
     def __init__(
-        self, *, model: ChatModel, scheduler: AgentSchedulerPort, limits: AgentLimits
+        self,
+        *,
+        model: ChatModel,
+        scheduler: AgentSchedulerPort,
+        limits: AgentLimits,
+        worker_id: str,
     ) -> None:
         self._model = model
         self._scheduler = scheduler
         self._limits = limits
+        self._worker_id = worker_id
 
     async def run(self, run: ClaimedAgentRun) -> ExecutionOutcome:
         """Runs the loop to a final answer; every failure comes back as a FAILED outcome."""
@@ -269,7 +276,7 @@ class ChatAgentRunner:
             try:
                 submissions = await call_with_retry(
                     lambda: self._scheduler.submit_tool_calls(
-                        run.execution_id, run.attempt, requests
+                        run.execution_id, run.attempt, requests, worker_id=self._worker_id
                     ),
                     attempts=SCHEDULER_ATTEMPTS,
                 )

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
-import os
 import signal
-
-import nats
 
 from sinas_common.control import control_subject
 from sinas_common.grpc_client import open_channel
 from sinas_common.grpc_server import GrpcServer
+from sinas_common.nats_connect import connect_nats
 from sinas_executor.agent import AgentLimits, ChatAgentRunner
 from sinas_executor.consumer import AGENT_JOB_KIND, ConsumerOptions, ExecutionConsumer, subscribe
 from sinas_executor.llm import HttpxChatModel
@@ -22,7 +19,6 @@ from sinas_executor.settings import ExecutorSettings, SandboxSettings
 
 logger = logging.getLogger(__name__)
 
-PR_SET_DUMPABLE = 4
 HEALTH_SERVICE_NAME = "sinas.executor.v1.Executor"
 
 
@@ -40,13 +36,6 @@ def pool_limits(settings: SandboxSettings) -> PoolLimits:
     )
 
 
-def _protect_own_memory() -> None:
-    # Without a uid drop, workers share our uid: being non-dumpable keeps them out of our
-    # /proc/<pid>/environ and memory.
-    if os.geteuid() != 0:
-        ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
-
-
 def _options(settings: ExecutorSettings, *, concurrency: int, prefetch: int = 0) -> ConsumerOptions:
     return ConsumerOptions(
         worker_id=settings.executor_id,
@@ -61,17 +50,25 @@ def _options(settings: ExecutorSettings, *, concurrency: int, prefetch: int = 0)
 
 async def run_executor(settings: ExecutorSettings) -> None:
     """Runs until SIGTERM/SIGINT, then finishes or hands back in-flight work."""
-    _protect_own_memory()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
-    health = GrpcServer(bind=settings.grpc_bind, registrars=[], service_names=[HEALTH_SERVICE_NAME])
+    health = GrpcServer(
+        bind=settings.grpc_bind,
+        registrars=[],
+        service_names=[HEALTH_SERVICE_NAME],
+        tls=settings.tls,
+    )
+    channel = open_channel(
+        settings.scheduler.scheduler_addr,
+        tls=settings.tls,
+        server_name=settings.scheduler.tls_server_name,
+    )
     pool = WorkerPool(pool_limits(settings.sandbox))
     await pool.start()
-    channel = open_channel(settings.scheduler.scheduler_addr)
-    nc = await nats.connect(servers=settings.nats.servers, name=f"executor-{settings.executor_id}")
+    nc = await connect_nats(settings.nats, name=f"executor-{settings.executor_id}")
     model = HttpxChatModel()
     try:
         scheduler = GrpcSchedulerClient(
@@ -104,6 +101,7 @@ async def run_executor(settings: ExecutorSettings) -> None:
                 model=model,
                 scheduler=scheduler,
                 limits=AgentLimits(call_timeout_seconds=settings.llm_timeout_seconds),
+                worker_id=settings.executor_id,
             ),
         )
         # Core NATS, not JetStream: news of cancels and continues for the executions held here.

@@ -15,7 +15,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from sinas_common.control import ControlMessage
 from sinas_common.grpc_client import call_with_retry
-from sinas_common.jobstream import JobMessage, ensure_job_stream
+from sinas_common.jobstream import JobMessage, job_stream_names
 from sinas_common.pull import (
     PullPacing,
     pull_until_stopped,
@@ -53,8 +53,12 @@ def consumer_name(settings: NatsSettings, kind: str = JOB_KIND) -> str:
 async def subscribe(
     js: JetStreamContext, settings: NatsSettings, *, ack_wait_seconds: float, kind: str = JOB_KIND
 ) -> JetStreamContext.PullSubscription:
-    """The durable pull consumer of one job kind that every executor replica shares."""
-    names = await while_jetstream_settles(lambda: ensure_job_stream(js, settings))
+    """The durable pull consumer of one job kind that every executor replica shares.
+
+    The scheduler creates the stream (an executor's NATS user may not); one started first
+    waits for it.
+    """
+    names = job_stream_names(settings)
     config = ConsumerConfig(
         durable_name=consumer_name(settings, kind),
         ack_policy=AckPolicy.EXPLICIT,
@@ -140,16 +144,17 @@ class ExecutionConsumer:
             max_wait_seconds=options.prefetch_max_wait_seconds,
         )
         self._outcomes: asyncio.Queue[tuple[ExecutionOutcome, Msg]] = asyncio.Queue()
-        self._waiters = InputWaiters(scheduler)
+        self._waiters = InputWaiters(scheduler, worker_id=options.worker_id)
 
     async def on_control(self, msg: Msg) -> None:
-        """Handler of the control subject: ends or answers a worker waiting in `input()`."""
+        """Handler of the control subject: a hint that a worker waiting in `input()` may have
+        news, which is asked of the scheduler before anything is done (see `interaction`)."""
         try:
             message = ControlMessage.decode(msg.data)
         except (ValueError, KeyError, TypeError):
             logger.warning("undecodable control message dropped", extra={"action": "control"})
             return
-        self._waiters.apply_control(message)
+        self._waiters.hint(message)
 
     def stop(self) -> None:
         """Stops fetching; `run` then finishes or hands back what is in flight and returns."""
@@ -341,7 +346,8 @@ class ExecutionConsumer:
         outcomes = [outcome for outcome, _ in batch]
         try:
             await call_with_retry(
-                lambda: self._scheduler.complete_executions(outcomes), attempts=None
+                lambda: self._scheduler.complete_executions(self._options.worker_id, outcomes),
+                attempts=None,
             )
         except Exception:
             # Not transient: hand the messages back so the executions run again elsewhere.
@@ -370,7 +376,8 @@ class ExecutionConsumer:
                 continue
             try:
                 news = await self._scheduler.heartbeat(
-                    self._options.worker_id, [execution_id for execution_id, _ in held]
+                    self._options.worker_id,
+                    [HeldAttempt(execution_id=eid, attempt=entry.attempt) for eid, entry in held],
                 )
             except Exception:
                 logger.warning("heartbeat failed", extra={"action": "heartbeat"}, exc_info=True)
@@ -395,6 +402,7 @@ class ExecutionConsumer:
         for task in (completer, ticker):
             task.cancel()
         await asyncio.gather(completer, ticker, return_exceptions=True)
+        await self._waiters.stop()
         # Whatever is still held did not finish or was not recorded: another executor takes it.
         await self._hand_back(list(self._held))
 

@@ -1,22 +1,38 @@
-"""Interactive input on the executor's side: one waiter per held attempt, answered by the
-control subject (fast) or the heartbeat (slow, reliable), whichever comes first."""
+"""Interactive input on the executor's side: one waiter per held attempt, answered only by
+the scheduler's Heartbeat answer, asked for at once when a control message hints at news.
+
+A control message is never trusted: anyone on the bus could have sent it. It only makes the
+executor ask the scheduler (one Heartbeat for the attempts hinted at, over the authenticated
+channel) and act on that answer, so a forged one costs one extra heartbeat and does nothing.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, Protocol
 
-from sinas_common.control import ControlAction, ControlMessage
+from sinas_common.control import ControlMessage
 from sinas_common.grpc_client import call_with_retry
-from sinas_executor.models import AwaitingInput, HeartbeatNews, InputEnded
+from sinas_executor.models import AwaitingInput, HeartbeatNews, HeldAttempt, InputEnded
 
 logger = logging.getLogger(__name__)
 
+# A confirmation is retried this often on a transient failure; past it, the periodic
+# heartbeat brings the same news a little later.
+CONFIRM_ATTEMPTS = 3
+
 
 class InputReporter(Protocol):
-    async def report_awaiting_input(self, items: Sequence[AwaitingInput]) -> list[str]: ...
+    async def report_awaiting_input(
+        self, worker_id: str, items: Sequence[AwaitingInput]
+    ) -> list[str]: ...
+
+
+class InputScheduler(InputReporter, Protocol):
+    async def heartbeat(self, worker_id: str, attempts: Sequence[HeldAttempt]) -> HeartbeatNews: ...
 
 
 class InputWaiter:
@@ -26,10 +42,13 @@ class InputWaiter:
     that waits, so a late or repeated answer to an earlier prompt is never given to a later one.
     """
 
-    def __init__(self, *, execution_id: str, attempt: int, reporter: InputReporter) -> None:
+    def __init__(
+        self, *, execution_id: str, attempt: int, worker_id: str, reporter: InputReporter
+    ) -> None:
         self.execution_id = execution_id
         self.attempt = attempt
         self.round = 0
+        self._worker_id = worker_id
         self._reporter = reporter
         self._answer: asyncio.Future[Any] | None = None
         self._ended = False
@@ -48,7 +67,9 @@ class InputWaiter:
             execution_id=self.execution_id, attempt=self.attempt, prompt=prompt, round=self.round
         )
         try:
-            paused = await call_with_retry(lambda: self._reporter.report_awaiting_input([item]))
+            paused = await call_with_retry(
+                lambda: self._reporter.report_awaiting_input(self._worker_id, [item])
+            )
         except Exception as exc:
             logger.exception(
                 "awaiting input not reported",
@@ -76,26 +97,63 @@ class InputWaiter:
 class InputWaiters:
     """The waiters of every attempt this executor holds, by execution id."""
 
-    def __init__(self, reporter: InputReporter) -> None:
-        self._reporter = reporter
+    def __init__(self, scheduler: InputScheduler, *, worker_id: str) -> None:
+        self._scheduler = scheduler
+        self._worker_id = worker_id
         self._waiters: dict[str, InputWaiter] = {}
+        # Hinted attempts not yet asked about, and the one task asking: a burst of hints (a
+        # cancelled batch's paused children) is confirmed by one call, not one each.
+        self._unconfirmed: dict[str, HeldAttempt] = {}
+        self._confirming: asyncio.Task[None] | None = None
 
     def open(self, execution_id: str, attempt: int) -> InputWaiter:
-        waiter = InputWaiter(execution_id=execution_id, attempt=attempt, reporter=self._reporter)
+        waiter = InputWaiter(
+            execution_id=execution_id,
+            attempt=attempt,
+            worker_id=self._worker_id,
+            reporter=self._scheduler,
+        )
         self._waiters[execution_id] = waiter
         return waiter
 
     def close(self, execution_id: str) -> None:
         self._waiters.pop(execution_id, None)
 
-    def apply_control(self, message: ControlMessage) -> None:
+    def hint(self, message: ControlMessage) -> None:
+        """News of a held, waiting attempt may be waiting at the scheduler: ask it. Nothing in
+        the message itself is acted on, and hints of attempts not waiting here are dropped."""
         waiter = self._waiters.get(message.execution_id)
-        if waiter is None:
+        if waiter is None or not waiter.waiting:
             return
-        if message.action is ControlAction.CANCEL:
-            self._end(waiter)
-        else:
-            waiter.resume(message.round, message.input)
+        self._unconfirmed[waiter.execution_id] = HeldAttempt(
+            execution_id=waiter.execution_id, attempt=waiter.attempt
+        )
+        if self._confirming is None or self._confirming.done():
+            self._confirming = asyncio.create_task(self._confirm(), name="executor-confirm")
+
+    async def stop(self) -> None:
+        """Ends the confirmation in flight, if any."""
+        if self._confirming is not None:
+            self._confirming.cancel()
+            await asyncio.gather(self._confirming, return_exceptions=True)
+
+    async def _confirm(self) -> None:
+        while self._unconfirmed:
+            attempts = list(self._unconfirmed.values())
+            self._unconfirmed.clear()
+            try:
+                news = await call_with_retry(
+                    partial(self._scheduler.heartbeat, self._worker_id, attempts),
+                    attempts=CONFIRM_ATTEMPTS,
+                )
+            except Exception:
+                logger.warning(
+                    "control hint not confirmed",
+                    extra={"action": "control", "count": len(attempts)},
+                    exc_info=True,
+                )
+                continue
+            self.apply_heartbeat(news)
 
     def apply_heartbeat(self, news: HeartbeatNews) -> None:
         for execution_id in news.cancelled:

@@ -25,7 +25,7 @@ class ClaimItem:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HeldAttempt:
-    """An attempt this executor claimed and hands back unfinished."""
+    """An attempt this executor claimed: what it names to keep it alive or hand it back."""
 
     execution_id: str
     attempt: int

@@ -42,26 +42,36 @@ _STATUS_TO_PROTO = {
 
 
 class SchedulerPort(Protocol):
-    """What the executor asks of the scheduler; every call takes a whole batch."""
+    """What the executor asks of the scheduler; every call takes a whole batch. Each names
+    the worker that claimed the attempts: the scheduler acts only on attempts it holds."""
 
     async def claim_executions(self, worker_id: str, items: Sequence[ClaimItem]) -> ClaimResult: ...
 
-    async def complete_executions(self, outcomes: Sequence[ExecutionOutcome]) -> list[str]: ...
+    async def complete_executions(
+        self, worker_id: str, outcomes: Sequence[ExecutionOutcome]
+    ) -> list[str]: ...
 
     async def release_executions(
         self, worker_id: str, attempts: Sequence[HeldAttempt]
     ) -> list[str]: ...
 
-    async def heartbeat(self, worker_id: str, execution_ids: Sequence[str]) -> HeartbeatNews: ...
+    async def heartbeat(self, worker_id: str, attempts: Sequence[HeldAttempt]) -> HeartbeatNews: ...
 
-    async def report_awaiting_input(self, items: Sequence[AwaitingInput]) -> list[str]: ...
+    async def report_awaiting_input(
+        self, worker_id: str, items: Sequence[AwaitingInput]
+    ) -> list[str]: ...
 
 
 class AgentSchedulerPort(Protocol):
     """What an agent run asks of the scheduler for its tool calls."""
 
     async def submit_tool_calls(
-        self, execution_id: str, attempt: int, calls: Sequence[ToolCallRequest]
+        self,
+        execution_id: str,
+        attempt: int,
+        calls: Sequence[ToolCallRequest],
+        *,
+        worker_id: str,
     ) -> list[ToolCallSubmission]: ...
 
     async def wait_execution(
@@ -218,18 +228,24 @@ class GrpcSchedulerClient:
         )
         return list(response.released_execution_ids)
 
-    async def complete_executions(self, outcomes: Sequence[ExecutionOutcome]) -> list[str]:
+    async def complete_executions(
+        self, worker_id: str, outcomes: Sequence[ExecutionOutcome]
+    ) -> list[str]:
         request = scheduler_pb2.CompleteExecutionsRequest(
-            outcomes=[_outcome_to_proto(o) for o in outcomes]
+            worker_id=worker_id, outcomes=[_outcome_to_proto(o) for o in outcomes]
         )
         response: scheduler_pb2.CompleteExecutionsResponse = await invoke(
             self._stub.CompleteExecutions, request, timeout=self._timeout
         )
         return list(response.applied_execution_ids)
 
-    async def heartbeat(self, worker_id: str, execution_ids: Sequence[str]) -> HeartbeatNews:
+    async def heartbeat(self, worker_id: str, attempts: Sequence[HeldAttempt]) -> HeartbeatNews:
         request = scheduler_pb2.HeartbeatRequest(
-            worker_id=worker_id, execution_ids=list(execution_ids)
+            worker_id=worker_id,
+            attempts=[
+                scheduler_pb2.HeldAttempt(execution_id=a.execution_id, attempt=a.attempt)
+                for a in attempts
+            ],
         )
         response: scheduler_pb2.HeartbeatResponse = await invoke(
             self._stub.Heartbeat, request, timeout=self._timeout
@@ -246,8 +262,11 @@ class GrpcSchedulerClient:
             ),
         )
 
-    async def report_awaiting_input(self, items: Sequence[AwaitingInput]) -> list[str]:
+    async def report_awaiting_input(
+        self, worker_id: str, items: Sequence[AwaitingInput]
+    ) -> list[str]:
         request = scheduler_pb2.ReportAwaitingInputRequest(
+            worker_id=worker_id,
             items=[
                 scheduler_pb2.AwaitingInput(
                     execution_id=item.execution_id,
@@ -256,7 +275,7 @@ class GrpcSchedulerClient:
                     round=item.round,
                 )
                 for item in items
-            ]
+            ],
         )
         response: scheduler_pb2.ReportAwaitingInputResponse = await invoke(
             self._stub.ReportAwaitingInput, request, timeout=self._timeout
@@ -264,9 +283,15 @@ class GrpcSchedulerClient:
         return list(response.paused_execution_ids)
 
     async def submit_tool_calls(
-        self, execution_id: str, attempt: int, calls: Sequence[ToolCallRequest]
+        self,
+        execution_id: str,
+        attempt: int,
+        calls: Sequence[ToolCallRequest],
+        *,
+        worker_id: str,
     ) -> list[ToolCallSubmission]:
         request = scheduler_pb2.SubmitToolCallsRequest(
+            worker_id=worker_id,
             execution_id=execution_id,
             attempt=attempt,
             calls=[

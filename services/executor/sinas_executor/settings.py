@@ -8,7 +8,12 @@ import socket
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sinas_common.settings import NatsSettings, SchedulerClientSettings, ServiceSettings
+from sinas_common.settings import (
+    InternalTlsSettings,
+    NatsSettings,
+    SchedulerClientSettings,
+    ServiceSettings,
+)
 
 
 def _default_executor_id() -> str:
@@ -48,9 +53,10 @@ class ExecutorSettings(ServiceSettings):
         default=30.0, ge=3.0, validation_alias="EXECUTOR_ACK_WAIT_SECONDS"
     )
     api_url: str = Field(default="http://127.0.0.1:8000", validation_alias="SINAS_API_URL")
-    grpc_bind: str = Field(default="0.0.0.0:50061", validation_alias="EXECUTOR_GRPC_BIND")
+    # Loopback unless told otherwise (Kubernetes sets 0.0.0.0): the narrowest bind that works.
+    grpc_bind: str = Field(default="127.0.0.1:50061", validation_alias="EXECUTOR_GRPC_BIND")
     # Prometheus scrape endpoint, on its own port so it never shares the API's exposure.
-    metrics_bind: str = Field(default="0.0.0.0", validation_alias="METRICS_BIND")
+    metrics_bind: str = Field(default="127.0.0.1", validation_alias="METRICS_BIND")
     metrics_port: int = Field(default=9102, ge=0, le=65535, validation_alias="METRICS_PORT")
     executor_id: str = Field(default_factory=_default_executor_id, validation_alias="EXECUTOR_ID")
     # Agent runs mostly wait on the model and on their tool calls: their own slots, so they
@@ -64,6 +70,8 @@ class ExecutorSettings(ServiceSettings):
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     nats: NatsSettings = Field(default_factory=NatsSettings)
     scheduler: SchedulerClientSettings = Field(default_factory=SchedulerClientSettings)
+    # Not `internal_tls`: a field name is read as a variable too, and INTERNAL_TLS is a mode.
+    tls: InternalTlsSettings = Field(default_factory=InternalTlsSettings)
 
     @property
     def concurrency(self) -> int:

@@ -54,14 +54,22 @@ class RecordingToolScheduler:
     # Waits that answer "not finished yet" before the real result, per child.
     unfinished_waits: int = 0
     submitted: list[tuple[str, int, list[ToolCallRequest]]] = field(default_factory=list)
+    # The worker id each submit named, in order.
+    submitted_by: list[str] = field(default_factory=list)
     waits: list[tuple[str, str, float]] = field(default_factory=list)
     _children: dict[str, str] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     async def submit_tool_calls(
-        self, execution_id: str, attempt: int, calls: Sequence[ToolCallRequest]
+        self,
+        execution_id: str,
+        attempt: int,
+        calls: Sequence[ToolCallRequest],
+        *,
+        worker_id: str,
     ) -> list[ToolCallSubmission]:
         self.submitted.append((execution_id, attempt, list(calls)))
+        self.submitted_by.append(worker_id)
         answers = []
         for call in calls:
             name = f"{call.namespace}/{call.name}"

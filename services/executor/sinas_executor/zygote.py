@@ -23,6 +23,7 @@ import socket
 import sys
 from typing import Any
 
+from sinas_common.hardening import make_non_dumpable
 from sinas_executor import worker
 from sinas_executor.interpreter_access import expose_interpreter_to_workers
 
@@ -185,6 +186,13 @@ class Zygote:
 
 
 def main(argv: list[str]) -> int:
+    # execve made us dumpable again. Non-dumpable, and every worker with us (fork inherits it):
+    # a function's code can't ptrace or read the memory of the zygote (which forks every
+    # later worker) or of another worker, even when all of them share the executor's uid.
+    # Workers that drop to their own uid would be anyway: a uid change resets the flag to
+    # fs.suid_dumpable, 0 by default. A worker never reads its own /proc/self entries, which
+    # then become root's.
+    make_non_dumpable()
     control = socket.socket(fileno=int(argv[1]))
     worker_pdeathsig(int(argv[2]))
     expose_interpreter_to_workers()

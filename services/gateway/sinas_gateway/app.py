@@ -126,7 +126,11 @@ def build_server(app: FastAPI, settings: GatewaySettings) -> uvicorn.Server:
 
 async def serve(settings: GatewaySettings) -> None:
     """Runs the gateway until SIGINT/SIGTERM, then closes the scheduler channel."""
-    channel = open_channel(settings.scheduler.scheduler_addr)
+    channel = open_channel(
+        settings.scheduler.scheduler_addr,
+        tls=settings.tls,
+        server_name=settings.scheduler.tls_server_name,
+    )
     try:
         client = GrpcSchedulerClient(
             channel,

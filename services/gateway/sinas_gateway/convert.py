@@ -10,11 +10,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from sinas_common.errors import FieldViolation, InvalidArgument, SchemaViolation, SinasError
 from sinas_common.jsoncodec import dump_json, load_json
-from sinas_common.timeconv import from_timestamp
+from sinas_common.timeconv import from_timestamp, to_timestamp
 from sinas_gateway.schemas import (
     DEFAULT_TRIGGER_ID,
     ApiKeyCreate,
     ApiKeyDocument,
+    ApiKeySummary,
     AsyncExecuteRequest,
     BatchCancelResponse,
     BatchDocument,
@@ -250,7 +251,17 @@ def create_user_request(body: UserCreate) -> pb.CreateUserRequest:
 
 
 def create_api_key_request(body: ApiKeyCreate) -> pb.CreateApiKeyRequest:
-    return pb.CreateApiKeyRequest(name=body.name, user_id=body.user_id or "")
+    return pb.CreateApiKeyRequest(
+        name=body.name, user_id=body.user_id or "", expires_at=to_timestamp(body.expires_at)
+    )
+
+
+def list_api_keys_request(user_id: str | None) -> pb.ListApiKeysRequest:
+    return pb.ListApiKeysRequest(user_id=user_id or "")
+
+
+def revoke_api_key_request(key_id: str) -> pb.RevokeApiKeyRequest:
+    return pb.RevokeApiKeyRequest(id=key_id)
 
 
 def me_document(user: pb.User) -> MeResponse:
@@ -282,6 +293,21 @@ def api_key_document(response: pb.CreateApiKeyResponse) -> ApiKeyDocument:
         user_id=response.user_id,
         key=response.key,
         created_at=optional_time(response, "created_at"),
+        expires_at=optional_time(response, "expires_at"),
+        prefix=response.prefix,
+    )
+
+
+def api_key_summary(api_key: pb.ApiKey) -> ApiKeySummary:
+    return ApiKeySummary(
+        id=api_key.id,
+        name=api_key.name,
+        user_id=api_key.user_id,
+        prefix=api_key.prefix,
+        created_at=optional_time(api_key, "created_at"),
+        last_used_at=optional_time(api_key, "last_used_at"),
+        expires_at=optional_time(api_key, "expires_at"),
+        revoked_at=optional_time(api_key, "revoked_at"),
     )
 
 

@@ -65,6 +65,14 @@ class SchedulerClient(Protocol):
         self, request: pb.CreateApiKeyRequest, caller: Credentials
     ) -> pb.CreateApiKeyResponse: ...
 
+    async def list_api_keys(
+        self, request: pb.ListApiKeysRequest, caller: Credentials
+    ) -> pb.ListApiKeysResponse: ...
+
+    async def revoke_api_key(
+        self, request: pb.RevokeApiKeyRequest, caller: Credentials
+    ) -> pb.RevokeApiKeyResponse: ...
+
     async def create_function(
         self, request: pb.CreateFunctionRequest, caller: Credentials
     ) -> pb.CreateFunctionResponse: ...
@@ -217,6 +225,20 @@ class GrpcSchedulerClient:
     ) -> pb.CreateApiKeyResponse:
         return await invoke(
             self._identity.CreateApiKey, request, metadata=caller.metadata(), timeout=self._timeout
+        )
+
+    async def list_api_keys(
+        self, request: pb.ListApiKeysRequest, caller: Credentials
+    ) -> pb.ListApiKeysResponse:
+        return await invoke(
+            self._identity.ListApiKeys, request, metadata=caller.metadata(), timeout=self._timeout
+        )
+
+    async def revoke_api_key(
+        self, request: pb.RevokeApiKeyRequest, caller: Credentials
+    ) -> pb.RevokeApiKeyResponse:
+        return await invoke(
+            self._identity.RevokeApiKey, request, metadata=caller.metadata(), timeout=self._timeout
         )
 
     async def create_function(

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 MAX_DELAY_SECONDS = 365 * 24 * 3600
 DEFAULT_TRIGGER_ID = "runtime-api"
@@ -387,6 +387,20 @@ class ApiKeyCreate(BaseModel):
 
     name: str = Field(min_length=1, max_length=255, strict=True)
     user_id: str | None = Field(default=None, strict=True)
+    expires_at: AwareDatetime | None = Field(
+        default=None,
+        description=(
+            "ISO 8601 with a timezone, in the future; the key is refused from then on. "
+            "Null: it never expires."
+        ),
+    )
+
+    @field_validator("expires_at")
+    @classmethod
+    def _in_the_future(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value <= datetime.now(UTC):
+            raise ValueError("must be in the future")
+        return value
 
 
 class ApiKeyDocument(BaseModel):
@@ -397,6 +411,24 @@ class ApiKeyDocument(BaseModel):
     user_id: str
     key: str
     created_at: datetime | None = None
+    expires_at: datetime | None = Field(default=None, description="Null: it never expires.")
+    prefix: str = Field(description="The key's first characters, by which listings name it.")
+
+
+class ApiKeySummary(BaseModel):
+    """An API key as listed: never the key itself."""
+
+    id: str
+    name: str
+    user_id: str
+    prefix: str = Field(description="The key's first characters.")
+    created_at: datetime | None = None
+    last_used_at: datetime | None = Field(
+        default=None,
+        description="Null: never used. Written in batches, so it may lag use by a minute.",
+    )
+    expires_at: datetime | None = Field(default=None, description="Null: it never expires.")
+    revoked_at: datetime | None = Field(default=None, description="Null: not revoked.")
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from sinas_common.settings import SchedulerClientSettings, ServiceSettings
+from sinas_common.settings import InternalTlsSettings, SchedulerClientSettings, ServiceSettings
 
 
 class GatewaySettings(ServiceSettings):
@@ -13,9 +13,10 @@ class GatewaySettings(ServiceSettings):
 
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
-    host: str = Field(default="0.0.0.0", validation_alias="GATEWAY_HOST")
+    # Loopback unless told otherwise (Kubernetes sets 0.0.0.0): the narrowest bind that works.
+    host: str = Field(default="127.0.0.1", validation_alias="GATEWAY_HOST")
     # Prometheus scrape endpoint, on its own port so it never shares the API's exposure.
-    metrics_bind: str = Field(default="0.0.0.0", validation_alias="METRICS_BIND")
+    metrics_bind: str = Field(default="127.0.0.1", validation_alias="METRICS_BIND")
     metrics_port: int = Field(default=9100, ge=0, le=65535, validation_alias="METRICS_PORT")
     port: int = Field(default=8000, ge=0, le=65535, validation_alias="GATEWAY_PORT")
     max_request_body_bytes: int = Field(
@@ -31,3 +32,5 @@ class GatewaySettings(ServiceSettings):
         default=1, ge=1, le=1000, validation_alias="GATEWAY_SUBMIT_CALLS_IN_FLIGHT"
     )
     scheduler: SchedulerClientSettings = Field(default_factory=SchedulerClientSettings)
+    # Not `internal_tls`: a field name is read as a variable too, and INTERNAL_TLS is a mode.
+    tls: InternalTlsSettings = Field(default_factory=InternalTlsSettings)

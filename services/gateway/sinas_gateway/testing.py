@@ -75,6 +75,16 @@ class RecordingSchedulerClient:
     ) -> pb.CreateApiKeyResponse:
         return await self._answer("create_api_key", request, caller, pb.CreateApiKeyResponse)
 
+    async def list_api_keys(
+        self, request: pb.ListApiKeysRequest, caller: Credentials
+    ) -> pb.ListApiKeysResponse:
+        return await self._answer("list_api_keys", request, caller, pb.ListApiKeysResponse)
+
+    async def revoke_api_key(
+        self, request: pb.RevokeApiKeyRequest, caller: Credentials
+    ) -> pb.RevokeApiKeyResponse:
+        return await self._answer("revoke_api_key", request, caller, pb.RevokeApiKeyResponse)
+
     async def create_function(
         self, request: pb.CreateFunctionRequest, caller: Credentials
     ) -> pb.CreateFunctionResponse:

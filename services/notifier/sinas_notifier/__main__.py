@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from sinas_common.hardening import make_non_dumpable
 from sinas_common.logs import configure_logging
 from sinas_common.metrics import MetricsServer
 from sinas_notifier.app import run_notifier
@@ -11,6 +12,8 @@ from sinas_notifier.settings import NotifierSettings
 
 
 def main() -> None:
+    # First of all: from here on no other process of our uid reads our environ or memory.
+    make_non_dumpable()
     settings = NotifierSettings()
     configure_logging("notifier", settings.log_level)
     metrics = MetricsServer.start(settings.metrics_bind, settings.metrics_port)

@@ -6,11 +6,10 @@ import asyncio
 import logging
 import signal
 
-import nats
-
 from sinas_common.callback_policy import CallbackPolicy, system_resolver
 from sinas_common.grpc_client import open_channel
 from sinas_common.grpc_server import GrpcServer
+from sinas_common.nats_connect import connect_nats
 from sinas_notifier.consumer import CallbackConsumer, ConsumerOptions, subscribe
 from sinas_notifier.delivery import CallbackDeliverer
 from sinas_notifier.scheduler_client import GrpcCallbackScheduler
@@ -56,9 +55,18 @@ async def run_notifier(settings: NotifierSettings) -> None:
         ssl_context(settings.delivery.ca_file), timeout_seconds=settings.delivery.timeout_seconds
     )
     deliverer = build_deliverer(settings, sender)
-    health = GrpcServer(bind=settings.grpc_bind, registrars=[], service_names=[HEALTH_SERVICE_NAME])
-    channel = open_channel(settings.scheduler.scheduler_addr)
-    nc = await nats.connect(servers=settings.nats.servers, name=f"notifier-{settings.notifier_id}")
+    health = GrpcServer(
+        bind=settings.grpc_bind,
+        registrars=[],
+        service_names=[HEALTH_SERVICE_NAME],
+        tls=settings.tls,
+    )
+    channel = open_channel(
+        settings.scheduler.scheduler_addr,
+        tls=settings.tls,
+        server_name=settings.scheduler.tls_server_name,
+    )
+    nc = await connect_nats(settings.nats, name=f"notifier-{settings.notifier_id}")
     try:
         subscription = await subscribe(
             nc.jetstream(), settings.nats, ack_wait_seconds=ACK_WAIT_SECONDS

@@ -18,7 +18,7 @@ from sinas_common.eventstream import (
     BATCH_TERMINATED,
     BatchTerminated,
     ExecutionTerminated,
-    ensure_event_stream,
+    event_stream_names,
 )
 from sinas_common.grpc_client import call_with_retry
 from sinas_common.pull import (
@@ -47,8 +47,12 @@ def consumer_name(settings: NatsSettings) -> str:
 async def subscribe(
     js: JetStreamContext, settings: NatsSettings, *, ack_wait_seconds: float
 ) -> JetStreamContext.PullSubscription:
-    """The durable pull consumer every notifier replica shares."""
-    names = await while_jetstream_settles(lambda: ensure_event_stream(js, settings))
+    """The durable pull consumer every notifier replica shares.
+
+    The scheduler creates the stream (a notifier's NATS user may not); one started first
+    waits for it.
+    """
+    names = event_stream_names(settings)
     # Both event kinds: execution.terminated and batch.terminated.
     subject = names.all_subjects
     config = ConsumerConfig(

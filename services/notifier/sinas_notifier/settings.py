@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sinas_common.settings import (
     CallbackPolicySettings,
+    InternalTlsSettings,
     NatsSettings,
     SchedulerClientSettings,
     ServiceSettings,
@@ -66,15 +67,18 @@ class NotifierSettings(ServiceSettings):
 
     concurrency: int = Field(default=64, ge=1, le=4096, validation_alias="NOTIFIER_CONCURRENCY")
     fetch_batch: int = Field(default=100, ge=1, le=10_000, validation_alias="NOTIFIER_FETCH_BATCH")
-    grpc_bind: str = Field(default="0.0.0.0:50071", validation_alias="NOTIFIER_GRPC_BIND")
+    # Loopback unless told otherwise (Kubernetes sets 0.0.0.0): the narrowest bind that works.
+    grpc_bind: str = Field(default="127.0.0.1:50071", validation_alias="NOTIFIER_GRPC_BIND")
     # Prometheus scrape endpoint, on its own port so it never shares the API's exposure.
-    metrics_bind: str = Field(default="0.0.0.0", validation_alias="METRICS_BIND")
+    metrics_bind: str = Field(default="127.0.0.1", validation_alias="METRICS_BIND")
     metrics_port: int = Field(default=9103, ge=0, le=65535, validation_alias="METRICS_PORT")
     notifier_id: str = Field(default_factory=_default_notifier_id, validation_alias="NOTIFIER_ID")
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     callback: CallbackPolicySettings = Field(default_factory=CallbackPolicySettings)
     nats: NatsSettings = Field(default_factory=NatsSettings)
     scheduler: SchedulerClientSettings = Field(default_factory=SchedulerClientSettings)
+    # Not `internal_tls`: a field name is read as a variable too, and INTERNAL_TLS is a mode.
+    tls: InternalTlsSettings = Field(default_factory=InternalTlsSettings)
 
     @model_validator(mode="after")
     def _secret_when_enabled(self) -> NotifierSettings:

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 
+from sinas_common.hardening import make_non_dumpable
 from sinas_common.logs import configure_logging
 from sinas_common.metrics import MetricsServer
 from sinas_scheduler.app import SchedulerApp
@@ -42,6 +43,8 @@ async def serve(settings: SchedulerSettings) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # First of all: from here on no other process of our uid reads our environ or memory.
+    make_non_dumpable()
     args = parse_args(argv)
     settings = SchedulerSettings()  # type: ignore[call-arg]  # DATABASE_URL comes from the env
     configure_logging("scheduler", settings.log_level)

@@ -139,19 +139,22 @@ class AgentRunUseCases:
             return ""
 
     async def submit_tool_calls(
-        self, execution_id: str, attempt: int, calls: Sequence[ToolCall]
+        self, execution_id: str, attempt: int, calls: Sequence[ToolCall], *, worker_id: str
     ) -> list[ToolCallSubmission]:
         """Each call becomes a child function execution of the run's user (trigger AGENT,
         trigger id the chat), checked as any submit; refusals come back per call. A call whose
         function requires approval is flagged and nothing of the turn is created.
 
         Raises:
-            InvalidTransition: the execution is not an agent run held RUNNING by `attempt`.
+            InvalidTransition: the execution is not an agent run `worker_id` holds RUNNING in
+                `attempt`.
         """
-        parent = await self._chats.running_agent_execution(execution_id, attempt)
+        parent = await self._chats.running_agent_execution(execution_id, attempt, worker_id)
         if parent is None:
+            # One message for a wrong attempt and a wrong worker: neither learns which it was.
             raise InvalidTransition(
                 f"Execution {execution_id} is not an agent run held by attempt {attempt}"
+                " of this worker"
             )
         found = await self._identity.user_with_permissions(parent.user_id)
         granted = frozenset() if found is None else found[1]

@@ -7,7 +7,7 @@ from sinas_proto.scheduler.v1 import scheduler_pb2_grpc as pb_grpc
 from sinas_scheduler import agent_convert
 from sinas_scheduler.agents import AgentInput, AgentUseCases, SubmitAgentRequest
 from sinas_scheduler.identity import Authenticator
-from sinas_scheduler.server import Context, caller
+from sinas_scheduler.server import Context, caller, runtime_caller
 from sinas_scheduler.validation import parse_json_field
 
 
@@ -68,7 +68,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
     async def SubmitAgentRun(
         self, request: pb.SubmitAgentRunRequest, context: Context
     ) -> pb.SubmitAgentRunResponse:
-        principal = await caller(self._auth, context)
+        principal = await runtime_caller(self._auth, context)
         submitted = await self._agents.submit(
             principal,
             SubmitAgentRequest(
@@ -97,7 +97,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
     async def SubmitAgentBatch(
         self, request: pb.SubmitAgentBatchRequest, context: Context
     ) -> pb.SubmitAgentBatchResponse:
-        principal = await caller(self._auth, context)
+        principal = await runtime_caller(self._auth, context)
         submitted = await self._agents.submit(
             principal,
             SubmitAgentRequest(
@@ -132,14 +132,14 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         )
 
     async def GetChat(self, request: pb.GetChatRequest, context: Context) -> pb.GetChatResponse:
-        principal = await caller(self._auth, context)
+        principal = await runtime_caller(self._auth, context)
         chat = await self._agents.get_chat(principal, request.chat_id)
         return pb.GetChatResponse(chat=agent_convert.chat_to_proto(chat))
 
     async def ListChats(
         self, request: pb.ListChatsRequest, context: Context
     ) -> pb.ListChatsResponse:
-        principal = await caller(self._auth, context)
+        principal = await runtime_caller(self._auth, context)
         chats = await self._agents.list_chats(
             principal, limit=request.limit or 100, offset=request.offset
         )

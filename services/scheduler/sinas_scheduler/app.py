@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Coroutine
+from dataclasses import replace
 from typing import Any
 
-import nats
 from nats.aio.client import Client as NatsClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -16,6 +16,7 @@ from sinas_common.callback_policy import CallbackPolicy, Resolver, SystemResolve
 from sinas_common.grpc_server import GrpcServer
 from sinas_common.jobstream import ensure_job_stream
 from sinas_common.metrics import sample_forever
+from sinas_common.nats_connect import connect_nats
 from sinas_common.pull import while_jetstream_settles
 from sinas_common.tasks import cancel_and_wait
 from sinas_proto.scheduler.v1 import scheduler_pb2_grpc as pb_grpc
@@ -25,11 +26,12 @@ from sinas_scheduler.agents import AgentLimits, AgentUseCases
 from sinas_scheduler.batches import BatchLimits, BatchUseCases
 from sinas_scheduler.callback_urls import PolicyCallbackUrlCheck
 from sinas_scheduler.callbacks import CallbackLimits, CallbackUseCases
+from sinas_scheduler.caller_roles import CallerRoleInterceptor
 from sinas_scheduler.control import HeartbeatOnlyControl, NatsControlPublisher
 from sinas_scheduler.dispatch import DispatchLoop, JetStreamDispatcher
-from sinas_scheduler.encryption import FernetCipher, MissingKeyCipher, SecretCipher
+from sinas_scheduler.encryption import MISSING_KEY_MESSAGE, FernetCipher, WrongEncryptionKey
 from sinas_scheduler.events import EventOutboxLoop, JetStreamEventPublisher
-from sinas_scheduler.identity import Authenticator
+from sinas_scheduler.identity import Authenticator, record_key_use_forever
 from sinas_scheduler.interaction import Control, InteractionUseCases
 from sinas_scheduler.metrics import QUEUE_DEPTH, QUEUE_SAMPLE_SECONDS
 from sinas_scheduler.notifications import PostgresListener
@@ -65,6 +67,33 @@ from sinas_scheduler.tokens import TokenService, generate_signing_key
 logger = logging.getLogger(__name__)
 
 LISTEN_READY_TIMEOUT_SECONDS = 30.0
+# At stop, how long the last write of API key use may take before it is given up (a database
+# that is gone must not hold the stop up).
+KEY_USE_FLUSH_ON_STOP_SECONDS = 5.0
+
+
+async def _open_signing_keys(store: PostgresIdentityStore, cipher: FernetCipher) -> TokenService:
+    """The token service over the stored signing keys, decrypted. The first start stores a new
+    key encrypted; any row not yet under the first encryption key (plaintext from before
+    encryption at rest, or an older key after rotation) is re-encrypted first."""
+    candidate = generate_signing_key()
+    sealed = replace(candidate, private_key_pem=cipher.encrypt(candidate.private_key_pem))
+    try:
+        resealed = await store.reseal_signing_keys(cipher.reseal)
+        stored = await store.ensure_signing_key(sealed)
+        keys = [replace(key, private_key_pem=cipher.decrypt(key.private_key_pem)) for key in stored]
+    except WrongEncryptionKey as exc:
+        raise WrongEncryptionKey(
+            "the stored signing keys were encrypted with a key SINAS_ENCRYPTION_KEY doesn't "
+            "list: after a rotation, keep the old key after the new one until a start has "
+            "re-encrypted them"
+        ) from exc
+    if resealed:
+        logger.info(
+            "signing keys re-encrypted under the first encryption key",
+            extra={"action": "reseal", "count": resealed},
+        )
+    return TokenService(keys[0], keys[1:])
 
 
 class SchedulerApp:
@@ -79,6 +108,15 @@ class SchedulerApp:
         self._server: GrpcServer | None = None
         self._nats: NatsClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._auth: Authenticator | None = None
+        self._tokens: TokenService | None = None
+
+    @property
+    def tokens(self) -> TokenService:
+        """What this scheduler mints and verifies tokens with (tests mint their own with it)."""
+        if self._tokens is None:
+            raise RuntimeError("the scheduler is not started")
+        return self._tokens
 
     @property
     def port(self) -> int:
@@ -103,6 +141,9 @@ class SchedulerApp:
 
     async def _start(self) -> None:
         settings = self._settings
+        if settings.encryption_key is None:
+            raise ValueError(MISSING_KEY_MESSAGE)
+        cipher = FernetCipher(settings.encryption_key.get_secret_value())
         self._engine = engine = create_engine(
             settings.database_url, pool_size=settings.db_pool_size
         )
@@ -115,8 +156,8 @@ class SchedulerApp:
         # Fails fast on a malformed CALLBACK_URL_PORTS.
         policy = CallbackPolicy.from_settings(settings.callbacks)
 
-        keys = await identity_store.ensure_signing_key(generate_signing_key())
-        tokens = TokenService(keys[0], keys[1:])
+        tokens = await _open_signing_keys(identity_store, cipher)
+        self._tokens = tokens
         identity = IdentityUseCases(identity_store, tokens)
         admin_key = settings.bootstrap_admin_key
         await identity.bootstrap(admin_key.get_secret_value() if admin_key else None)
@@ -154,10 +195,12 @@ class SchedulerApp:
         )
         agent_store = PostgresAgentStore(engine)
         chat_store = PostgresChatStore(engine)
-        key = settings.encryption_key
-        cipher: SecretCipher = (
-            FernetCipher(key.get_secret_value()) if key is not None else MissingKeyCipher()
-        )
+        resealed = await agent_store.reseal_provider_keys(cipher.reseal)
+        if resealed:
+            logger.info(
+                "provider keys re-encrypted under the first encryption key",
+                extra={"action": "reseal", "count": resealed},
+            )
         agent_runs = AgentRunUseCases(
             agents=agent_store,
             chats=chat_store,
@@ -214,14 +257,13 @@ class SchedulerApp:
             batch_callbacks=batch_callback_store,
         )
         auth = Authenticator(identity_store, tokens, cache_seconds=settings.auth_cache_seconds)
+        self._auth = auth
 
         # Both outboxes publish to NATS, so an API-only replica runs neither.
         dispatch_loop: DispatchLoop | None = None
         event_loop: EventOutboxLoop | None = None
         if settings.dispatcher_enabled:
-            self._nats = client = await nats.connect(
-                servers=settings.nats.servers, name="sinas-scheduler"
-            )
+            self._nats = client = await connect_nats(settings.nats, name="sinas-scheduler")
             dispatcher = JetStreamDispatcher(
                 client,
                 await while_jetstream_settles(
@@ -284,6 +326,10 @@ class SchedulerApp:
                 ),
             ],
             service_names=SERVICE_NAMES,
+            tls=settings.tls,
+            # With INTERNAL_TLS=off there is no certificate to read a role from: the mesh's
+            # authorization policy enforces the same table (deploy/README.md).
+            interceptors=[CallerRoleInterceptor()] if settings.tls.enabled else [],
         )
         await self._server.start()
         # Publish only once claims can be served: a job published earlier reaches an executor
@@ -304,6 +350,7 @@ class SchedulerApp:
             ),
         )
         self._spawn(run_retention(retention, settings.retention_interval_seconds), "retention")
+        self._spawn(record_key_use_forever(auth, settings.api_key_usage_flush_seconds), "key-use")
         self._spawn(
             sample_forever(
                 execution_store.count_due, QUEUE_DEPTH, interval_seconds=QUEUE_SAMPLE_SECONDS
@@ -329,6 +376,14 @@ class SchedulerApp:
             self._server = None
         await cancel_and_wait(self._tasks)
         self._tasks.clear()
+        if self._auth is not None and self._hot is not None:
+            # The uses noted since the last flush would otherwise be lost with this process.
+            try:
+                async with asyncio.timeout(KEY_USE_FLUSH_ON_STOP_SECONDS):
+                    await self._auth.flush_key_use()
+            except Exception:
+                logger.exception("recording API key use failed", extra={"action": "key_use"})
+            self._auth = None
         if self._nats is not None:
             with contextlib.suppress(Exception):
                 await self._nats.drain()

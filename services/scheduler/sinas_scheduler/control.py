@@ -1,4 +1,7 @@
-"""The control port (fast news to executors) and its NATS core adapter."""
+"""The control port (fast hints to executors) and its NATS core adapter.
+
+What is published is only a hint: executors confirm it with a Heartbeat before acting.
+"""
 
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ from sinas_common.timeconv import from_timestamp, to_timestamp
 from sinas_proto.scheduler.v1 import scheduler_pb2 as pb
 from sinas_scheduler.agent_convert import agent_run_to_proto, messages_from_proto
 from sinas_scheduler.models import (
+    ApiKeyRecord,
     AwaitingInput,
     Batch,
     BatchPage,
@@ -26,6 +27,7 @@ from sinas_scheduler.models import (
     FunctionSpec,
     FunctionVersion,
     HeartbeatNews,
+    HeldAttempt,
     IssuedApiKey,
     Outcome,
     ReleasedAttempt,
@@ -89,9 +91,26 @@ def api_key_to_proto(issued: IssuedApiKey) -> pb.CreateApiKeyResponse:
         name=issued.record.name,
         user_id=issued.record.user_id,
         key=issued.key,
+        prefix=issued.record.prefix,
     )
     _set_time(message, "created_at", issued.record.created_at)
+    _set_time(message, "expires_at", issued.record.expires_at)
     return message
+
+
+def api_key_record_to_proto(record: ApiKeyRecord) -> pb.ApiKey:
+    message = pb.ApiKey(
+        id=record.id, name=record.name, user_id=record.user_id, prefix=record.prefix
+    )
+    _set_time(message, "created_at", record.created_at)
+    _set_time(message, "last_used_at", record.last_used_at)
+    _set_time(message, "expires_at", record.expires_at)
+    _set_time(message, "revoked_at", record.revoked_at)
+    return message
+
+
+def key_expiry(request: pb.CreateApiKeyRequest) -> datetime | None:
+    return from_timestamp(request.expires_at, present=request.HasField("expires_at"))
 
 
 def function_to_proto(function: Function) -> pb.Function:
@@ -206,6 +225,10 @@ def released_attempts(request: pb.ReleaseExecutionsRequest) -> list[ReleasedAtte
         ReleasedAttempt(execution_id=item.execution_id, attempt=item.attempt)
         for item in request.attempts
     ]
+
+
+def held_attempts(request: pb.HeartbeatRequest) -> list[HeldAttempt]:
+    return [HeldAttempt(execution_id=a.execution_id, attempt=a.attempt) for a in request.attempts]
 
 
 def function_version_to_proto(version: FunctionVersion) -> pb.FunctionVersion:

@@ -7,10 +7,10 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol
 
-import nats
 from nats.aio.client import Client as NatsClient
 
 from sinas_common.jobstream import JobMessage, JobStreamNames, ensure_job_stream
+from sinas_common.nats_connect import connect_nats
 from sinas_common.pull import while_jetstream_settles
 from sinas_common.settings import NatsSettings
 from sinas_scheduler.models import DueExecution
@@ -36,7 +36,7 @@ class JetStreamDispatcher:
 
     @classmethod
     async def connect(cls, settings: NatsSettings) -> JetStreamDispatcher:
-        client = await nats.connect(servers=settings.servers, name="sinas-scheduler")
+        client = await connect_nats(settings, name="sinas-scheduler")
         names = await while_jetstream_settles(
             lambda: ensure_job_stream(client.jetstream(), settings)
         )

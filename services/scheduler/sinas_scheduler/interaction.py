@@ -1,7 +1,8 @@
 """Interactive input and cancellation: pause in `input()`, continue, cancel, input deadlines.
 
-State changes commit first; executors hear about them afterwards, fast over the control
-subject and reliably through their heartbeats.
+State changes commit first; executors hear about them afterwards through their heartbeats,
+which only the worker holding an attempt is answered for. A control message published after
+the commit only hints that they ask at once; it carries no input and is never obeyed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sinas_scheduler.models import (
     Execution,
     ExecutionStatus,
     HeartbeatNews,
+    HeldAttempt,
     Principal,
     ResumedInput,
     input_deadline_error,
@@ -37,7 +39,7 @@ EXPIRE_CHUNK = 500
 
 class InteractionStore(Protocol):
     async def report_awaiting_input(
-        self, items: Sequence[AwaitingInput], *, timeout_seconds: float
+        self, items: Sequence[AwaitingInput], *, worker_id: str, timeout_seconds: float
     ) -> list[str]: ...
 
     async def continue_execution(self, execution_id: str, value: Any) -> ResumedInput | None: ...
@@ -48,7 +50,9 @@ class InteractionStore(Protocol):
 
     async def expire_inputs(self, *, error: str, limit: int) -> EndedWaiters: ...
 
-    async def heartbeat(self, *, worker_id: str, execution_ids: Sequence[str]) -> HeartbeatNews: ...
+    async def heartbeat(
+        self, *, worker_id: str, attempts: Sequence[HeldAttempt]
+    ) -> HeartbeatNews: ...
 
 
 class BatchReader(Protocol):
@@ -102,15 +106,10 @@ class InteractionUseCases:
             "execution continued",
             extra={"action": "continue", "execution_id": execution.id, "round": resumed.round},
         )
+        # The input stays in the row: the holding worker's heartbeat, which this hints at,
+        # is what hands it over.
         await self._control.publish(
-            [
-                ControlMessage(
-                    execution_id=execution.id,
-                    action=ControlAction.CONTINUE,
-                    input=value,
-                    round=resumed.round,
-                )
-            ]
+            [ControlMessage(execution_id=execution.id, action=ControlAction.CONTINUE)]
         )
         return await self._reread(execution)
 
@@ -152,9 +151,12 @@ class InteractionUseCases:
             cancelled_children=cancelled,
         )
 
-    async def report_awaiting_input(self, items: Sequence[AwaitingInput]) -> list[str]:
+    async def report_awaiting_input(
+        self, worker_id: str, items: Sequence[AwaitingInput]
+    ) -> list[str]:
+        """RUNNING → AWAITING_INPUT for the attempts `worker_id` holds; returns those paused."""
         paused = await self._store.report_awaiting_input(
-            items, timeout_seconds=float(self._input_timeout_seconds)
+            items, worker_id=worker_id, timeout_seconds=float(self._input_timeout_seconds)
         )
         for execution_id in paused:
             logger.info(
@@ -163,8 +165,10 @@ class InteractionUseCases:
             )
         return paused
 
-    async def heartbeat(self, worker_id: str, execution_ids: Sequence[str]) -> HeartbeatNews:
-        return await self._store.heartbeat(worker_id=worker_id, execution_ids=execution_ids)
+    async def heartbeat(self, worker_id: str, attempts: Sequence[HeldAttempt]) -> HeartbeatNews:
+        """Keeps the attempts `worker_id` holds alive; the news of them is the truth an
+        executor acts on (a control message only tells it to ask)."""
+        return await self._store.heartbeat(worker_id=worker_id, attempts=attempts)
 
     async def expire_inputs(self) -> list[str]:
         """Fails every paused execution whose input deadline passed, and ends its worker."""

@@ -117,10 +117,17 @@ class KeyHolder:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ApiKeyRecord:
+    """An API key as listed: never the key itself, nor its hash."""
+
     id: str
     name: str
     user_id: str
+    prefix: str
     created_at: datetime
+    # Each None until it happens; `last_used_at` lags use by up to the usage flush interval.
+    last_used_at: datetime | None = None
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -325,11 +332,16 @@ class ClaimOutcome:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ReleasedAttempt:
-    """An attempt a stopping worker hands back unfinished."""
+class HeldAttempt:
+    """An attempt as a worker names it: only the worker its claim recorded may keep it alive,
+    report on it or hand it back."""
 
     execution_id: str
     attempt: int
+
+
+# An attempt a stopping worker hands back unfinished.
+ReleasedAttempt = HeldAttempt
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -65,6 +65,25 @@ class PostgresAgentStore:
                 .one_or_none()
             )
         return None if row is None else _provider(row)
+
+    async def reseal_provider_keys(self, reseal: Callable[[str], str | None]) -> int:
+        async with self._engine.begin() as conn:
+            # FOR UPDATE: a replica starting at the same time waits, then sees the new values.
+            rows = await conn.execute(
+                sa.select(llm_providers.c.id, llm_providers.c.api_key_encrypted).with_for_update()
+            )
+            changed = 0
+            for provider_id, stored in rows.all():
+                new = reseal(stored)
+                if new is None:
+                    continue
+                await conn.execute(
+                    llm_providers.update()
+                    .where(llm_providers.c.id == provider_id)
+                    .values(api_key_encrypted=new)
+                )
+                changed += 1
+            return changed
 
     async def create_agent(
         self, *, namespace: str, name: str, owner_user_id: str, spec: AgentSpec

@@ -92,6 +92,7 @@ FROM executions AS e
 JOIN chats AS c ON c.id = e.chat_id
 JOIN agent_versions AS v ON v.agent_id = c.agent_id AND v.version = c.agent_version
 WHERE e.id = :id AND e.kind = :kind AND e.status = 'RUNNING' AND e.attempts = :attempt
+  AND e.worker_id = :worker_id
 """
 ).columns(enabled_functions=JSON_DATA)
 
@@ -244,19 +245,17 @@ class PostgresChatStore:
         }
 
     async def running_agent_execution(
-        self, execution_id: str, attempt: int
+        self, execution_id: str, attempt: int, worker_id: str
     ) -> RunningAgentExecution | None:
-        """The agent execution while attempt `attempt` holds it RUNNING, else None."""
+        """The agent execution while `worker_id` holds it RUNNING in `attempt`, else None."""
+        params = {
+            "id": execution_id,
+            "attempt": attempt,
+            "worker_id": worker_id,
+            "kind": KIND_AGENT,
+        }
         async with self._engine.connect() as conn:
-            row = (
-                (
-                    await conn.execute(
-                        _RUNNING_AGENT, {"id": execution_id, "attempt": attempt, "kind": KIND_AGENT}
-                    )
-                )
-                .mappings()
-                .one_or_none()
-            )
+            row = (await conn.execute(_RUNNING_AGENT, params)).mappings().one_or_none()
         if row is None:
             return None
         return RunningAgentExecution(

@@ -51,9 +51,11 @@ _NOTIFY_EVENT = (
     f"CASE WHEN {{row}}.callback_status IS NOT NULL THEN pg_notify('{EVENTS_CHANNEL}', '') END"
 )
 
-# Only a PENDING row is claimed. A message for a row that is RUNNING elsewhere is a duplicate
-# (a NATS node failed under a live worker and its in-progress acks were lost, or the reaper
-# re-dispatched an attempt whose worker went quiet): it is skipped, and the row decides.
+# Only a PENDING row that is due is claimed. A message for a row that is RUNNING elsewhere is
+# a duplicate (a NATS node failed under a live worker and its in-progress acks were lost, or the
+# reaper re-dispatched an attempt whose worker went quiet): it is skipped, and the row decides.
+# A message for a row not yet due was never published by a dispatcher (they publish only due
+# rows): it is skipped too, and the row, still undispatched, is published when it comes due.
 _CLAIM = """
 WITH claimed AS (
     UPDATE executions AS e
@@ -68,7 +70,7 @@ WITH claimed AS (
         input_deadline_at = NULL,
         resumed_input = NULL,
         resumed_at = NULL
-    WHERE e.id = ANY(%(ids)s::text[]) AND e.status = 'PENDING'
+    WHERE e.id = ANY(%(ids)s::text[]) AND e.status = 'PENDING' AND e.run_at <= now()
     RETURNING e.id, e.attempts, e.user_id, e.function_id, e.function_version, e.input,
               e.trigger_type, e.trigger_id, e.batch_id, e.chat_id, e.depth, e.kind,
               EXTRACT(EPOCH FROM now() - e.run_at)::float8 AS lag_seconds
@@ -107,9 +109,10 @@ done AS (
         prompt_tokens = o.prompt_tokens,
         completion_tokens = o.completion_tokens
     FROM o
-    -- The id list again, so that any plan looks the rows up by key.
+    -- The id list again, so that any plan looks the rows up by key. Only the worker holding
+    -- the attempt may end it.
     WHERE e.id = ANY(%(ids)s::text[]) AND e.id = o.id AND e.status = 'RUNNING'
-      AND e.attempts = o.attempt{{scope}}
+      AND e.attempts = o.attempt AND e.worker_id = %(worker_id)s{{scope}}
     RETURNING e.id, e.callback_status, e.batch_id, e.chat_id
 )
 SELECT d.id, d.batch_id, d.chat_id FROM done AS d
@@ -406,18 +409,18 @@ class PostgresExecutionStore:
             released = (await conn.execute(_RELEASE, params)).scalars().all()
         return [str(execution_id) for execution_id in released]
 
-    async def complete(self, outcomes: Sequence[Outcome]) -> list[str]:
+    async def complete(self, *, worker_id: str, outcomes: Sequence[Outcome]) -> list[str]:
         if not outcomes:
             return []
         async with self._hot.connection() as conn:
             alone = await (
-                await conn.execute(_COMPLETE_ALONE, _complete_params(outcomes))
+                await conn.execute(_COMPLETE_ALONE, _complete_params(worker_id, outcomes))
             ).fetchall()
             applied = [str(row["id"]) for row in alone]
             done = set(applied)
             rest = [o for o in outcomes if o.execution_id not in done]
             if rest:
-                applied += await _complete_with_batches_and_chats(conn, rest)
+                applied += await _complete_with_batches_and_chats(conn, worker_id, rest)
         return applied
 
     async def reap_stale(
@@ -468,8 +471,9 @@ class PostgresExecutionStore:
             return int((await conn.execute(_COUNT_DUE)).scalar_one())
 
 
-def _complete_params(outcomes: Sequence[Outcome]) -> dict[str, Any]:
+def _complete_params(worker_id: str, outcomes: Sequence[Outcome]) -> dict[str, Any]:
     return {
+        "worker_id": worker_id,
         "ids": [o.execution_id for o in outcomes],
         "attempts": [o.attempt for o in outcomes],
         "statuses": [o.status.value for o in outcomes],
@@ -485,13 +489,15 @@ def _complete_params(outcomes: Sequence[Outcome]) -> dict[str, Any]:
 
 
 async def _complete_with_batches_and_chats(
-    conn: AsyncConnection[DictRow], outcomes: Sequence[Outcome]
+    conn: AsyncConnection[DictRow], worker_id: str, outcomes: Sequence[Outcome]
 ) -> list[str]:
     """Ends rows whose batch may end with them, or whose chat gets their messages, in one
     transaction with those changes. Pipelined: BEGIN travels with the update, COMMIT with
     whatever follows it."""
     async with conn.pipeline(), conn.transaction():
-        applied = await (await conn.execute(_COMPLETE, _complete_params(outcomes))).fetchall()
+        applied = await (
+            await conn.execute(_COMPLETE, _complete_params(worker_id, outcomes))
+        ).fetchall()
         # An applied agent run's new messages go after its chat's, in the same transaction.
         by_id = {o.execution_id: o for o in outcomes}
         await append_messages(

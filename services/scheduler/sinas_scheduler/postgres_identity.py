@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -42,6 +43,25 @@ WHERE k.key_hash = %(key_hash)s AND k.revoked_at IS NULL
   AND (k.expires_at IS NULL OR k.expires_at > now())
 ORDER BY r.name
 """
+
+
+_RECORD_KEY_USE = """
+UPDATE api_keys AS k SET last_used_at = u.used_at
+FROM unnest(%(hashes)s::text[], %(times)s::timestamptz[]) AS u(key_hash, used_at)
+WHERE k.key_hash = u.key_hash AND (k.last_used_at IS NULL OR k.last_used_at < u.used_at)
+"""
+
+# What a listing shows of a key: never `key_hash`.
+_KEY_COLUMNS = (
+    api_keys.c.id,
+    api_keys.c.name,
+    api_keys.c.user_id,
+    api_keys.c.key_prefix,
+    api_keys.c.created_at,
+    api_keys.c.last_used_at,
+    api_keys.c.expires_at,
+    api_keys.c.revoked_at,
+)
 
 
 class PostgresIdentityStore:
@@ -102,29 +122,82 @@ class PostgresIdentityStore:
         return _user(row, tuple(sorted(set(role_names))))
 
     async def create_api_key(
-        self, *, user_id: str, name: str, key_hash: str, key_prefix: str
+        self,
+        *,
+        user_id: str,
+        name: str,
+        key_hash: str,
+        key_prefix: str,
+        expires_at: datetime | None = None,
     ) -> ApiKeyRecord:
-        key_id = uuid7()
         try:
             async with self._engine.begin() as conn:
-                created = (
-                    await conn.execute(
-                        api_keys.insert()
-                        .values(
-                            id=key_id,
-                            user_id=user_id,
-                            name=name,
-                            key_hash=key_hash,
-                            key_prefix=key_prefix,
+                row = (
+                    (
+                        await conn.execute(
+                            api_keys.insert()
+                            .values(
+                                id=uuid7(),
+                                user_id=user_id,
+                                name=name,
+                                key_hash=key_hash,
+                                key_prefix=key_prefix,
+                                expires_at=expires_at,
+                            )
+                            .returning(*_KEY_COLUMNS)
                         )
-                        .returning(api_keys.c.created_at)
                     )
-                ).scalar_one()
+                    .mappings()
+                    .one()
+                )
         except IntegrityError as exc:
             if isinstance(exc.orig, pg_errors.ForeignKeyViolation):
                 raise UserNotFound() from exc
             raise AlreadyExists("API key already exists") from exc
-        return ApiKeyRecord(id=key_id, name=name, user_id=user_id, created_at=created)
+        return _api_key(row)
+
+    async def list_api_keys(self, user_id: str) -> list[ApiKeyRecord]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(*_KEY_COLUMNS)
+                .where(api_keys.c.user_id == user_id)
+                .order_by(api_keys.c.created_at.desc(), api_keys.c.id.desc())
+            )
+            return [_api_key(row) for row in rows.mappings()]
+
+    async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        async with self._engine.connect() as conn:
+            row = (
+                (await conn.execute(sa.select(*_KEY_COLUMNS).where(api_keys.c.id == key_id)))
+                .mappings()
+                .one_or_none()
+            )
+        return None if row is None else _api_key(row)
+
+    async def revoke_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        async with self._engine.begin() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        api_keys.update()
+                        .where(api_keys.c.id == key_id)
+                        .values(revoked_at=sa.func.coalesce(api_keys.c.revoked_at, sa.func.now()))
+                        .returning(*_KEY_COLUMNS)
+                    )
+                )
+                .mappings()
+                .one_or_none()
+            )
+        return None if row is None else _api_key(row)
+
+    async def record_key_use(self, last_used: Mapping[str, datetime]) -> None:
+        if not last_used:
+            return
+        hashes, times = zip(*sorted(last_used.items()), strict=True)
+        # One statement for every key used since the last flush, in hash order so two
+        # replicas flushing together lock the rows in the same order.
+        async with self._hot.connection() as conn:
+            await conn.execute(_RECORD_KEY_USE, {"hashes": list(hashes), "times": list(times)})
 
     async def ensure_roles(self, wanted: Mapping[str, Sequence[str]]) -> None:
         """Creates missing roles and adds missing permissions; existing grants stay."""
@@ -212,6 +285,26 @@ class PostgresIdentityStore:
         async with self._engine.connect() as conn:
             return await _live_keys(conn)
 
+    async def reseal_signing_keys(self, reseal: Callable[[str], str | None]) -> int:
+        # Under the first-start lock, so replicas starting together re-encrypt each row once.
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": SIGNING_KEY_LOCK_ID}
+            )
+            rows = await conn.execute(sa.select(signing_keys.c.kid, signing_keys.c.private_key_pem))
+            changed = 0
+            for kid, stored in rows.all():
+                new = reseal(stored)
+                if new is None:
+                    continue
+                await conn.execute(
+                    signing_keys.update()
+                    .where(signing_keys.c.kid == kid)
+                    .values(private_key_pem=new)
+                )
+                changed += 1
+            return changed
+
 
 async def _live_keys(conn: AsyncConnection) -> list[SigningKey]:
     rows = (
@@ -253,6 +346,19 @@ def _user_and_permissions(rows: Sequence[Any]) -> tuple[User, frozenset[str]]:
             role_names.append(row["role_name"])
             permissions.update(str(p) for p in row["permissions"] or [])
     return _user(rows[0], tuple(role_names)), frozenset(permissions)
+
+
+def _api_key(row: Any) -> ApiKeyRecord:
+    return ApiKeyRecord(
+        id=row["id"],
+        name=row["name"],
+        user_id=row["user_id"],
+        prefix=row["key_prefix"],
+        created_at=row["created_at"],
+        last_used_at=row["last_used_at"],
+        expires_at=row["expires_at"],
+        revoked_at=row["revoked_at"],
+    )
 
 
 def _user(row: Any, role_names: tuple[str, ...]) -> User:

@@ -19,6 +19,7 @@ from sinas_scheduler.models import (
     EndedWaiters,
     ExecutionStatus,
     HeartbeatNews,
+    HeldAttempt,
     ResumedInput,
 )
 from sinas_scheduler.pg import driver_connection
@@ -42,7 +43,8 @@ _ENDED_AT = """
 """
 
 # A retried report of the round already paused answers "paused" again; a report of a round
-# that was continued meanwhile (input_round not below it) or of an older attempt does nothing.
+# that was continued meanwhile (input_round not below it), of an older attempt, or from a
+# worker that does not hold the attempt does nothing.
 _REPORT = sa.text(
     """
 WITH r AS (
@@ -61,6 +63,7 @@ paused AS (
         resumed_at = NULL
     FROM r
     WHERE e.id = ANY(CAST(:ids AS text[])) AND e.id = r.id AND e.attempts = r.attempt
+      AND e.worker_id = :worker_id
       AND e.status = 'RUNNING'
       AND e.input_round < r.round
     RETURNING e.id
@@ -68,7 +71,8 @@ paused AS (
 SELECT id FROM paused
 UNION
 SELECT e.id FROM executions AS e JOIN r ON e.id = r.id
-WHERE e.attempts = r.attempt AND e.status = 'AWAITING_INPUT' AND e.input_round = r.round
+WHERE e.attempts = r.attempt AND e.worker_id = :worker_id AND e.status = 'AWAITING_INPUT'
+  AND e.input_round = r.round
 """
 )
 
@@ -149,20 +153,26 @@ SELECT d.id, d.batch_id FROM d {_WAKE}
 """
 )
 
+# Both statements of a heartbeat see only the attempts the calling worker holds: its news
+# (a continue's input above all) is for the claim holder alone.
+_HELD = "unnest(CAST(:ids AS text[]), CAST(:attempts AS int[])) AS h(id, attempt)"
+
 _TOUCH = sa.text(
-    """
-UPDATE executions SET heartbeat_at = now()
-WHERE id = ANY(CAST(:ids AS text[])) AND status IN ('RUNNING', 'AWAITING_INPUT')
-  AND worker_id = :worker_id
+    f"""
+UPDATE executions AS e SET heartbeat_at = now()
+FROM {_HELD}
+WHERE e.id = ANY(CAST(:ids AS text[])) AND e.id = h.id AND e.attempts = h.attempt
+  AND e.status IN ('RUNNING', 'AWAITING_INPUT') AND e.worker_id = :worker_id
 """
 )
 
 _NEWS = sa.text(
-    """
-SELECT id, status, resumed_input, resumed_at, input_round FROM executions
-WHERE id = ANY(CAST(:ids AS text[])) AND worker_id = :worker_id
-  AND (status IN ('COMPLETED', 'FAILED', 'CANCELLED')
-       OR (status = 'RUNNING' AND resumed_at IS NOT NULL))
+    f"""
+SELECT e.id, e.status, e.resumed_input, e.resumed_at, e.input_round
+FROM executions AS e JOIN {_HELD} ON e.id = h.id AND e.attempts = h.attempt
+WHERE e.id = ANY(CAST(:ids AS text[])) AND e.worker_id = :worker_id
+  AND (e.status IN ('COMPLETED', 'FAILED', 'CANCELLED')
+       OR (e.status = 'RUNNING' AND e.resumed_at IS NOT NULL))
 """
 ).columns(resumed_input=JSON_DATA)
 
@@ -172,12 +182,13 @@ class PostgresInteractionStore:
         self._engine = engine
 
     async def report_awaiting_input(
-        self, items: Sequence[AwaitingInput], *, timeout_seconds: float
+        self, items: Sequence[AwaitingInput], *, worker_id: str, timeout_seconds: float
     ) -> list[str]:
-        """Pauses the reported attempts; returns the ids now paused."""
+        """Pauses the reported attempts `worker_id` holds; returns the ids now paused."""
         if not items:
             return []
         params = {
+            "worker_id": worker_id,
             "ids": [item.execution_id for item in items],
             "attempts": [item.attempt for item in items],
             "prompts": [item.prompt for item in items],
@@ -229,11 +240,16 @@ class PostgresInteractionStore:
                 await finish_batches_if_done(await driver_connection(conn), batch_ids)
         return EndedWaiters(execution_ids=tuple(row.id for row in rows), batch_ids=tuple(batch_ids))
 
-    async def heartbeat(self, *, worker_id: str, execution_ids: Sequence[str]) -> HeartbeatNews:
-        """Keeps the leases alive and reports held executions that ended or were continued."""
-        if not execution_ids:
+    async def heartbeat(self, *, worker_id: str, attempts: Sequence[HeldAttempt]) -> HeartbeatNews:
+        """Keeps alive the attempts `worker_id` holds and reports those that ended or were
+        continued; attempts it does not hold are neither touched nor reported."""
+        if not attempts:
             return HeartbeatNews()
-        params = {"ids": list(execution_ids), "worker_id": worker_id}
+        params = {
+            "ids": [a.execution_id for a in attempts],
+            "attempts": [a.attempt for a in attempts],
+            "worker_id": worker_id,
+        }
         async with self._engine.begin() as conn:
             await conn.execute(_TOUCH, params)
             rows = (await conn.execute(_NEWS, params)).mappings().all()

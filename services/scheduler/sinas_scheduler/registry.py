@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sinas_common.errors import (
+    ApiKeyNotFound,
     FieldViolation,
     FunctionNotFound,
     InvalidArgument,
     PermissionDenied,
 )
+from sinas_common.timeconv import utcnow
 from sinas_scheduler import permissions as perms
 from sinas_scheduler.identity import hash_api_key, key_prefix, new_api_key
 from sinas_scheduler.models import (
+    ApiKeyRecord,
     Function,
     FunctionChanges,
     FunctionSpec,
@@ -37,9 +42,16 @@ def require(principal: Principal, permission: str, message: str | None = None) -
 
 
 class IdentityUseCases:
-    def __init__(self, store: IdentityStore, tokens: TokenService) -> None:
+    def __init__(
+        self,
+        store: IdentityStore,
+        tokens: TokenService,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self._store = store
         self._tokens = tokens
+        self._clock = clock
 
     async def bootstrap(self, admin_key: str | None) -> None:
         """Default roles, and the admin user holding `admin_key` when one is configured."""
@@ -85,20 +97,78 @@ class IdentityUseCases:
             )
         return await self._store.create_user(email, roles)
 
-    async def create_api_key(self, principal: Principal, name: str, user_id: str) -> IssuedApiKey:
+    async def create_api_key(
+        self,
+        principal: Principal,
+        name: str,
+        user_id: str,
+        *,
+        expires_at: datetime | None = None,
+    ) -> IssuedApiKey:
+        """A new key for the caller, or for `user_id` with `sinas.api_keys.create:all`.
+
+        Raises:
+            PermissionDenied: the caller may not create this key.
+            InvalidArgument: `expires_at` is not in the future; nothing is stored.
+            UserNotFound: `user_id` names no user.
+        """
         target = user_id or principal.user.id
         if target == principal.user.id:
             require(principal, perms.API_KEYS_CREATE_OWN)
         else:
             require(principal, perms.API_KEYS_CREATE_ALL)
+        if expires_at is not None and expires_at <= self._clock():
+            raise InvalidArgument(
+                "expires_at must be in the future",
+                violations=[FieldViolation(field="expires_at", description="not in the future")],
+            )
         key = new_api_key()
         record = await self._store.create_api_key(
             user_id=target,
             name=name.strip() or "api key",
             key_hash=hash_api_key(key),
             key_prefix=key_prefix(key),
+            expires_at=expires_at,
         )
         return IssuedApiKey(record=record, key=key)
+
+    async def list_api_keys(self, principal: Principal, user_id: str) -> list[ApiKeyRecord]:
+        """The keys of the caller, or of `user_id` with `sinas.api_keys.read:all`, newest
+        first, revoked and expired ones included (an unknown user has none).
+
+        Raises:
+            PermissionDenied: the caller may not read these keys.
+        """
+        target = user_id or principal.user.id
+        if target == principal.user.id:
+            require(principal, perms.API_KEYS_READ_OWN)
+        else:
+            require(principal, perms.API_KEYS_READ_ALL)
+        return await self._store.list_api_keys(target)
+
+    async def revoke_api_key(self, principal: Principal, key_id: str) -> ApiKeyRecord:
+        """Revokes a key of the caller's (`sinas.api_keys.delete:own`) or anyone's
+        (`sinas.api_keys.delete:all`); revoking a revoked key answers it unchanged.
+
+        Raises:
+            ApiKeyNotFound: no such key, or one the caller may not see, so that key ids
+                can't be probed.
+            PermissionDenied: a key the caller may see but not revoke.
+        """
+        found = await self._store.get_api_key(key_id)
+        if found is None:
+            raise ApiKeyNotFound()
+        if found.user_id == principal.user.id:
+            require(principal, perms.API_KEYS_DELETE_OWN)
+        elif not perms.has_permission(principal.permissions, perms.API_KEYS_DELETE_ALL):
+            if perms.has_permission(principal.permissions, perms.API_KEYS_READ_ALL):
+                raise PermissionDenied()
+            raise ApiKeyNotFound()
+        revoked = await self._store.revoke_api_key(key_id)
+        if revoked is None:
+            # Its user was deleted between the two statements, taking the key along.
+            raise ApiKeyNotFound()
+        return revoked
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -460,7 +460,10 @@ class WorkerUseCases:
             agent_runs=agent_runs,
         )
 
-    async def complete(self, outcomes: Sequence[Outcome]) -> list[str]:
+    async def complete(self, worker_id: str, outcomes: Sequence[Outcome]) -> list[str]:
+        """Records the outcomes of attempts `worker_id` holds; returns the ids that ended.
+        An outcome for an attempt it does not hold (another worker's, an older attempt's, or
+        one already ended) changes nothing."""
         for index, outcome in enumerate(outcomes):
             if outcome.status not in _OUTCOME_STATUSES:
                 raise InvalidArgument(
@@ -471,7 +474,7 @@ class WorkerUseCases:
                         )
                     ],
                 )
-        applied = await self._executions.complete(outcomes)
+        applied = await self._executions.complete(worker_id=worker_id, outcomes=outcomes)
         by_id = {o.execution_id: o for o in outcomes}
         finished: Counter[str] = Counter()
         for execution_id in applied:

@@ -12,7 +12,7 @@ from sinas_scheduler import agent_convert, convert
 from sinas_scheduler.agent_runs import AgentRunUseCases
 from sinas_scheduler.batches import BatchUseCases, SubmitBatchRequest
 from sinas_scheduler.callbacks import CallbackUseCases
-from sinas_scheduler.identity import ME_SCOPES, Authenticator
+from sinas_scheduler.identity import Access, Authenticator
 from sinas_scheduler.interaction import InteractionUseCases
 from sinas_scheduler.models import ExecutionQuery, Principal
 from sinas_scheduler.registry import FunctionUseCases, IdentityUseCases
@@ -36,8 +36,17 @@ SERVICE_NAMES = (
 MAX_SUBMITS_PER_CALL = 1000
 
 
-async def caller(auth: Authenticator, context: Context) -> Principal:
-    return await auth.authenticate(context.invocation_metadata() or ())
+async def caller(
+    auth: Authenticator, context: Context, access: Access = Access.MANAGEMENT
+) -> Principal:
+    """The user calling, authenticated for `access`: by default a management call, which a
+    run's execution token can't make (see `identity.Access`)."""
+    return await auth.authenticate(context.invocation_metadata() or (), access=access)
+
+
+async def runtime_caller(auth: Authenticator, context: Context) -> Principal:
+    """The user calling the runtime API, which a run's own execution token may call too."""
+    return await caller(auth, context, Access.RUNTIME)
 
 
 def submit_request(request: pb.SubmitExecutionRequest) -> SubmitRequest:
@@ -59,9 +68,7 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
 
     async def GetMe(self, request: pb.GetMeRequest, context: Context) -> pb.GetMeResponse:
         # The one RPC a callback token works on: it proves who the job ran for, nothing more.
-        principal = await self._auth.authenticate(
-            context.invocation_metadata() or (), scopes=ME_SCOPES
-        )
+        principal = await caller(self._auth, context, Access.ME)
         return pb.GetMeResponse(user=convert.user_to_proto(principal.user))
 
     async def GetJwks(self, request: pb.GetJwksRequest, context: Context) -> pb.GetJwksResponse:
@@ -85,8 +92,26 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         self, request: pb.CreateApiKeyRequest, context: Context
     ) -> pb.CreateApiKeyResponse:
         principal = await caller(self._auth, context)
-        issued = await self._identity.create_api_key(principal, request.name, request.user_id)
+        issued = await self._identity.create_api_key(
+            principal, request.name, request.user_id, expires_at=convert.key_expiry(request)
+        )
         return convert.api_key_to_proto(issued)
+
+    async def ListApiKeys(
+        self, request: pb.ListApiKeysRequest, context: Context
+    ) -> pb.ListApiKeysResponse:
+        principal = await caller(self._auth, context)
+        records = await self._identity.list_api_keys(principal, request.user_id)
+        return pb.ListApiKeysResponse(
+            api_keys=[convert.api_key_record_to_proto(record) for record in records]
+        )
+
+    async def RevokeApiKey(
+        self, request: pb.RevokeApiKeyRequest, context: Context
+    ) -> pb.RevokeApiKeyResponse:
+        principal = await caller(self._auth, context)
+        revoked = await self._identity.revoke_api_key(principal, request.id)
+        return pb.RevokeApiKeyResponse(api_key=convert.api_key_record_to_proto(revoked))
 
 
 class FunctionServicer(pb_grpc.FunctionServiceServicer):
@@ -142,7 +167,7 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
     async def SubmitExecution(
         self, request: pb.SubmitExecutionRequest, context: Context
     ) -> pb.SubmitExecutionResponse:
-        principal = await caller(self._auth, context)
+        principal = await runtime_caller(self._auth, context)
         execution_id = await self._executions.submit(principal, submit_request(request))
         return pb.SubmitExecutionResponse(execution_id=execution_id)
 
@@ -156,7 +181,7 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
                     FieldViolation(field="requests", description=f"{len(request.requests)} submits")
                 ],
             )
-        principal = await caller(self._auth, context)
+        principal = await runtime_caller(self._auth, context)
         outcomes: list[str | SinasError] = [SinasError()] * len(request.requests)
         parsed: list[tuple[int, SubmitRequest]] = []
         for index, one in enumerate(request.requests):
@@ -179,7 +204,7 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
     async def WaitExecution(
         self, request: pb.WaitExecutionRequest, context: Context
     ) -> pb.WaitExecutionResponse:
-        principal = await caller(self._auth, context)
+        principal = await runtime_caller(self._auth, context)
         execution, finished = await self._executions.wait(
             principal, request.execution_id, request.timeout_seconds
         )
@@ -190,14 +215,14 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
     async def GetExecution(
         self, request: pb.GetExecutionRequest, context: Context
     ) -> pb.GetExecutionResponse:
-        principal = await caller(self._auth, context)
+        principal = await runtime_caller(self._auth, context)
         execution = await self._executions.get(principal, request.execution_id)
         return pb.GetExecutionResponse(execution=convert.execution_to_proto(execution))
 
     async def ListExecutions(
         self, request: pb.ListExecutionsRequest, context: Context
     ) -> pb.ListExecutionsResponse:
-        principal = await caller(self._auth, context)
+        principal = await runtime_caller(self._auth, context)
         query = ExecutionQuery(
             user_id=principal.user.id,
             function_name=request.function_name or None,
@@ -215,7 +240,7 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
     async def ContinueExecution(
         self, request: pb.ContinueExecutionRequest, context: Context
     ) -> pb.ContinueExecutionResponse:
-        principal = await caller(self._auth, context)
+        principal = await runtime_caller(self._auth, context)
         value = parse_json_field("input", request.input_json, empty=None)
         execution = await self._interaction.continue_execution(
             principal, request.execution_id, value
@@ -225,7 +250,7 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
     async def CancelExecution(
         self, request: pb.CancelExecutionRequest, context: Context
     ) -> pb.CancelExecutionResponse:
-        principal = await caller(self._auth, context)
+        principal = await runtime_caller(self._auth, context)
         execution, cancelled = await self._interaction.cancel_execution(
             principal, request.execution_id
         )
@@ -235,7 +260,8 @@ class ExecutionServicer(pb_grpc.ExecutionServiceServicer):
 
 
 class WorkerServicer(pb_grpc.WorkerServiceServicer):
-    """For executors inside the cluster; takes no user credential."""
+    """For executors inside the cluster; takes no user credential. Every call after a claim
+    acts only on the attempts whose claim recorded the caller's `worker_id`."""
 
     def __init__(
         self,
@@ -262,20 +288,22 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
     async def CompleteExecutions(
         self, request: pb.CompleteExecutionsRequest, context: Context
     ) -> pb.CompleteExecutionsResponse:
-        applied = await self._worker.complete(convert.outcomes_from_proto(request.outcomes))
+        applied = await self._worker.complete(
+            request.worker_id, convert.outcomes_from_proto(request.outcomes)
+        )
         return pb.CompleteExecutionsResponse(applied_execution_ids=applied)
 
     async def Heartbeat(
         self, request: pb.HeartbeatRequest, context: Context
     ) -> pb.HeartbeatResponse:
-        news = await self._interaction.heartbeat(request.worker_id, list(request.execution_ids))
+        news = await self._interaction.heartbeat(request.worker_id, convert.held_attempts(request))
         return convert.heartbeat_news_to_proto(news)
 
     async def ReportAwaitingInput(
         self, request: pb.ReportAwaitingInputRequest, context: Context
     ) -> pb.ReportAwaitingInputResponse:
         paused = await self._interaction.report_awaiting_input(
-            convert.awaiting_input_from_proto(request)
+            request.worker_id, convert.awaiting_input_from_proto(request)
         )
         return pb.ReportAwaitingInputResponse(paused_execution_ids=paused)
 
@@ -283,7 +311,10 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         self, request: pb.SubmitToolCallsRequest, context: Context
     ) -> pb.SubmitToolCallsResponse:
         submissions = await self._agent_runs.submit_tool_calls(
-            request.execution_id, request.attempt, agent_convert.tool_calls_from_proto(request)
+            request.execution_id,
+            request.attempt,
+            agent_convert.tool_calls_from_proto(request),
+            worker_id=request.worker_id,
         )
         return agent_convert.submissions_to_proto(submissions)
 
@@ -327,7 +358,7 @@ class BatchServicer(pb_grpc.BatchServiceServicer):
     async def CancelBatch(
         self, request: pb.CancelBatchRequest, context: Context
     ) -> pb.CancelBatchResponse:
-        principal = await caller(self._auth, context)
+        principal = await runtime_caller(self._auth, context)
         result = await self._interaction.cancel_batch(principal, request.batch_id)
         return pb.CancelBatchResponse(
             batch_id=result.batch_id,
@@ -338,7 +369,7 @@ class BatchServicer(pb_grpc.BatchServiceServicer):
     async def SubmitBatch(
         self, request: pb.SubmitBatchRequest, context: Context
     ) -> pb.SubmitBatchResponse:
-        principal = await caller(self._auth, context)
+        principal = await runtime_caller(self._auth, context)
         submitted = await self._batches.submit(
             principal,
             SubmitBatchRequest(
@@ -365,14 +396,14 @@ class BatchServicer(pb_grpc.BatchServiceServicer):
         )
 
     async def GetBatch(self, request: pb.GetBatchRequest, context: Context) -> pb.GetBatchResponse:
-        principal = await caller(self._auth, context)
+        principal = await runtime_caller(self._auth, context)
         batch = await self._batches.get(principal, request.batch_id)
         return pb.GetBatchResponse(batch=convert.batch_to_proto(batch))
 
     async def ListBatches(
         self, request: pb.ListBatchesRequest, context: Context
     ) -> pb.ListBatchesResponse:
-        principal = await caller(self._auth, context)
+        principal = await runtime_caller(self._auth, context)
         found = await self._batches.list(
             principal, limit=request.limit or 100, offset=request.offset
         )
@@ -381,7 +412,7 @@ class BatchServicer(pb_grpc.BatchServiceServicer):
     async def ListBatchExecutions(
         self, request: pb.ListBatchExecutionsRequest, context: Context
     ) -> pb.ListBatchExecutionsResponse:
-        principal = await caller(self._auth, context)
+        principal = await runtime_caller(self._auth, context)
         page = await self._batches.list_executions(
             principal,
             request.batch_id,

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from sinas_common.settings import CallbackPolicySettings, NatsSettings, ServiceSettings
+from sinas_common.settings import (
+    CallbackPolicySettings,
+    InternalTlsSettings,
+    NatsSettings,
+    ServiceSettings,
+)
+from sinas_scheduler.encryption import FernetCipher
 
 
 class SchedulerSettings(ServiceSettings):
@@ -17,14 +22,22 @@ class SchedulerSettings(ServiceSettings):
 
     database_url: str = Field(validation_alias="DATABASE_URL")
     nats: NatsSettings = Field(default_factory=NatsSettings)
-    grpc_bind: str = Field(default="0.0.0.0:50051", validation_alias="SCHEDULER_GRPC_BIND")
+    # Loopback unless told otherwise (Kubernetes sets 0.0.0.0): the narrowest bind that works.
+    grpc_bind: str = Field(default="127.0.0.1:50051", validation_alias="SCHEDULER_GRPC_BIND")
+    # Not `internal_tls`: a field name is read as a variable too, and INTERNAL_TLS is a mode.
+    tls: InternalTlsSettings = Field(default_factory=InternalTlsSettings)
     # Prometheus scrape endpoint, on its own port so it never shares the API's exposure.
-    metrics_bind: str = Field(default="0.0.0.0", validation_alias="METRICS_BIND")
+    metrics_bind: str = Field(default="127.0.0.1", validation_alias="METRICS_BIND")
     metrics_port: int = Field(default=9101, ge=0, le=65535, validation_alias="METRICS_PORT")
     db_pool_size: int = Field(default=10, ge=1, le=1000, validation_alias="SCHEDULER_DB_POOL_SIZE")
     # How long a credential's user and permissions are reused once read (0: read every RPC).
     auth_cache_seconds: float = Field(
         default=2.0, ge=0, le=300, validation_alias="AUTH_CACHE_SECONDS"
+    )
+    # How often the times API keys were last used are written, in one statement for all of
+    # them: a listing's `last_used_at` lags by up to this much, and use costs no write.
+    api_key_usage_flush_seconds: float = Field(
+        default=60.0, gt=0, le=3600, validation_alias="API_KEY_USAGE_FLUSH_SECONDS"
     )
     bootstrap_admin_key: SecretStr | None = Field(
         default=None, validation_alias="SINAS_BOOTSTRAP_ADMIN_KEY"
@@ -66,7 +79,8 @@ class SchedulerSettings(ServiceSettings):
         default=300, ge=1, le=86400, validation_alias="CALLBACK_TOKEN_SECONDS"
     )
 
-    # Fernet key encrypting LLM provider API keys at rest; unset: providers can't be created.
+    # Fernet keys, comma-separated, encrypting the token-signing keys and LLM provider API keys
+    # at rest: the first encrypts, all decrypt. Required to serve; `--migrate-only` needs none.
     encryption_key: SecretStr | None = Field(default=None, validation_alias="SINAS_ENCRYPTION_KEY")
     default_llm_provider: str = Field(default="", validation_alias="DEFAULT_LLM_PROVIDER")
     default_agent_max_turns: int = Field(
@@ -99,10 +113,11 @@ class SchedulerSettings(ServiceSettings):
     def _fernet_key(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             try:
-                Fernet(value.get_secret_value().encode())
+                FernetCipher(value.get_secret_value())
             except ValueError as exc:
                 raise ValueError(
-                    "SINAS_ENCRYPTION_KEY must be a Fernet key (32 url-safe base64 bytes)"
+                    "SINAS_ENCRYPTION_KEY must be Fernet keys (32 url-safe base64 bytes each), "
+                    "comma-separated"
                 ) from exc
         return value
 

@@ -72,8 +72,29 @@ class IdentityStore(Protocol):
     async def create_user(self, email: str, role_names: Sequence[str]) -> User: ...
 
     async def create_api_key(
-        self, *, user_id: str, name: str, key_hash: str, key_prefix: str
+        self,
+        *,
+        user_id: str,
+        name: str,
+        key_hash: str,
+        key_prefix: str,
+        expires_at: datetime | None = None,
     ) -> ApiKeyRecord: ...
+
+    async def list_api_keys(self, user_id: str) -> list[ApiKeyRecord]:
+        """The user's keys, revoked and expired ones too, newest first."""
+        ...
+
+    async def get_api_key(self, key_id: str) -> ApiKeyRecord | None: ...
+
+    async def revoke_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        """Sets `revoked_at` unless already set (a second revoke changes nothing); None for an
+        unknown key."""
+        ...
+
+    async def record_key_use(self, last_used: Mapping[str, datetime]) -> None:
+        """Moves each key's `last_used_at` (by key hash) forward to the given time, never back."""
+        ...
 
     async def ensure_roles(self, roles: Mapping[str, Sequence[str]]) -> None: ...
 
@@ -81,9 +102,17 @@ class IdentityStore(Protocol):
         self, *, email: str, role_name: str, key_hash: str, key_prefix: str
     ) -> None: ...
 
-    async def ensure_signing_key(self, candidate: SigningKey) -> list[SigningKey]: ...
+    async def ensure_signing_key(self, candidate: SigningKey) -> list[SigningKey]:
+        """Stores `candidate` unless a live key exists; returns the live keys, newest first,
+        their private keys as stored (encrypted)."""
+        ...
 
     async def signing_keys(self) -> list[SigningKey]: ...
+
+    async def reseal_signing_keys(self, reseal: Callable[[str], str | None]) -> int:
+        """Replaces every stored private key (retired ones too) for which `reseal` returns a
+        new value; returns how many changed."""
+        ...
 
 
 class IdempotencyStore(Protocol):
@@ -146,13 +175,17 @@ class ExecutionStore(Protocol):
 
     async def list_executions(self, query: ExecutionQuery) -> list[Execution]: ...
 
-    async def claim(self, *, worker_id: str, items: Sequence[ClaimItem]) -> ClaimOutcome: ...
+    async def claim(self, *, worker_id: str, items: Sequence[ClaimItem]) -> ClaimOutcome:
+        """PENDING → RUNNING for the rows already due; the rest are skipped."""
+        ...
 
     async def release(self, *, worker_id: str, attempts: Sequence[ReleasedAttempt]) -> list[str]:
         """Back to PENDING: attempts the worker still holds that it hands back unfinished."""
         ...
 
-    async def complete(self, outcomes: Sequence[Outcome]) -> list[str]: ...
+    async def complete(self, *, worker_id: str, outcomes: Sequence[Outcome]) -> list[str]:
+        """Ends the attempts `worker_id` holds; an outcome for any other is ignored."""
+        ...
 
     async def reap_stale(
         self, *, lease_seconds: float, max_attempts: int, limit: int
@@ -222,6 +255,11 @@ class AgentStore(Protocol):
 
     async def get_provider(self, name: str) -> LlmProvider | None: ...
 
+    async def reseal_provider_keys(self, reseal: Callable[[str], str | None]) -> int:
+        """Replaces every stored provider API key for which `reseal` returns a new value;
+        returns how many changed."""
+        ...
+
     async def create_agent(
         self, *, namespace: str, name: str, owner_user_id: str, spec: AgentSpec
     ) -> Agent: ...
@@ -256,8 +294,10 @@ class ChatStore(Protocol):
     async def run_contexts(self, chat_ids: Sequence[str]) -> dict[str, AgentRunContext]: ...
 
     async def running_agent_execution(
-        self, execution_id: str, attempt: int
-    ) -> RunningAgentExecution | None: ...
+        self, execution_id: str, attempt: int, worker_id: str
+    ) -> RunningAgentExecution | None:
+        """The agent run while `worker_id` holds it RUNNING in `attempt`, else None."""
+        ...
 
     async def insert_tool_calls(
         self, parent: RunningAgentExecution, children: Sequence[NewExecution]

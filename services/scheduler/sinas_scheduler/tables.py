@@ -60,8 +60,11 @@ api_keys = sa.Table(
     sa.Column("last_used_at", TZ),
     sa.Column("expires_at", TZ),
     sa.Column("revoked_at", TZ),
+    sa.Index("ix_api_keys_user_created", "user_id", sa.text("created_at DESC")),
 )
 
+# `private_key_pem` holds the PEM Fernet-encrypted with SINAS_ENCRYPTION_KEY (rows from before
+# encryption at rest are encrypted when a scheduler starts); the column keeps its old name.
 signing_keys = sa.Table(
     "signing_keys",
     metadata,

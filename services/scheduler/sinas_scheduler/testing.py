@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,7 @@ import grpc
 from sinas_common.callback_policy import Resolver
 from sinas_common.grpc_client import invoke, open_channel
 from sinas_common.jsoncodec import dump_json
+from sinas_common.settings import InternalTlsSettings
 from sinas_proto.scheduler.v1 import scheduler_pb2 as pb
 from sinas_proto.scheduler.v1 import scheduler_pb2_grpc as pb_grpc
 from sinas_scheduler.app import SchedulerApp
@@ -18,13 +20,20 @@ from sinas_scheduler.settings import SchedulerSettings
 
 HANDLER_CODE = "def handler(input_data, context):\n    return input_data\n"
 
+# Role -> the internal TLS settings of that role's certificate (the `internal_tls` fixture).
+ClientTls = Callable[[str], InternalTlsSettings]
+
 
 @dataclass
 class RunningScheduler:
-    """One running scheduler and typed stubs on a channel to it."""
+    """One running scheduler and typed stubs on channels to it: each stub's channel presents
+    the certificate of the role the scheduler lets call that service."""
 
     app: SchedulerApp
+    # The gateway's: the user-facing services.
     channel: grpc.aio.Channel
+    worker_channel: grpc.aio.Channel
+    notifier_channel: grpc.aio.Channel
     identity: pb_grpc.IdentityServiceStub
     functions: pb_grpc.FunctionServiceStub
     executions: pb_grpc.ExecutionServiceStub
@@ -113,27 +122,38 @@ def bearer(credential: str) -> list[tuple[str, str]]:
 
 
 async def start_in_process(
-    settings: SchedulerSettings, admin_key: str, *, resolver: Resolver | None = None
+    settings: SchedulerSettings,
+    admin_key: str,
+    *,
+    client_tls: ClientTls,
+    resolver: Resolver | None = None,
 ) -> RunningScheduler:
-    """Starts a scheduler (bind it to port 0 for a free port) and opens a channel to it;
+    """Starts a scheduler (bind it to port 0 for a free port) and opens a gateway, an
+    executor and a notifier channel to it, with `client_tls(role)`'s certificates;
     `resolver` answers its callback host lookups (the system's when None)."""
     app = SchedulerApp(settings, resolver=resolver)
     await app.start()
-    channel = open_channel(f"127.0.0.1:{app.port}")
+    address = f"127.0.0.1:{app.port}"
+    gateway, executor, notifier = (
+        open_channel(address, tls=client_tls(role)) for role in ("gateway", "executor", "notifier")
+    )
     return RunningScheduler(
         app=app,
-        channel=channel,
-        identity=pb_grpc.IdentityServiceStub(channel),
-        functions=pb_grpc.FunctionServiceStub(channel),
-        executions=pb_grpc.ExecutionServiceStub(channel),
-        worker=pb_grpc.WorkerServiceStub(channel),
-        notifier=pb_grpc.NotifierServiceStub(channel),
+        channel=gateway,
+        worker_channel=executor,
+        notifier_channel=notifier,
+        identity=pb_grpc.IdentityServiceStub(gateway),
+        functions=pb_grpc.FunctionServiceStub(gateway),
+        executions=pb_grpc.ExecutionServiceStub(gateway),
+        worker=pb_grpc.WorkerServiceStub(executor),
+        notifier=pb_grpc.NotifierServiceStub(notifier),
         admin_key=admin_key,
-        batches=pb_grpc.BatchServiceStub(channel),
-        agents=pb_grpc.AgentServiceStub(channel),
+        batches=pb_grpc.BatchServiceStub(gateway),
+        agents=pb_grpc.AgentServiceStub(gateway),
     )
 
 
 async def stop_in_process(scheduler: RunningScheduler) -> None:
-    await scheduler.channel.close()
+    for channel in (scheduler.channel, scheduler.worker_channel, scheduler.notifier_channel):
+        await channel.close()
     await scheduler.app.stop()

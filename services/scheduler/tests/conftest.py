@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from sinas_common.callback_policy import Resolver
 from sinas_common.settings import NatsSettings
+from sinas_devstack.pytest_plugin import InternalTls
 from sinas_scheduler.pg import HotPool, open_hot_pool
 from sinas_scheduler.settings import SchedulerSettings
 from sinas_scheduler.testing import RunningScheduler, start_in_process, stop_in_process
@@ -32,7 +33,11 @@ def encryption_key() -> str:
 
 @pytest.fixture
 def scheduler_settings(
-    database_url: str, nats_settings: NatsSettings, admin_key: str, encryption_key: str
+    database_url: str,
+    nats_settings: NatsSettings,
+    admin_key: str,
+    encryption_key: str,
+    internal_tls: InternalTls,
 ) -> Callable[..., SchedulerSettings]:
     """Settings for a scheduler of this test; keyword overrides use the env variable names."""
 
@@ -40,6 +45,7 @@ def scheduler_settings(
         values: dict[str, Any] = {
             "DATABASE_URL": database_url,
             "nats": nats_settings,
+            "tls": internal_tls("scheduler"),
             "SCHEDULER_GRPC_BIND": "127.0.0.1:0",
             "SINAS_BOOTSTRAP_ADMIN_KEY": admin_key,
             "SINAS_ENCRYPTION_KEY": encryption_key,
@@ -54,14 +60,16 @@ def scheduler_settings(
 
 @pytest.fixture
 async def start_scheduler(
-    scheduler_settings: Callable[..., SchedulerSettings], admin_key: str
+    scheduler_settings: Callable[..., SchedulerSettings],
+    admin_key: str,
+    internal_tls: InternalTls,
 ) -> AsyncIterator[StartScheduler]:
     """Starts schedulers on free ports; every one still running stops at the end."""
     running: list[RunningScheduler] = []
 
     async def start(*, resolver: Resolver | None = None, **overrides: Any) -> RunningScheduler:
         scheduler = await start_in_process(
-            scheduler_settings(**overrides), admin_key, resolver=resolver
+            scheduler_settings(**overrides), admin_key, client_tls=internal_tls, resolver=resolver
         )
         running.append(scheduler)
         return scheduler

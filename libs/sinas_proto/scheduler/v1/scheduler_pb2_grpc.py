@@ -63,6 +63,16 @@ class IdentityServiceStub:
                 request_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.CreateApiKeyRequest.SerializeToString,
                 response_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.CreateApiKeyResponse.FromString,
                 _registered_method=True)
+        self.ListApiKeys = channel.unary_unary(
+                '/sinas.scheduler.v1.IdentityService/ListApiKeys',
+                request_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ListApiKeysRequest.SerializeToString,
+                response_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ListApiKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeApiKey = channel.unary_unary(
+                '/sinas.scheduler.v1.IdentityService/RevokeApiKey',
+                request_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.RevokeApiKeyRequest.SerializeToString,
+                response_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.RevokeApiKeyResponse.FromString,
+                _registered_method=True)
 
 
 class IdentityServiceServicer:
@@ -107,6 +117,20 @@ class IdentityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListApiKeys(self, request, context):
+        """A user's keys, never their secrets; someone else's need admin rights.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeApiKey(self, request, context):
+        """Revokes a key at once; a credential cache may still accept it for AUTH_CACHE_SECONDS.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IdentityServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -134,6 +158,16 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.CreateApiKey,
                     request_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.CreateApiKeyRequest.FromString,
                     response_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.CreateApiKeyResponse.SerializeToString,
+            ),
+            'ListApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApiKeys,
+                    request_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ListApiKeysRequest.FromString,
+                    response_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ListApiKeysResponse.SerializeToString,
+            ),
+            'RevokeApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeApiKey,
+                    request_deserializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.RevokeApiKeyRequest.FromString,
+                    response_serializer=sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.RevokeApiKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -275,6 +309,60 @@ class IdentityService:
             '/sinas.scheduler.v1.IdentityService/CreateApiKey',
             sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.CreateApiKeyRequest.SerializeToString,
             sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.CreateApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sinas.scheduler.v1.IdentityService/ListApiKeys',
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ListApiKeysRequest.SerializeToString,
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.ListApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sinas.scheduler.v1.IdentityService/RevokeApiKey',
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.RevokeApiKeyRequest.SerializeToString,
+            sinas__proto_dot_scheduler_dot_v1_dot_scheduler__pb2.RevokeApiKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1720,9 +1808,12 @@ class WorkerServiceServicer:
     """
 
     def ClaimExecutions(self, request, context):
-        """PENDING→RUNNING as one conditional UPDATE. Anything else (cancelled, finished, or
-        running under another worker) is skipped: the executor acks the message and runs
-        nothing. A message only wakes a worker up; the row decides. An attempt whose worker
+        """PENDING→RUNNING as one conditional UPDATE, recording the worker id and the new attempt:
+        only that worker, naming that attempt, may then report on it. A claim never takes a row
+        before its run_at. Anything else (not yet due, cancelled, finished, or running under
+        another worker) is skipped: the executor acks the message and runs nothing; a row not yet
+        due is published again when it comes due. A message only wakes a worker up; the row
+        decides. An attempt whose worker
         stops heartbeating is retried (or failed "worker lost" after the last attempt) by the
         scheduler's reaper, never judged by JetStream's delivery count, which also grows when
         a NATS node fails under a live worker.
@@ -1749,7 +1840,8 @@ class WorkerServiceServicer:
 
     def Heartbeat(self, request, context):
         """Keeps the leases of running executions alive, and tells the executor which of them
-        were cancelled or continued (the slow path behind the control subject's fast one).
+        were cancelled or continued. The only source of that news an executor acts on: a control
+        message just makes it ask at once, for the attempts hinted at.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

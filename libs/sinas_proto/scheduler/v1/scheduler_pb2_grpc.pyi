@@ -6,8 +6,10 @@ owns state.
 
 Caller credentials travel as gRPC metadata, exactly as the REST client sent them:
 `authorization` ("Bearer <jwt or api key>") and/or `x-api-key`. RPCs of IdentityService,
-FunctionService and ExecutionService act as that caller. WorkerService is for executors
-inside the cluster and takes no user credential.
+FunctionService, ExecutionService, BatchService and AgentService act as that caller, and
+only gateways may call them. WorkerService is for executors and NotifierService for
+notifiers: they take no user credential. Every connection is mutual TLS, and the role
+named by the caller's certificate decides which services it may call.
 
 Arbitrary JSON (inputs, outputs, schemas) crosses as JSON-encoded bytes so that numbers
 survive exactly (google.protobuf.Struct would turn every number into a double).
@@ -59,6 +61,10 @@ class IdentityServiceStub:
     """Admin only."""
     CreateApiKey: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.CreateApiKeyRequest, _scheduler_pb2.CreateApiKeyResponse]
     """Any user for themself; `user_id` of someone else needs admin rights."""
+    ListApiKeys: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ListApiKeysRequest, _scheduler_pb2.ListApiKeysResponse]
+    """A user's keys, never their secrets; someone else's need admin rights."""
+    RevokeApiKey: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.RevokeApiKeyRequest, _scheduler_pb2.RevokeApiKeyResponse]
+    """Revokes a key at once; a credential cache may still accept it for AUTH_CACHE_SECONDS."""
 
 @_typing.type_check_only
 class IdentityServiceAsyncStub(IdentityServiceStub):
@@ -78,6 +84,10 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     """Admin only."""
     CreateApiKey: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.CreateApiKeyRequest, _scheduler_pb2.CreateApiKeyResponse]  # type: ignore[assignment]
     """Any user for themself; `user_id` of someone else needs admin rights."""
+    ListApiKeys: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ListApiKeysRequest, _scheduler_pb2.ListApiKeysResponse]  # type: ignore[assignment]
+    """A user's keys, never their secrets; someone else's need admin rights."""
+    RevokeApiKey: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.RevokeApiKeyRequest, _scheduler_pb2.RevokeApiKeyResponse]  # type: ignore[assignment]
+    """Revokes a key at once; a credential cache may still accept it for AUTH_CACHE_SECONDS."""
 
 class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
     """---------------------------------------------------------------------------------------
@@ -124,6 +134,22 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_scheduler_pb2.CreateApiKeyResponse, _abc.Awaitable[_scheduler_pb2.CreateApiKeyResponse]]:
         """Any user for themself; `user_id` of someone else needs admin rights."""
+
+    @_abc_1.abstractmethod
+    def ListApiKeys(
+        self,
+        request: _scheduler_pb2.ListApiKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.ListApiKeysResponse, _abc.Awaitable[_scheduler_pb2.ListApiKeysResponse]]:
+        """A user's keys, never their secrets; someone else's need admin rights."""
+
+    @_abc_1.abstractmethod
+    def RevokeApiKey(
+        self,
+        request: _scheduler_pb2.RevokeApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.RevokeApiKeyResponse, _abc.Awaitable[_scheduler_pb2.RevokeApiKeyResponse]]:
+        """Revokes a key at once; a credential cache may still accept it for AUTH_CACHE_SECONDS."""
 
 def add_IdentityServiceServicer_to_server(servicer: IdentityServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
@@ -599,9 +625,12 @@ class WorkerServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> WorkerServiceAsyncStub: ...
     ClaimExecutions: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ClaimExecutionsRequest, _scheduler_pb2.ClaimExecutionsResponse]
-    """PENDING→RUNNING as one conditional UPDATE. Anything else (cancelled, finished, or
-    running under another worker) is skipped: the executor acks the message and runs
-    nothing. A message only wakes a worker up; the row decides. An attempt whose worker
+    """PENDING→RUNNING as one conditional UPDATE, recording the worker id and the new attempt:
+    only that worker, naming that attempt, may then report on it. A claim never takes a row
+    before its run_at. Anything else (not yet due, cancelled, finished, or running under
+    another worker) is skipped: the executor acks the message and runs nothing; a row not yet
+    due is published again when it comes due. A message only wakes a worker up; the row
+    decides. An attempt whose worker
     stops heartbeating is retried (or failed "worker lost" after the last attempt) by the
     scheduler's reaper, never judged by JetStream's delivery count, which also grows when
     a NATS node fails under a live worker.
@@ -616,7 +645,8 @@ class WorkerServiceStub:
     """
     Heartbeat: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.HeartbeatRequest, _scheduler_pb2.HeartbeatResponse]
     """Keeps the leases of running executions alive, and tells the executor which of them
-    were cancelled or continued (the slow path behind the control subject's fast one).
+    were cancelled or continued. The only source of that news an executor acts on: a control
+    message just makes it ask at once, for the attempts hinted at.
     """
     ReportAwaitingInput: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ReportAwaitingInputRequest, _scheduler_pb2.ReportAwaitingInputResponse]
     """RUNNING → AWAITING_INPUT with the prompt; the worker keeps waiting in `input()`."""
@@ -634,9 +664,12 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ClaimExecutions: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ClaimExecutionsRequest, _scheduler_pb2.ClaimExecutionsResponse]  # type: ignore[assignment]
-    """PENDING→RUNNING as one conditional UPDATE. Anything else (cancelled, finished, or
-    running under another worker) is skipped: the executor acks the message and runs
-    nothing. A message only wakes a worker up; the row decides. An attempt whose worker
+    """PENDING→RUNNING as one conditional UPDATE, recording the worker id and the new attempt:
+    only that worker, naming that attempt, may then report on it. A claim never takes a row
+    before its run_at. Anything else (not yet due, cancelled, finished, or running under
+    another worker) is skipped: the executor acks the message and runs nothing; a row not yet
+    due is published again when it comes due. A message only wakes a worker up; the row
+    decides. An attempt whose worker
     stops heartbeating is retried (or failed "worker lost" after the last attempt) by the
     scheduler's reaper, never judged by JetStream's delivery count, which also grows when
     a NATS node fails under a live worker.
@@ -651,7 +684,8 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     """
     Heartbeat: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.HeartbeatRequest, _scheduler_pb2.HeartbeatResponse]  # type: ignore[assignment]
     """Keeps the leases of running executions alive, and tells the executor which of them
-    were cancelled or continued (the slow path behind the control subject's fast one).
+    were cancelled or continued. The only source of that news an executor acts on: a control
+    message just makes it ask at once, for the attempts hinted at.
     """
     ReportAwaitingInput: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ReportAwaitingInputRequest, _scheduler_pb2.ReportAwaitingInputResponse]  # type: ignore[assignment]
     """RUNNING → AWAITING_INPUT with the prompt; the worker keeps waiting in `input()`."""
@@ -672,9 +706,12 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _scheduler_pb2.ClaimExecutionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_scheduler_pb2.ClaimExecutionsResponse, _abc.Awaitable[_scheduler_pb2.ClaimExecutionsResponse]]:
-        """PENDING→RUNNING as one conditional UPDATE. Anything else (cancelled, finished, or
-        running under another worker) is skipped: the executor acks the message and runs
-        nothing. A message only wakes a worker up; the row decides. An attempt whose worker
+        """PENDING→RUNNING as one conditional UPDATE, recording the worker id and the new attempt:
+        only that worker, naming that attempt, may then report on it. A claim never takes a row
+        before its run_at. Anything else (not yet due, cancelled, finished, or running under
+        another worker) is skipped: the executor acks the message and runs nothing; a row not yet
+        due is published again when it comes due. A message only wakes a worker up; the row
+        decides. An attempt whose worker
         stops heartbeating is retried (or failed "worker lost" after the last attempt) by the
         scheduler's reaper, never judged by JetStream's delivery count, which also grows when
         a NATS node fails under a live worker.
@@ -707,7 +744,8 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_scheduler_pb2.HeartbeatResponse, _abc.Awaitable[_scheduler_pb2.HeartbeatResponse]]:
         """Keeps the leases of running executions alive, and tells the executor which of them
-        were cancelled or continued (the slow path behind the control subject's fast one).
+        were cancelled or continued. The only source of that news an executor acts on: a control
+        message just makes it ask at once, for the attempts hinted at.
         """
 
     @_abc_1.abstractmethod

@@ -9,15 +9,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-import nats
 import pytest
 
 from sinas_common.grpc_client import open_channel
 from sinas_common.grpc_server import GrpcServer
 from sinas_common.jobstream import JobMessage, ensure_job_stream, job_stream_names
 from sinas_common.jsoncodec import dump_json, load_json
+from sinas_common.nats_connect import connect_nats
 from sinas_common.settings import NatsSettings
 from sinas_common.timeconv import utcnow
+from sinas_devstack.pytest_plugin import InternalTls, NatsSettingsAs
 from sinas_executor.agent import AgentLimits, ChatAgentRunner
 from sinas_executor.consumer import (
     AGENT_JOB_KIND,
@@ -125,9 +126,9 @@ class WaitingExecutionService(scheduler_pb2_grpc.ExecutionServiceServicer):
 
 
 @pytest.fixture
-async def grpc_scheduler() -> AsyncIterator[
-    tuple[AgentWorkerService, WaitingExecutionService, GrpcSchedulerClient]
-]:
+async def grpc_scheduler(
+    internal_tls: InternalTls,
+) -> AsyncIterator[tuple[AgentWorkerService, WaitingExecutionService, GrpcSchedulerClient]]:
     workers = AgentWorkerService()
     executions = WaitingExecutionService()
     server = GrpcServer(
@@ -137,9 +138,12 @@ async def grpc_scheduler() -> AsyncIterator[
             lambda s: scheduler_pb2_grpc.add_ExecutionServiceServicer_to_server(executions, s),
         ],
         service_names=["sinas.scheduler.v1.WorkerService"],
+        tls=internal_tls("scheduler"),
     )
     await server.start()
-    channel: grpc.aio.Channel = open_channel(f"127.0.0.1:{server.port}")
+    channel: grpc.aio.Channel = open_channel(
+        f"127.0.0.1:{server.port}", tls=internal_tls("executor")
+    )
     yield workers, executions, GrpcSchedulerClient(channel, timeout_seconds=10)
     await channel.close()
     await server.stop(1)
@@ -177,7 +181,10 @@ async def test_agent_runs_tool_calls_and_waits_convert(
     assert tool.input_schema == {"type": "object"} and tool.requires_approval
 
     submissions = await client.submit_tool_calls(
-        "a", 2, [ToolCallRequest(tool_call_id="c1", namespace="ns", name="fn", arguments={"x": 1})]
+        "a",
+        2,
+        [ToolCallRequest(tool_call_id="c1", namespace="ns", name="fn", arguments={"x": 1})],
+        worker_id="w1",
     )
     assert [
         (s.tool_call_id, s.execution_id, s.error, s.requires_approval) for s in submissions
@@ -187,7 +194,7 @@ async def test_agent_runs_tool_calls_and_waits_convert(
         ("c3", "", "", True),
     ]
     sent = workers.requests[-1]
-    assert (sent.execution_id, sent.attempt) == ("a", 2)
+    assert (sent.worker_id, sent.execution_id, sent.attempt) == ("w1", "a", 2)
     [call] = sent.calls
     assert (call.tool_call_id, call.namespace, call.name) == ("c1", "ns", "fn")
     assert load_json(call.arguments_json) == {"x": 1}
@@ -205,6 +212,7 @@ async def test_agent_outcomes_carry_messages_and_tokens(
 ) -> None:
     workers, _, client = grpc_scheduler
     await client.complete_executions(
+        "w1",
         [
             ExecutionOutcome(
                 execution_id="a",
@@ -227,7 +235,7 @@ async def test_agent_outcomes_carry_messages_and_tokens(
                 output=1,
                 completed_at=utcnow(),
             ),
-        ]
+        ],
     )
     agent, function = workers.requests[-1].outcomes
     assert [(m.role, m.content, m.tool_call_id) for m in agent.new_messages] == [
@@ -250,7 +258,7 @@ class AgentClaimingScheduler:
 
     claims: list[list[ClaimItem]] = field(default_factory=list)
     outcomes: dict[str, ExecutionOutcome] = field(default_factory=dict)
-    heartbeats: list[list[str]] = field(default_factory=list)
+    heartbeats: list[list[HeldAttempt]] = field(default_factory=list)
 
     async def claim_executions(self, worker_id: str, items: Sequence[ClaimItem]) -> ClaimResult:
         self.claims.append(list(items))
@@ -261,12 +269,14 @@ class AgentClaimingScheduler:
             )
         )
 
-    async def complete_executions(self, outcomes: Sequence[ExecutionOutcome]) -> list[str]:
+    async def complete_executions(
+        self, worker_id: str, outcomes: Sequence[ExecutionOutcome]
+    ) -> list[str]:
         self.outcomes.update({o.execution_id: o for o in outcomes})
         return [o.execution_id for o in outcomes]
 
-    async def heartbeat(self, worker_id: str, execution_ids: Sequence[str]) -> HeartbeatNews:
-        self.heartbeats.append(list(execution_ids))
+    async def heartbeat(self, worker_id: str, attempts: Sequence[HeldAttempt]) -> HeartbeatNews:
+        self.heartbeats.append(list(attempts))
         return HeartbeatNews()
 
     async def release_executions(
@@ -274,7 +284,9 @@ class AgentClaimingScheduler:
     ) -> list[str]:
         return [a.execution_id for a in attempts]
 
-    async def report_awaiting_input(self, items: Sequence[AwaitingInput]) -> list[str]:
+    async def report_awaiting_input(
+        self, worker_id: str, items: Sequence[AwaitingInput]
+    ) -> list[str]:
         return []
 
 
@@ -286,10 +298,15 @@ async def _eventually(check: Any, timeout: float = 60.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_the_agent_consumer_runs_agent_messages_only(nats_settings: NatsSettings) -> None:
-    nc = await nats.connect(nats_settings.url)
+async def test_the_agent_consumer_runs_agent_messages_only(
+    nats_settings: NatsSettings, nats_settings_as: NatsSettingsAs
+) -> None:
+    # The scheduler's user makes the stream and publishes; the executor's consumes.
+    scheduler_nc = await connect_nats(nats_settings, name="test-scheduler")
+    publisher = scheduler_nc.jetstream()
+    names = await ensure_job_stream(publisher, nats_settings)
+    nc = await connect_nats(nats_settings_as("executor"), name="test-executor")
     js = nc.jetstream()
-    names = await ensure_job_stream(js, nats_settings)
     pool = WorkerPool(PoolLimits(concurrency=1, idle_seconds=30.0))
     scheduler = AgentClaimingScheduler()
     model = ScriptedChatModel(
@@ -305,19 +322,22 @@ async def test_the_agent_consumer_runs_agent_messages_only(nats_settings: NatsSe
             worker_id="agent-test", api_url="http://127.0.0.1:8000", ack_wait_seconds=3.0
         ),
         agents=ChatAgentRunner(
-            model=model, scheduler=RecordingToolScheduler(), limits=AgentLimits()
+            model=model,
+            scheduler=RecordingToolScheduler(),
+            limits=AgentLimits(),
+            worker_id="agent-test",
         ),
     )
     task = asyncio.create_task(consumer.run())
     try:
         ids = [f"agent-{i}" for i in range(5)]
         for execution_id in ids:
-            await js.publish(
+            await publisher.publish(
                 job_stream_names(nats_settings).subject("agent"),
                 JobMessage(execution_id=execution_id, kind="agent").encode(),
             )
         # A function message on the same stream is left to the function consumer.
-        await js.publish(
+        await publisher.publish(
             names.subject("function"), JobMessage(execution_id="fn-1", kind="function").encode()
         )
         await _eventually(lambda: set(scheduler.outcomes) == set(ids))
@@ -342,9 +362,10 @@ async def test_the_agent_consumer_runs_agent_messages_only(nats_settings: NatsSe
         assert consumer_name(nats_settings, AGENT_JOB_KIND) == (
             f"{nats_settings.stream_prefix}_agent_executor"
         )
-        assert (await js.stream_info(names.stream)).state.messages == 1
+        assert (await publisher.stream_info(names.stream)).state.messages == 1
     finally:
         consumer.stop()
         await task
         await pool.close()
         await nc.close()
+        await scheduler_nc.close()

@@ -42,7 +42,7 @@ async def test_the_transcript_reaches_the_model_exactly_and_usage_is_counted(
 ) -> None:
     llm_stub.clear()
     scheduler = RecordingToolScheduler()
-    runner = ChatAgentRunner(model=model, scheduler=scheduler, limits=AgentLimits())
+    runner = ChatAgentRunner(model=model, scheduler=scheduler, limits=AgentLimits(), worker_id="w1")
     outcome = await runner.run(_run(llm_stub, "hello & goodbye", temperature=0.5))
 
     assert outcome.status is OutcomeStatus.COMPLETED, outcome.error
@@ -68,7 +68,7 @@ async def test_a_tool_call_round_trip(llm_stub: LlmStub, model: HttpxChatModel) 
             )
         }
     )
-    runner = ChatAgentRunner(model=model, scheduler=scheduler, limits=AgentLimits())
+    runner = ChatAgentRunner(model=model, scheduler=scheduler, limits=AgentLimits(), worker_id="w1")
     outcome = await runner.run(_run(llm_stub, 'CALL_TOOL math/add {"a": 2, "b": 3}'))
 
     assert outcome.status is OutcomeStatus.COMPLETED, outcome.error
@@ -105,7 +105,9 @@ async def test_a_tool_call_round_trip(llm_stub: LlmStub, model: HttpxChatModel) 
 async def test_provider_failures_fail_the_run_cleanly(
     llm_stub: LlmStub, model: HttpxChatModel, user: str, error: str
 ) -> None:
-    runner = ChatAgentRunner(model=model, scheduler=RecordingToolScheduler(), limits=AgentLimits())
+    runner = ChatAgentRunner(
+        model=model, scheduler=RecordingToolScheduler(), limits=AgentLimits(), worker_id="w1"
+    )
     outcome = await runner.run(_run(llm_stub, user))
     assert outcome.status is OutcomeStatus.FAILED
     assert outcome.error == error
@@ -118,6 +120,7 @@ async def test_a_slow_provider_times_out_the_call(llm_stub: LlmStub, model: Http
         model=model,
         scheduler=RecordingToolScheduler(),
         limits=AgentLimits(call_timeout_seconds=0.5),
+        worker_id="w1",
     )
     outcome = await runner.run(_run(llm_stub, "SLOW20 hi"))
     assert outcome.status is OutcomeStatus.FAILED
@@ -127,7 +130,9 @@ async def test_a_slow_provider_times_out_the_call(llm_stub: LlmStub, model: Http
 async def test_the_run_timeout_bounds_a_slow_provider(
     llm_stub: LlmStub, model: HttpxChatModel
 ) -> None:
-    runner = ChatAgentRunner(model=model, scheduler=RecordingToolScheduler(), limits=AgentLimits())
+    runner = ChatAgentRunner(
+        model=model, scheduler=RecordingToolScheduler(), limits=AgentLimits(), worker_id="w1"
+    )
     outcome = await runner.run(_run(llm_stub, "SLOW20 hi", timeout_seconds=1))
     assert outcome.status is OutcomeStatus.FAILED
     # Whichever fires first, the call's timeout (capped by the run's) or the run's own.
@@ -138,7 +143,9 @@ async def test_an_unreachable_provider_fails_the_run(model: HttpxChatModel) -> N
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    runner = ChatAgentRunner(model=model, scheduler=RecordingToolScheduler(), limits=AgentLimits())
+    runner = ChatAgentRunner(
+        model=model, scheduler=RecordingToolScheduler(), limits=AgentLimits(), worker_id="w1"
+    )
     outcome = await runner.run(make_agent_run(provider_base_url=f"http://127.0.0.1:{port}/v1"))
     assert outcome.status is OutcomeStatus.FAILED
     assert outcome.error.startswith("LLM provider unreachable: ConnectError")

@@ -8,14 +8,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import nats
 import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from sinas_common.errors import InvalidArgument, ServiceUnavailable
 from sinas_common.jobstream import JobMessage, ensure_job_stream, job_stream_names
+from sinas_common.nats_connect import connect_nats
 from sinas_common.settings import NatsSettings
+from sinas_devstack.pytest_plugin import NatsSettingsAs
 from sinas_executor.consumer import ConsumerOptions, ExecutionConsumer, consumer_name, subscribe
 from sinas_executor.models import (
     AwaitingInput,
@@ -52,7 +53,9 @@ class RecordingScheduler:
     complete_gate: asyncio.Event | None = None
     claims: list[list[ClaimItem]] = field(default_factory=list)
     completions: list[list[ExecutionOutcome]] = field(default_factory=list)
-    heartbeats: list[list[str]] = field(default_factory=list)
+    heartbeats: list[list[HeldAttempt]] = field(default_factory=list)
+    # Every worker id a call after the claim named.
+    worker_ids: set[str] = field(default_factory=set)
     releases: list[list[HeldAttempt]] = field(default_factory=list)
     inputs: dict[str, Any] = field(default_factory=dict)
     timeout_seconds: int = 30
@@ -99,7 +102,10 @@ class RecordingScheduler:
             functions=(function,),
         )
 
-    async def complete_executions(self, outcomes: Sequence[ExecutionOutcome]) -> list[str]:
+    async def complete_executions(
+        self, worker_id: str, outcomes: Sequence[ExecutionOutcome]
+    ) -> list[str]:
+        self.worker_ids.add(worker_id)
         if self.complete_gate is not None:
             await self.complete_gate.wait()
         if self.fail_completions:
@@ -107,17 +113,22 @@ class RecordingScheduler:
         self.completions.append(list(outcomes))
         return [o.execution_id for o in outcomes]
 
-    async def heartbeat(self, worker_id: str, execution_ids: Sequence[str]) -> HeartbeatNews:
-        self.heartbeats.append(list(execution_ids))
+    async def heartbeat(self, worker_id: str, attempts: Sequence[HeldAttempt]) -> HeartbeatNews:
+        self.worker_ids.add(worker_id)
+        self.heartbeats.append(list(attempts))
         return self.news
 
     async def release_executions(
         self, worker_id: str, attempts: Sequence[HeldAttempt]
     ) -> list[str]:
+        self.worker_ids.add(worker_id)
         self.releases.append(list(attempts))
         return [a.execution_id for a in attempts]
 
-    async def report_awaiting_input(self, items: Sequence[AwaitingInput]) -> list[str]:
+    async def report_awaiting_input(
+        self, worker_id: str, items: Sequence[AwaitingInput]
+    ) -> list[str]:
+        self.worker_ids.add(worker_id)
         self.reports.extend(items)
         return [i.execution_id for i in items if i.execution_id not in self.refuse_pause]
 
@@ -141,16 +152,21 @@ async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float
 
 @dataclass
 class Harness:
+    """The executor's NATS connection (`nc`, `js`) under test, and the scheduler's, which
+    creates the stream and publishes the jobs: each logged in as its own user."""
+
     nc: Client
     js: JetStreamContext
     settings: NatsSettings
+    scheduler_nc: Client
+    scheduler_js: JetStreamContext
     scheduler: RecordingScheduler
     runner: SandboxRunner
     consumers: list[tuple[ExecutionConsumer, asyncio.Task[None]]] = field(default_factory=list)
 
     async def publish(self, execution_id: str) -> None:
         names = job_stream_names(self.settings)
-        await self.js.publish(
+        await self.scheduler_js.publish(
             names.subject("function"),
             JobMessage(execution_id=execution_id, kind="function").encode(),
             headers={"Nats-Msg-Id": execution_id},
@@ -180,21 +196,24 @@ class Harness:
         return int(info.num_ack_pending)
 
     async def stream_messages(self) -> int:
-        info = await self.js.stream_info(job_stream_names(self.settings).stream)
+        info = await self.scheduler_js.stream_info(job_stream_names(self.settings).stream)
         return int(info.state.messages)
 
 
 @pytest.fixture
-async def harness(nats_settings: NatsSettings) -> AsyncIterator[Harness]:
-    nc = await nats.connect(nats_settings.url)
-    js = nc.jetstream()
-    await ensure_job_stream(js, nats_settings)
+async def harness(nats_settings_as: NatsSettingsAs) -> AsyncIterator[Harness]:
+    scheduler_nc = await connect_nats(nats_settings_as("scheduler"), name="test-scheduler")
+    await ensure_job_stream(scheduler_nc.jetstream(), nats_settings_as("scheduler"))
+    settings = nats_settings_as("executor")
+    nc = await connect_nats(settings, name="test-executor")
     pool = WorkerPool(PoolLimits(concurrency=4, idle_seconds=30.0))
     await pool.start()
     h = Harness(
         nc=nc,
-        js=js,
-        settings=nats_settings,
+        js=nc.jetstream(),
+        settings=settings,
+        scheduler_nc=scheduler_nc,
+        scheduler_js=scheduler_nc.jetstream(),
         scheduler=RecordingScheduler(),
         runner=SandboxRunner(pool),
     )
@@ -204,6 +223,7 @@ async def harness(nats_settings: NatsSettings) -> AsyncIterator[Harness]:
         await task
     await pool.close()
     await nc.close()
+    await scheduler_nc.close()
 
 
 async def test_claims_and_completions_travel_in_batches(harness: Harness) -> None:
@@ -296,13 +316,20 @@ async def test_stop_hands_back_unfinished_work(harness: Harness) -> None:
     consumer = await harness.start(ack_wait_seconds=3.0, shutdown_grace_seconds=2.0)
     await eventually(lambda: "exec-quick" in harness.scheduler.outcomes)
     # Long work keeps its lease: in-progress acks and heartbeats while it runs.
-    await eventually(lambda: any("exec-long" in beat for beat in harness.scheduler.heartbeats))
+    await eventually(
+        lambda: any(
+            HeldAttempt(execution_id="exec-long", attempt=1) in beat
+            for beat in harness.scheduler.heartbeats
+        )
+    )
     consumer.stop()
     _, task = harness.consumers.pop()
     await task
     assert "exec-long" not in harness.scheduler.outcomes
     # Released first, so the scheduler lets the redelivery claim it without waiting a lease.
     assert harness.scheduler.releases == [[HeldAttempt(execution_id="exec-long", attempt=1)]]
+    # Every report named the worker that claimed: the scheduler acts for nobody else.
+    assert harness.scheduler.worker_ids == {"executor-test"}
     # Handed back at once: another executor's fetch gets it again.
     other = await subscribe(harness.js, harness.settings, ack_wait_seconds=3.0)
     (again,) = await other.fetch(1, timeout=10)

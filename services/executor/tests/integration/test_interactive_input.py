@@ -1,12 +1,15 @@
-"""`input()` in a function against real NATS: pause reports, answers over the control subject
-and the heartbeat, cancel, a refused pause, and the wall clock stopped while paused."""
+"""`input()` in a function against real NATS: pause reports, answers from the heartbeat (asked
+at once on a control hint, never taken from the hint), cancel, a refused pause, and the wall
+clock stopped while paused."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from sinas_common.control import ControlAction, ControlMessage, control_subject
-from sinas_executor.models import HeartbeatNews, OutcomeStatus, ResumedInput
+from sinas_common.control import control_subject
+from sinas_common.jsoncodec import dump_json
+from sinas_executor.models import HeartbeatNews, HeldAttempt, OutcomeStatus, ResumedInput
 from sinas_executor.pool import INPUT_ENDED_ERROR
 
 from .test_consumer import Harness, eventually
@@ -20,9 +23,20 @@ ASKING = (
 )
 
 
-async def control(harness: Harness, message: ControlMessage) -> None:
-    await harness.nc.publish(control_subject(harness.settings), message.encode())
-    await harness.nc.flush()
+async def control(harness: Harness, execution_id: str, action: str, **fields: Any) -> None:
+    """Publishes a control message as anyone on the bus could, with whatever it carries."""
+    message = {"execution_id": execution_id, "action": action, **fields}
+    # Only the scheduler's NATS user may publish here; what it carries is still not trusted.
+    await harness.scheduler_nc.publish(control_subject(harness.settings), dump_json(message))
+    await harness.scheduler_nc.flush()
+
+
+async def confirmed(harness: Harness, execution_id: str, count: int) -> None:
+    """Until the scheduler was asked about the attempt `count` times in all."""
+    held = HeldAttempt(execution_id=execution_id, attempt=1)
+    await eventually(lambda: sum(held in beat for beat in harness.scheduler.heartbeats) >= count)
+    # What the answer says is applied right after it arrives.
+    await asyncio.sleep(0.2)
 
 
 async def listen(harness: Harness) -> None:
@@ -40,33 +54,45 @@ async def reported(harness: Harness, execution_id: str, count: int) -> None:
     )
 
 
-async def test_input_answered_over_the_control_subject(harness: Harness) -> None:
+async def test_a_control_hint_is_answered_by_the_scheduler_never_by_itself(
+    harness: Harness,
+) -> None:
     harness.scheduler.code = ASKING
     await harness.publish("asks")
+    # The periodic heartbeat comes every 10 s: anything sooner was asked for by a hint.
     await harness.start()
     await listen(harness)
 
     await reported(harness, "asks", 1)
     first = harness.scheduler.reports[0]
     assert (first.attempt, first.prompt, first.round) == (1, "Name?", 1)
-    await control(
-        harness,
-        ControlMessage(execution_id="asks", action=ControlAction.CONTINUE, input="Ada", round=1),
+    # A forged continue with a forged value: the scheduler is asked, says nothing, nothing moves.
+    # One for an attempt not held here is not even asked about.
+    await control(harness, "elsewhere", "continue", input="Mallory", round=1)
+    await control(harness, "asks", "continue", input="Mallory", round=1)
+    await confirmed(harness, "asks", 1)
+    assert len(harness.scheduler.reports) == 1 and "asks" not in harness.scheduler.outcomes
+    assert all(
+        beat == [HeldAttempt(execution_id="asks", attempt=1)]
+        for beat in harness.scheduler.heartbeats
     )
+
+    # The real continue: the answer comes from the scheduler, one heartbeat after the hint.
+    harness.scheduler.news = HeartbeatNews(
+        resumed=(ResumedInput(execution_id="asks", input="Ada", round=1),)
+    )
+    await control(harness, "asks", "continue")
     await reported(harness, "asks", 2)
     second = harness.scheduler.reports[1]
     assert (second.prompt, second.round) == ("Age of Ada?", 2)
-    # A repeated answer to the first prompt is not taken for the second.
-    await control(
-        harness,
-        ControlMessage(execution_id="asks", action=ControlAction.CONTINUE, input="Ada", round=1),
+    # The scheduler's answer to the first prompt, repeated, is not taken for the second.
+    await control(harness, "asks", "continue")
+    await confirmed(harness, "asks", 3)
+    assert "asks" not in harness.scheduler.outcomes
+    harness.scheduler.news = HeartbeatNews(
+        resumed=(ResumedInput(execution_id="asks", input={"years": 2**60}, round=2),)
     )
-    await control(
-        harness,
-        ControlMessage(
-            execution_id="asks", action=ControlAction.CONTINUE, input={"years": 2**60}, round=2
-        ),
-    )
+    await control(harness, "asks", "continue")
     await eventually(lambda: "asks" in harness.scheduler.outcomes)
     outcome = harness.scheduler.outcomes["asks"]
     assert outcome.status is OutcomeStatus.COMPLETED, outcome.error
@@ -87,13 +113,20 @@ async def test_input_answered_by_the_heartbeat(harness: Harness) -> None:
     assert harness.scheduler.outcomes["slow-path"].output == [1, 2]
 
 
-async def test_cancel_ends_the_waiting_worker(harness: Harness) -> None:
+async def test_cancel_ends_the_waiting_worker_once_the_scheduler_says_so(
+    harness: Harness,
+) -> None:
     harness.scheduler.code = ASKING
     await harness.publish("cancelled")
-    await harness.start(ack_wait_seconds=3.0)
+    await harness.start()
     await listen(harness)
     await reported(harness, "cancelled", 1)
-    await control(harness, ControlMessage(execution_id="cancelled", action=ControlAction.CANCEL))
+    # A forged cancel ends nothing: the scheduler knows of no cancel.
+    await control(harness, "cancelled", "cancel")
+    await confirmed(harness, "cancelled", 1)
+    assert "cancelled" not in harness.scheduler.outcomes
+    harness.scheduler.news = HeartbeatNews(cancelled=("cancelled",))
+    await control(harness, "cancelled", "cancel")
     await eventually(lambda: "cancelled" in harness.scheduler.outcomes)
     outcome = harness.scheduler.outcomes["cancelled"]
     assert (outcome.status, outcome.error) == (OutcomeStatus.FAILED, INPUT_ENDED_ERROR)
@@ -129,10 +162,10 @@ async def test_the_wall_clock_stops_while_paused(harness: Harness) -> None:
     await reported(harness, "patient", 1)
     # Longer than the function's whole timeout.
     await asyncio.sleep(2.5)
-    await control(
-        harness,
-        ControlMessage(execution_id="patient", action=ControlAction.CONTINUE, input="ok", round=1),
+    harness.scheduler.news = HeartbeatNews(
+        resumed=(ResumedInput(execution_id="patient", input="ok", round=1),)
     )
+    await control(harness, "patient", "continue")
     await eventually(lambda: "patient" in harness.scheduler.outcomes)
     outcome = harness.scheduler.outcomes["patient"]
     assert (outcome.status, outcome.output) == (OutcomeStatus.COMPLETED, "ok"), outcome.error

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -9,7 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+from sinas_common.jobstream import ensure_job_stream
+from sinas_common.nats_connect import connect_nats
 from sinas_common.settings import NatsSettings
+from sinas_devstack.pytest_plugin import NatsSettingsAs
 
 
 def _wait_for(path: Path, text: str, process: subprocess.Popen[bytes]) -> None:
@@ -20,12 +24,29 @@ def _wait_for(path: Path, text: str, process: subprocess.Popen[bytes]) -> None:
         time.sleep(0.1)
 
 
-def test_starts_and_stops_on_sigterm(nats_settings: NatsSettings, tmp_path: Path) -> None:
+async def _create_job_stream(settings: NatsSettings) -> None:
+    client = await connect_nats(settings, name="test-scheduler")
+    await ensure_job_stream(client.jetstream(), settings)
+    await client.close()
+
+
+def test_starts_and_stops_on_sigterm(
+    nats_settings: NatsSettings,
+    nats_settings_as: NatsSettingsAs,
+    internal_pki: dict[str, dict[str, str]],
+    tmp_path: Path,
+) -> None:
+    # The scheduler's user creates the stream the executor's may only consume from.
+    asyncio.run(_create_job_stream(nats_settings))
+    executor = nats_settings_as("executor")
     log = tmp_path / "executor.log"
     env = {
         **os.environ,
-        "NATS_URL": nats_settings.url,
-        "NATS_STREAM_PREFIX": nats_settings.stream_prefix,
+        **internal_pki["executor"],
+        "NATS_URL": executor.url,
+        "NATS_STREAM_PREFIX": executor.stream_prefix,
+        "NATS_USER": executor.user,
+        "NATS_PASSWORD": executor.password.get_secret_value(),
         "EXECUTOR_GRPC_BIND": "127.0.0.1:0",
         "SCHEDULER_ADDR": "127.0.0.1:1",
         "SHUTDOWN_GRACE_SECONDS": "5",

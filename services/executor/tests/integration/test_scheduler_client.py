@@ -13,10 +13,12 @@ from sinas_common.grpc_client import call_with_retry, open_channel
 from sinas_common.grpc_server import GrpcServer
 from sinas_common.jsoncodec import dump_json, load_json
 from sinas_common.timeconv import utcnow
+from sinas_devstack.pytest_plugin import InternalTls
 from sinas_executor.models import (
     AwaitingInput,
     ClaimItem,
     ExecutionOutcome,
+    HeldAttempt,
     OutcomeStatus,
     ResumedInput,
 )
@@ -86,15 +88,20 @@ class RecordingWorkerService(scheduler_pb2_grpc.WorkerServiceServicer):
 
 
 @pytest.fixture
-async def service() -> AsyncIterator[tuple[RecordingWorkerService, GrpcSchedulerClient]]:
+async def service(
+    internal_tls: InternalTls,
+) -> AsyncIterator[tuple[RecordingWorkerService, GrpcSchedulerClient]]:
     servicer = RecordingWorkerService()
     server = GrpcServer(
         bind="127.0.0.1:0",
         registrars=[lambda s: scheduler_pb2_grpc.add_WorkerServiceServicer_to_server(servicer, s)],
         service_names=["sinas.scheduler.v1.WorkerService"],
+        tls=internal_tls("scheduler"),
     )
     await server.start()
-    channel: grpc.aio.Channel = open_channel(f"127.0.0.1:{server.port}")
+    channel: grpc.aio.Channel = open_channel(
+        f"127.0.0.1:{server.port}", tls=internal_tls("executor")
+    )
     yield servicer, GrpcSchedulerClient(channel, timeout_seconds=10)
     await channel.close()
     await server.stop(1)
@@ -129,6 +136,7 @@ async def test_complete_sends_outputs_exactly(
     servicer, client = service
     done = utcnow()
     applied = await client.complete_executions(
+        "w1",
         [
             ExecutionOutcome(
                 execution_id="a",
@@ -145,10 +153,11 @@ async def test_complete_sends_outputs_exactly(
                 timed_out=True,
                 completed_at=done,
             ),
-        ]
+        ],
     )
     assert applied == ["a", "b"]
     (request,) = servicer.requests
+    assert request.worker_id == "w1"
     ok, failed = request.outcomes
     assert ok.status == scheduler_pb2.EXECUTION_STATUS_COMPLETED
     assert load_json(ok.output_json) == {"n": 2**70}
@@ -164,29 +173,41 @@ async def test_transient_errors_are_retried(
 ) -> None:
     servicer, client = service
     servicer.unavailable_heartbeats = 2
-    await call_with_retry(lambda: client.heartbeat("w1", ["a"]), first_delay=0.01)
+    held = [HeldAttempt(execution_id="a", attempt=1)]
+    await call_with_retry(lambda: client.heartbeat("w1", held), first_delay=0.01)
     assert len(servicer.requests) == 3
     servicer.unavailable_heartbeats = 5
     with pytest.raises(ServiceUnavailable):
-        await call_with_retry(lambda: client.heartbeat("w1", ["a"]), attempts=2, first_delay=0.01)
+        await call_with_retry(lambda: client.heartbeat("w1", held), attempts=2, first_delay=0.01)
 
 
 async def test_heartbeat_news_and_awaiting_input_convert(
     service: tuple[RecordingWorkerService, GrpcSchedulerClient],
 ) -> None:
     servicer, client = service
-    news = await client.heartbeat("w1", ["gone", "paused"])
+    news = await client.heartbeat(
+        "w1",
+        [
+            HeldAttempt(execution_id="gone", attempt=1),
+            HeldAttempt(execution_id="paused", attempt=3),
+        ],
+    )
+    beat = servicer.requests[-1]
+    assert beat.worker_id == "w1"
+    assert [(a.execution_id, a.attempt) for a in beat.attempts] == [("gone", 1), ("paused", 3)]
     assert news.cancelled == ("gone",)
     assert news.resumed == (ResumedInput(execution_id="paused", input={"n": 2**64}, round=2),)
 
     paused = await client.report_awaiting_input(
+        "w1",
         [
             AwaitingInput(execution_id="a", attempt=2, prompt="Name?", round=1),
             AwaitingInput(execution_id="b", attempt=1, prompt="late", round=3),
-        ]
+        ],
     )
     assert paused == ["a"]
     report = servicer.requests[-1]
+    assert report.worker_id == "w1"
     assert [(i.execution_id, i.attempt, i.prompt, i.round) for i in report.items] == [
         ("a", 2, "Name?", 1),
         ("b", 1, "late", 3),

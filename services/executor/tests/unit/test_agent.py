@@ -37,7 +37,9 @@ def _calls(*calls: tuple[str, str, Any]) -> ModelReply:
 def _runner(
     model: ScriptedChatModel, scheduler: RecordingToolScheduler, **limits: float
 ) -> ChatAgentRunner:
-    return ChatAgentRunner(model=model, scheduler=scheduler, limits=AgentLimits(**limits))
+    return ChatAgentRunner(
+        model=model, scheduler=scheduler, limits=AgentLimits(**limits), worker_id="w1"
+    )
 
 
 async def test_a_final_answer_completes_with_the_transcript_and_usage() -> None:
@@ -92,7 +94,7 @@ async def test_a_tool_call_runs_a_child_and_its_output_goes_back_to_the_model() 
 
     assert outcome.status is OutcomeStatus.COMPLETED
     [(parent, attempt, [call])] = scheduler.submitted
-    assert (parent, attempt) == ("agent-1", 1)
+    assert (parent, attempt, scheduler.submitted_by) == ("agent-1", 1, ["w1"])
     assert (call.tool_call_id, call.namespace, call.name, call.arguments) == (
         "c1",
         "math",

@@ -285,3 +285,29 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+async def test_workers_and_their_zygote_are_non_dumpable(
+    runner: SandboxRunner, make_request: MakeRequest
+) -> None:
+    # Whether workers share the executor's uid (not root) or have their own (root), neither
+    # a worker nor the zygote that forks the later ones is open to a function's code.
+    request = make_request(
+        code("""
+            import ctypes
+            import os
+
+            def handler(input_data, context):
+                dumpable = ctypes.CDLL(None).prctl(3, 0, 0, 0, 0)
+                denied = []
+                for name in ("environ", "mem"):
+                    try:
+                        open(f"/proc/{os.getppid()}/{name}", "rb").close()
+                    except PermissionError:
+                        denied.append(name)
+                return {"dumpable": dumpable, "denied": denied}
+        """)
+    )
+    result = await runner.run(request)
+    assert result.error is None
+    assert result.output == {"dumpable": 0, "denied": ["environ", "mem"]}

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
 
 from sinas_gateway import convert
 from sinas_gateway.deps import Caller, Scheduler
 from sinas_gateway.schemas import (
     ApiKeyCreate,
     ApiKeyDocument,
+    ApiKeySummary,
     FunctionCreate,
     FunctionDocument,
     FunctionUpdate,
@@ -79,6 +82,32 @@ async def create_user(body: UserCreate, scheduler: Scheduler, caller: Caller) ->
 async def create_api_key(
     body: ApiKeyCreate, scheduler: Scheduler, caller: Caller
 ) -> ApiKeyDocument:
-    """A key for the caller, or for `user_id` when the caller is an admin."""
+    """A key for the caller (`sinas.api_keys.create:own`), or for `user_id` with
+    `sinas.api_keys.create:all` (admins). With `expires_at` the key is refused from then on;
+    one not in the future is a 422 and nothing is stored."""
     created = await scheduler.create_api_key(convert.create_api_key_request(body), caller)
     return convert.api_key_document(created)
+
+
+@router.get("/api-keys", summary="List API keys (never the keys themselves)")
+async def list_api_keys(
+    scheduler: Scheduler,
+    caller: Caller,
+    user_id: Annotated[
+        str | None, Query(description="Whose keys; omitted: the caller's own.")
+    ] = None,
+) -> list[ApiKeySummary]:
+    """The caller's keys (`sinas.api_keys.read:own`), or `user_id`'s with
+    `sinas.api_keys.read:all` (admins), newest first, revoked and expired ones included."""
+    listed = await scheduler.list_api_keys(convert.list_api_keys_request(user_id), caller)
+    return [convert.api_key_summary(api_key) for api_key in listed.api_keys]
+
+
+@router.delete("/api-keys/{key_id}", summary="Revoke an API key")
+async def revoke_api_key(key_id: str, scheduler: Scheduler, caller: Caller) -> ApiKeySummary:
+    """Revokes one of the caller's keys (`sinas.api_keys.delete:own`) or anyone's
+    (`sinas.api_keys.delete:all`), and answers it. Revoking a revoked key answers it unchanged.
+    The key is refused within `AUTH_CACHE_SECONDS`. A key the caller may not see is a 404,
+    as is one that doesn't exist."""
+    revoked = await scheduler.revoke_api_key(convert.revoke_api_key_request(key_id), caller)
+    return convert.api_key_summary(revoked.api_key)

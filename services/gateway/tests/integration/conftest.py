@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from sinas_common.grpc_client import open_channel
+from sinas_devstack.pytest_plugin import InternalTls
 from sinas_gateway.app import base_url, bind_socket, build_server, create_app
 from sinas_gateway.scheduler_client import GrpcSchedulerClient
 from sinas_gateway.settings import GatewaySettings
@@ -18,15 +19,15 @@ from .fake_scheduler import ADMIN_TOKEN, BODY_LIMIT, USER_KEY, FakeScheduler, bu
 
 
 @pytest.fixture
-async def fake_scheduler() -> AsyncIterator[FakeScheduler]:
-    fake = build_fake_scheduler()
+async def fake_scheduler(internal_tls: InternalTls) -> AsyncIterator[FakeScheduler]:
+    fake = build_fake_scheduler(internal_tls("scheduler"))
     await fake.server.start()
     yield fake
     await fake.server.stop(0)
 
 
 @pytest.fixture
-def gateway_settings(fake_scheduler: FakeScheduler) -> GatewaySettings:
+def gateway_settings(fake_scheduler: FakeScheduler, internal_tls: InternalTls) -> GatewaySettings:
     return GatewaySettings.model_validate(
         {
             "GATEWAY_HOST": "127.0.0.1",
@@ -35,6 +36,7 @@ def gateway_settings(fake_scheduler: FakeScheduler) -> GatewaySettings:
             "SYNC_EXECUTE_DEFAULT_TIMEOUT": 5,
             "SHUTDOWN_GRACE_SECONDS": 2,
             "scheduler": {"SCHEDULER_ADDR": fake_scheduler.address, "RPC_TIMEOUT_SECONDS": 10},
+            "tls": internal_tls("gateway"),
         }
     )
 
@@ -42,7 +44,11 @@ def gateway_settings(fake_scheduler: FakeScheduler) -> GatewaySettings:
 @pytest.fixture
 async def gateway_url(gateway_settings: GatewaySettings) -> AsyncIterator[str]:
     """The real gateway on uvicorn, on a free port, calling the fake scheduler over gRPC."""
-    channel = open_channel(gateway_settings.scheduler.scheduler_addr)
+    channel = open_channel(
+        gateway_settings.scheduler.scheduler_addr,
+        tls=gateway_settings.tls,
+        server_name=gateway_settings.scheduler.tls_server_name,
+    )
     client = GrpcSchedulerClient(
         channel, rpc_timeout_seconds=gateway_settings.scheduler.rpc_timeout_seconds
     )

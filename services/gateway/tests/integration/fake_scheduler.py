@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,7 @@ import jsonschema
 from sinas_common import errors
 from sinas_common.grpc_server import GrpcServer
 from sinas_common.jsoncodec import dump_json, load_json
+from sinas_common.settings import InternalTlsSettings
 from sinas_common.timeconv import to_timestamp, utcnow
 from sinas_proto.scheduler.v1 import scheduler_pb2 as pb
 from sinas_proto.scheduler.v1 import scheduler_pb2_grpc as pb_grpc
@@ -31,12 +33,15 @@ TERMINAL = {
 
 @dataclass
 class FakeSchedulerState:
-    """Users by credential, functions, executions, and every call's metadata."""
+    """Users by credential, their API keys, functions, executions, and every call's
+    metadata."""
 
     users: dict[str, pb.User] = field(default_factory=dict)
     admins: set[str] = field(default_factory=set)
     functions: dict[tuple[str, str], pb.Function] = field(default_factory=dict)
     executions: dict[str, pb.Execution] = field(default_factory=dict)
+    # Newest first, as the scheduler lists them.
+    api_keys: list[pb.ApiKey] = field(default_factory=list)
     calls: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     ids: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -121,15 +126,51 @@ class FakeIdentity(pb_grpc.IdentityServiceServicer):
         caller = self.state.caller("CreateApiKey", context)
         if request.user_id and request.user_id != caller.id and caller.id not in self.state.admins:
             raise errors.PermissionDenied("Not authorized")
-        key = f"sk-{self.state.new_id('key')}"
+        # Longer than the prefix, as real keys are, so a listing can't contain the key whole.
+        key = f"sk-{self.state.new_id('key')}-{secrets.token_urlsafe(16)}"
         self.state.users[key] = caller
-        return pb.CreateApiKeyResponse(
+        record = pb.ApiKey(
             id=self.state.new_id("apikey"),
             name=request.name,
             user_id=request.user_id or caller.id,
-            key=key,
+            prefix=key[:8],
             created_at=to_timestamp(utcnow()),
+            expires_at=request.expires_at if request.HasField("expires_at") else None,
         )
+        self.state.api_keys.insert(0, record)
+        return pb.CreateApiKeyResponse(
+            id=record.id,
+            name=record.name,
+            user_id=record.user_id,
+            key=key,
+            created_at=record.created_at,
+            expires_at=record.expires_at if record.HasField("expires_at") else None,
+            prefix=record.prefix,
+        )
+
+    async def ListApiKeys(
+        self, request: pb.ListApiKeysRequest, context: Any
+    ) -> pb.ListApiKeysResponse:
+        caller = self.state.caller("ListApiKeys", context)
+        target = request.user_id or caller.id
+        if target != caller.id and caller.id not in self.state.admins:
+            raise errors.PermissionDenied("Not authorized")
+        return pb.ListApiKeysResponse(
+            api_keys=[k for k in self.state.api_keys if k.user_id == target]
+        )
+
+    async def RevokeApiKey(
+        self, request: pb.RevokeApiKeyRequest, context: Any
+    ) -> pb.RevokeApiKeyResponse:
+        caller = self.state.caller("RevokeApiKey", context)
+        for record in self.state.api_keys:
+            if record.id == request.id and (
+                record.user_id == caller.id or caller.id in self.state.admins
+            ):
+                if not record.HasField("revoked_at"):
+                    record.revoked_at.GetCurrentTime()
+                return pb.RevokeApiKeyResponse(api_key=record)
+        raise errors.ApiKeyNotFound()
 
 
 class FakeFunctions(pb_grpc.FunctionServiceServicer):
@@ -319,8 +360,9 @@ class FakeScheduler:
         return f"127.0.0.1:{self.server.port}"
 
 
-def build_fake_scheduler() -> FakeScheduler:
-    """An unstarted fake with an admin (bearer token) and two users (API keys)."""
+def build_fake_scheduler(tls: InternalTlsSettings) -> FakeScheduler:
+    """An unstarted fake with an admin (bearer token) and two users (API keys), serving
+    mutual TLS with the `tls` certificate (the scheduler's)."""
     state = FakeSchedulerState()
     created = to_timestamp(utcnow())
     admin = pb.User(id="admin-1", email="admin@example.com", roles=["Admins"], created_at=created)
@@ -338,5 +380,6 @@ def build_fake_scheduler() -> FakeScheduler:
             lambda s: pb_grpc.add_ExecutionServiceServicer_to_server(FakeExecutions(state), s),
         ],
         service_names=["sinas.scheduler.v1.ExecutionService"],
+        tls=tls,
     )
     return FakeScheduler(state=state, server=server)

@@ -25,9 +25,12 @@ async def _listening_url(stream: asyncio.StreamReader) -> str:
             return str(entry["url"])
 
 
-async def test_module_entry_point(fake_scheduler: FakeScheduler) -> None:
+async def test_module_entry_point(
+    fake_scheduler: FakeScheduler, internal_pki: dict[str, dict[str, str]]
+) -> None:
     env = {
         **os.environ,
+        **internal_pki["gateway"],
         "GATEWAY_HOST": "127.0.0.1",
         "GATEWAY_PORT": "0",
         "SCHEDULER_ADDR": fake_scheduler.address,

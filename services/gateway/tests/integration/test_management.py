@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import httpx
 
+from .fake_scheduler import OTHER_KEY
+
 SCHEMA = {"type": "object", "properties": {"n": {"type": "integer", "maximum": 2**60}}}
 
 
@@ -92,3 +94,51 @@ async def test_roles_users_and_api_keys(
     assert someone_elses.status_code == 403
     me_with_new_key = await http.get("/auth/me", headers={"X-API-Key": key["key"]})
     assert me_with_new_key.json()["id"] == "user-1"
+
+
+async def test_api_keys_are_listed_and_revoked_and_others_are_not_found(
+    http: httpx.AsyncClient, admin_headers: dict[str, str], user_headers: dict[str, str]
+) -> None:
+    other_headers = {"X-API-Key": OTHER_KEY}
+    mine = (
+        await http.post(
+            "/api/v1/api-keys",
+            headers=user_headers,
+            json={"name": "laptop", "expires_at": "2999-01-01T00:00:00+02:00"},
+        )
+    ).json()
+    assert mine["expires_at"] == "2998-12-31T22:00:00Z"
+    assert mine["prefix"] == mine["key"][:8]
+
+    listed = await http.get("/api/v1/api-keys", headers=user_headers)
+    assert listed.status_code == 200
+    [summary] = listed.json()
+    assert set(summary) == {
+        "id",
+        "name",
+        "user_id",
+        "prefix",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+    }
+    assert mine["key"] not in listed.text
+    assert (summary["id"], summary["revoked_at"]) == (mine["id"], None)
+    by_admin = await http.get(
+        "/api/v1/api-keys", headers=admin_headers, params={"user_id": mine["user_id"]}
+    )
+    assert [k["id"] for k in by_admin.json()] == [mine["id"]]
+    peeking = await http.get(
+        "/api/v1/api-keys", headers=other_headers, params={"user_id": mine["user_id"]}
+    )
+    assert peeking.status_code == 403
+
+    stolen = await http.delete(f"/api/v1/api-keys/{mine['id']}", headers=other_headers)
+    assert stolen.status_code == 404
+    assert stolen.json()["reason"] == "api_key_not_found"
+    revoked = await http.delete(f"/api/v1/api-keys/{mine['id']}", headers=user_headers)
+    again = await http.delete(f"/api/v1/api-keys/{mine['id']}", headers=user_headers)
+    assert revoked.status_code == again.status_code == 200
+    assert revoked.json()["revoked_at"] is not None
+    assert again.json() == revoked.json()

@@ -1,18 +1,20 @@
-"""Management API: functions, roles, users and API keys."""
+"""Management API: functions, roles, users and API keys (created, listed, revoked)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
 import httpx
+from google.protobuf.timestamp_pb2 import Timestamp
 
-from sinas_common.errors import AlreadyExists, PermissionDenied
+from sinas_common.errors import AlreadyExists, ApiKeyNotFound, PermissionDenied
 from sinas_common.jsoncodec import load_json
 from sinas_common.timeconv import to_timestamp
 from sinas_gateway.testing import RecordingSchedulerClient
 from sinas_proto.scheduler.v1 import scheduler_pb2 as pb
 
 WHEN = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+LATER = datetime(2999, 1, 1, tzinfo=UTC)
 SCHEMA = {"type": "object", "properties": {"n": {"type": "integer", "maximum": 2**60}}}
 
 
@@ -229,8 +231,137 @@ async def test_create_api_key(
         "user_id": "u-1",
         "key": "sk-secret",
         "created_at": "2025-01-02T03:04:05Z",
+        "expires_at": None,
+        "prefix": "",
     }
     assert own.status_code == 201
     first, second = scheduler.calls_to("create_api_key")
     assert first.request == pb.CreateApiKeyRequest(name="ci", user_id="u-1")
     assert second.request == pb.CreateApiKeyRequest(name="mine", user_id="")
+
+
+def _api_key(key_id: str = "k-1", **times: Timestamp | None) -> pb.ApiKey:
+    return pb.ApiKey(
+        id=key_id,
+        name="ci",
+        user_id="u-1",
+        prefix="sk-abcde",
+        created_at=to_timestamp(WHEN),
+        **times,
+    )
+
+
+async def test_create_api_key_with_an_expiry(
+    client: httpx.AsyncClient, scheduler: RecordingSchedulerClient
+) -> None:
+    later = to_timestamp(LATER)
+    scheduler.script(
+        "create_api_key",
+        pb.CreateApiKeyResponse(
+            id="k-1",
+            name="ci",
+            user_id="u-1",
+            key="sk-abcdefghijkl",
+            created_at=to_timestamp(WHEN),
+            expires_at=later,
+            prefix="sk-abcde",
+        ),
+    )
+
+    response = await client.post(
+        "/api/v1/api-keys", json={"name": "ci", "expires_at": "2999-01-01T02:00:00+02:00"}
+    )
+
+    assert response.status_code == 201
+    assert response.json()["expires_at"] == "2999-01-01T00:00:00Z"
+    assert response.json()["prefix"] == "sk-abcde"
+    [call] = scheduler.calls_to("create_api_key")
+    assert call.request == pb.CreateApiKeyRequest(name="ci", expires_at=later)
+
+
+async def test_a_bad_expiry_is_refused_naming_the_field_and_nothing_is_asked(
+    client: httpx.AsyncClient, scheduler: RecordingSchedulerClient
+) -> None:
+    for expires_at in (
+        "2000-01-01T00:00:00Z",  # past
+        "2999-01-01T00:00:00",  # no timezone
+        "next tuesday",
+        12,
+    ):
+        response = await client.post(
+            "/api/v1/api-keys", json={"name": "ci", "expires_at": expires_at}
+        )
+        assert response.status_code == 422, expires_at
+        body = response.json()
+        assert body["reason"] == "schema_violation"
+        assert [item["loc"] for item in body["detail"]] == [["body", "expires_at"]], expires_at
+    assert scheduler.calls_to("create_api_key") == []
+
+
+async def test_list_api_keys(
+    client: httpx.AsyncClient, scheduler: RecordingSchedulerClient
+) -> None:
+    scheduler.script(
+        "list_api_keys",
+        pb.ListApiKeysResponse(
+            api_keys=[
+                _api_key(last_used_at=to_timestamp(WHEN), revoked_at=to_timestamp(WHEN)),
+                _api_key("k-0", expires_at=to_timestamp(LATER)),
+            ]
+        ),
+    )
+
+    mine = await client.get("/api/v1/api-keys")
+    theirs = await client.get("/api/v1/api-keys", params={"user_id": "u-2"})
+
+    assert mine.status_code == 200
+    assert mine.json() == [
+        {
+            "id": "k-1",
+            "name": "ci",
+            "user_id": "u-1",
+            "prefix": "sk-abcde",
+            "created_at": "2025-01-02T03:04:05Z",
+            "last_used_at": "2025-01-02T03:04:05Z",
+            "expires_at": None,
+            "revoked_at": "2025-01-02T03:04:05Z",
+        },
+        {
+            "id": "k-0",
+            "name": "ci",
+            "user_id": "u-1",
+            "prefix": "sk-abcde",
+            "created_at": "2025-01-02T03:04:05Z",
+            "last_used_at": None,
+            "expires_at": "2999-01-01T00:00:00Z",
+            "revoked_at": None,
+        },
+    ]
+    assert theirs.status_code == 200 and theirs.json() == []
+    first, second = scheduler.calls_to("list_api_keys")
+    assert first.request == pb.ListApiKeysRequest()
+    assert second.request == pb.ListApiKeysRequest(user_id="u-2")
+
+
+async def test_revoke_api_key(
+    client: httpx.AsyncClient, scheduler: RecordingSchedulerClient
+) -> None:
+    scheduler.script(
+        "revoke_api_key",
+        pb.RevokeApiKeyResponse(api_key=_api_key(revoked_at=to_timestamp(WHEN))),
+        ApiKeyNotFound(),
+    )
+
+    revoked = await client.delete("/api/v1/api-keys/k-1")
+    hidden = await client.delete("/api/v1/api-keys/k-9")
+
+    assert revoked.status_code == 200
+    assert revoked.json()["revoked_at"] == "2025-01-02T03:04:05Z"
+    assert "key" not in revoked.json()
+    assert hidden.status_code == 404
+    assert hidden.json() == {"detail": "API key not found", "reason": "api_key_not_found"}
+    first, second = scheduler.calls_to("revoke_api_key")
+    assert (first.request, second.request) == (
+        pb.RevokeApiKeyRequest(id="k-1"),
+        pb.RevokeApiKeyRequest(id="k-9"),
+    )

@@ -28,6 +28,8 @@ EXPECTED = {
     ("post", "/api/v1/roles"): ("RoleCreate", "201"),
     ("post", "/api/v1/users"): ("UserCreate", "201"),
     ("post", "/api/v1/api-keys"): ("ApiKeyCreate", "201"),
+    ("get", "/api/v1/api-keys"): (None, "200"),
+    ("delete", "/api/v1/api-keys/{key_id}"): (None, "200"),
     ("post", "/api/v1/llm-providers"): ("LlmProviderCreate", "201"),
     ("post", "/api/v1/agents"): ("AgentCreate", "201"),
     ("get", "/api/v1/agents/{namespace}/{name}"): (None, "200"),

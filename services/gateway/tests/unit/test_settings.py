@@ -20,7 +20,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 
     settings = GatewaySettings()
 
-    assert (settings.host, settings.port) == ("0.0.0.0", 8000)
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
     assert settings.max_request_body_bytes == 1048576
     assert settings.sync_execute_default_timeout == 300
     assert settings.scheduler.scheduler_addr == "127.0.0.1:50051"

@@ -8,7 +8,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 
-import nats
 import pytest
 from nats.js import JetStreamContext
 
@@ -20,8 +19,10 @@ from sinas_common.eventstream import (
     ExecutionTerminated,
     ensure_event_stream,
 )
+from sinas_common.nats_connect import connect_nats
 from sinas_common.settings import CallbackPolicySettings, NatsSettings
 from sinas_devstack.callback_receiver import CallbackReceiver, ReceiverCertificates
+from sinas_devstack.pytest_plugin import NatsSettingsAs
 from sinas_notifier.consumer import CallbackConsumer, ConsumerOptions, subscribe
 from sinas_notifier.delivery import CallbackDeliverer
 from sinas_notifier.models import CallbackClaim, ClaimResult, DeliveryOutcome
@@ -85,8 +86,17 @@ class RecordingScheduler:
 
 
 @pytest.fixture
-async def js(nats_url: str) -> AsyncIterator[JetStreamContext]:
-    nc = await nats.connect(nats_url)
+async def js(nats_settings: NatsSettings) -> AsyncIterator[JetStreamContext]:
+    """The scheduler's side: creates the event stream and publishes to it."""
+    nc = await connect_nats(nats_settings, name="test-scheduler")
+    yield nc.jetstream()
+    await nc.close()
+
+
+@pytest.fixture
+async def notifier_js(nats_settings_as: NatsSettingsAs) -> AsyncIterator[JetStreamContext]:
+    """The notifier's side, logged in as its own user: consumes the events."""
+    nc = await connect_nats(nats_settings_as("notifier"), name="test-notifier")
     yield nc.jetstream()
     await nc.close()
 
@@ -145,6 +155,7 @@ async def wait_for(predicate: object, *, timeout: float = 60.0) -> None:
 
 async def test_each_event_is_claimed_delivered_recorded_and_acked_once(
     js: JetStreamContext,
+    notifier_js: JetStreamContext,
     nats_settings: NatsSettings,
     receiver: CallbackReceiver,
     certificates: ReceiverCertificates,
@@ -159,7 +170,7 @@ async def test_each_event_is_claimed_delivered_recorded_and_acked_once(
         await publish(js, nats_settings, execution_id)
 
     consumer = CallbackConsumer(
-        subscription=await subscribe(js, nats_settings, ack_wait_seconds=30),
+        subscription=await subscribe(notifier_js, nats_settings, ack_wait_seconds=30),
         scheduler=scheduler,
         deliverer=deliverer(certificates, receiver.port),
         options=ConsumerOptions(notifier_id="n1", concurrency=8, fetch_batch=16),
@@ -196,6 +207,7 @@ async def test_each_event_is_claimed_delivered_recorded_and_acked_once(
 
 async def test_stop_finishes_in_flight_deliveries_before_returning(
     js: JetStreamContext,
+    notifier_js: JetStreamContext,
     nats_settings: NatsSettings,
     receiver: CallbackReceiver,
     certificates: ReceiverCertificates,
@@ -204,7 +216,7 @@ async def test_stop_finishes_in_flight_deliveries_before_returning(
     scheduler = RecordingScheduler({execution_id: receiver.url(f"/hang/1/{execution_id}")})
     await publish(js, nats_settings, execution_id)
     consumer = CallbackConsumer(
-        subscription=await subscribe(js, nats_settings, ack_wait_seconds=30),
+        subscription=await subscribe(notifier_js, nats_settings, ack_wait_seconds=30),
         scheduler=scheduler,
         deliverer=deliverer(certificates, receiver.port),
         options=ConsumerOptions(notifier_id="n1", shutdown_grace_seconds=30),
@@ -218,6 +230,7 @@ async def test_stop_finishes_in_flight_deliveries_before_returning(
 
 async def test_batch_events_deliver_one_summary_each(
     js: JetStreamContext,
+    notifier_js: JetStreamContext,
     nats_settings: NatsSettings,
     receiver: CallbackReceiver,
     certificates: ReceiverCertificates,
@@ -240,7 +253,7 @@ async def test_batch_events_deliver_one_summary_each(
     await publish(js, nats_settings, execution_id)
 
     consumer = CallbackConsumer(
-        subscription=await subscribe(js, nats_settings, ack_wait_seconds=30),
+        subscription=await subscribe(notifier_js, nats_settings, ack_wait_seconds=30),
         scheduler=scheduler,
         deliverer=deliverer(certificates, receiver.port),
         options=ConsumerOptions(notifier_id="n1", concurrency=4, fetch_batch=8),

@@ -92,4 +92,4 @@ def test_defaults(settings: Callable[..., NotifierSettings]) -> None:
     assert loaded.delivery.timeout_seconds == 10.0
     assert loaded.concurrency == 64
     assert loaded.fetch_batch == 100
-    assert loaded.grpc_bind == "0.0.0.0:50071"
+    assert loaded.grpc_bind == "127.0.0.1:50071"

@@ -15,9 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sinas_common.errors import (
     AlreadyExists,
     Conflict,
+    ExecutionDepthExceeded,
+    ExecutionTokenNotAllowed,
     NotFound,
     PermissionDenied,
     SchemaViolation,
+    from_status_bytes,
 )
 from sinas_common.grpc_client import invoke
 from sinas_common.jsoncodec import dump_json, load_json
@@ -130,12 +133,12 @@ async def test_provider_key_is_encrypted_at_rest_and_never_returned(
         )
 
 
-async def test_creating_a_provider_without_an_encryption_key_is_a_clear_error(
+async def test_a_scheduler_without_an_encryption_key_refuses_to_start(
     start_scheduler: Any,
 ) -> None:
-    scheduler = await start_scheduler(SINAS_ENCRYPTION_KEY="")
-    with pytest.raises(Conflict, match="SINAS_ENCRYPTION_KEY"):
-        await create_provider(scheduler)
+    # It stores the token-signing keys encrypted, so there is nothing it could serve without.
+    with pytest.raises(ValueError, match="SINAS_ENCRYPTION_KEY is not set"):
+        await start_scheduler(SINAS_ENCRYPTION_KEY="")
 
 
 async def test_agent_crud_writes_versions(scheduler: RunningScheduler) -> None:
@@ -355,6 +358,7 @@ async def test_tool_calls_become_checked_child_executions(scheduler: RunningSche
     response = await invoke(
         scheduler.worker.SubmitToolCalls,
         pb.SubmitToolCallsRequest(
+            worker_id="w1",
             execution_id=run.execution_id,
             attempt=1,
             calls=[
@@ -387,6 +391,7 @@ async def test_tool_calls_become_checked_child_executions(scheduler: RunningSche
     approval = await invoke(
         scheduler.worker.SubmitToolCalls,
         pb.SubmitToolCallsRequest(
+            worker_id="w1",
             execution_id=run.execution_id,
             attempt=1,
             calls=[call("c5", "echo", dump_json({"text": "x"})), call("c6", "gated", b"{}")],
@@ -404,12 +409,22 @@ async def test_tool_calls_become_checked_child_executions(scheduler: RunningSche
     )
     assert len(listed.executions) == 2  # the run and its one accepted child
 
-    # Only the attempt holding the run may submit its calls.
-    with pytest.raises(Conflict):
-        await invoke(
-            scheduler.worker.SubmitToolCalls,
-            pb.SubmitToolCallsRequest(execution_id=run.execution_id, attempt=2, calls=[]),
-        )
+    # Only the worker holding the run, naming its attempt, may submit its calls.
+    for worker_id, attempt in (("w1", 2), ("w2", 1), ("", 1)):
+        with pytest.raises(Conflict, match="not an agent run held by attempt"):
+            await invoke(
+                scheduler.worker.SubmitToolCalls,
+                pb.SubmitToolCallsRequest(
+                    worker_id=worker_id,
+                    execution_id=run.execution_id,
+                    attempt=attempt,
+                    calls=[call("c7", "echo", dump_json({"text": "forged"}))],
+                ),
+            )
+    listed = await invoke(
+        scheduler.executions.ListExecutions, pb.ListExecutionsRequest(), metadata=bearer(key)
+    )
+    assert len(listed.executions) == 2
 
 
 async def test_agent_batch_sums_tokens_and_replays_its_idempotency_key(
@@ -491,3 +506,94 @@ async def test_retention_deletes_idle_chats_once_their_executions_are_gone(
         ).scalar_one()
     assert chats == {kept.chat_id}
     assert orphans == 0
+
+
+async def _token_at(scheduler: RunningScheduler, key: str, depth: int) -> str:
+    """A real per-execution token at `depth`: each level submitted with the one above's token
+    and claimed as a worker would."""
+    credential = key
+    for level in range(depth + 1):
+        execution_id = await scheduler.submit(bearer(credential), {"text": str(level)})
+        [claimed] = (await claim(scheduler, (execution_id, 1))).claimed
+        assert claimed.depth == level
+        credential = claimed.access_token
+    return credential
+
+
+async def test_a_run_tokens_depth_carries_into_every_kind_of_submit(
+    scheduler: RunningScheduler,
+) -> None:
+    _, key = await ready(scheduler, enabled_functions=["tests/echo"])
+    limit = 4  # MAX_EXECUTION_DEPTH's default
+    deepest = bearer(await _token_at(scheduler, key, limit))
+    one_above = bearer(await _token_at(scheduler, key, limit - 1))
+    variables = dump_json({"who": "a"})
+
+    # At the limit, nothing more can be submitted, whatever the way.
+    with pytest.raises(ExecutionDepthExceeded):
+        await scheduler.submit(deepest, {"text": "x"})
+    many = await invoke(
+        scheduler.executions.SubmitExecutions,
+        pb.SubmitExecutionsRequest(
+            requests=[
+                pb.SubmitExecutionRequest(
+                    namespace="tests", name="echo", input_json=dump_json({"text": "x"})
+                )
+            ]
+        ),
+        metadata=deepest,
+    )
+    [refused] = many.results
+    assert isinstance(from_status_bytes(refused.error_status), ExecutionDepthExceeded)
+    batch = pb.SubmitBatchRequest(
+        namespace="tests", name="echo", inputs_json=[dump_json({"text": "x"})]
+    )
+    agent_batch = pb.SubmitAgentBatchRequest(
+        namespace="tests",
+        name="helper",
+        inputs=[pb.AgentBatchInput(input_variables_json=variables, message="m")],
+    )
+    with pytest.raises(ExecutionDepthExceeded):
+        await invoke(scheduler.batches.SubmitBatch, batch, metadata=deepest)
+    with pytest.raises(ExecutionDepthExceeded):
+        await submit_run(scheduler, deepest, {"who": "a"})
+    with pytest.raises(ExecutionDepthExceeded):
+        await invoke(scheduler.agents.SubmitAgentBatch, agent_batch, metadata=deepest)
+    # Nor can the token make itself a credential without a depth.
+    with pytest.raises(ExecutionTokenNotAllowed):
+        await invoke(
+            scheduler.identity.CreateApiKey, pb.CreateApiKeyRequest(name="x"), metadata=deepest
+        )
+
+    # One above the limit, each way records the next level, and its runs' tokens carry it.
+    children = [
+        (await invoke(scheduler.batches.SubmitBatch, batch, metadata=one_above)).execution_ids[0],
+        (await submit_run(scheduler, one_above, {"who": "a"})).execution_id,
+        (
+            await invoke(scheduler.agents.SubmitAgentBatch, agent_batch, metadata=one_above)
+        ).execution_ids[0],
+    ]
+    assert [(await scheduler.get(bearer(key), c)).depth for c in children] == [limit] * 3
+    response = await claim(scheduler, *[(c, 1) for c in children])
+    assert [c.depth for c in response.claimed] == [limit]
+    assert sorted(r.depth for r in response.agent_runs) == [limit, limit]
+    # A tool call is a submit too: an agent run at the limit gets none.
+    run = response.agent_runs[0]
+    tools = await invoke(
+        scheduler.worker.SubmitToolCalls,
+        pb.SubmitToolCallsRequest(
+            worker_id="w1",
+            execution_id=run.execution_id,
+            attempt=run.attempt,
+            calls=[
+                pb.ToolCall(
+                    tool_call_id="c1",
+                    namespace="tests",
+                    name="echo",
+                    arguments_json=dump_json({"text": "x"}),
+                )
+            ],
+        ),
+    )
+    [call] = tools.submissions
+    assert not call.execution_id and "depth" in call.error

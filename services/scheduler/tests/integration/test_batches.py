@@ -9,7 +9,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import nats
 import pytest
 import sqlalchemy as sa
 from nats.js import JetStreamContext
@@ -24,6 +23,7 @@ from sinas_common.eventstream import (
 )
 from sinas_common.grpc_client import invoke
 from sinas_common.jsoncodec import dump_json, load_json
+from sinas_common.nats_connect import connect_nats
 from sinas_common.settings import CallbackPolicySettings, NatsSettings
 from sinas_proto.scheduler.v1 import scheduler_pb2 as pb
 from sinas_scheduler.testing import RunningScheduler, bearer
@@ -60,7 +60,7 @@ async def scheduler(start_scheduler: StartScheduler) -> RunningScheduler:
 
 @pytest.fixture
 async def jetstream(nats_settings: NatsSettings) -> AsyncIterator[JetStreamContext]:
-    client = await nats.connect(nats_settings.url)
+    client = await connect_nats(nats_settings, name="test-scheduler")
     js = client.jetstream()
     await ensure_event_stream(js, nats_settings)
     yield js
@@ -126,12 +126,13 @@ async def complete(
     await invoke(
         scheduler.worker.CompleteExecutions,
         pb.CompleteExecutionsRequest(
+            worker_id="w1",
             outcomes=[
                 pb.ExecutionOutcome(
                     execution_id=i, attempt=1, status=status, output_json=dump_json({})
                 )
                 for i in ids
-            ]
+            ],
         ),
     )
 

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import nats
 import pytest
 import sqlalchemy as sa
 from nats.js import JetStreamContext
@@ -24,6 +23,7 @@ from sinas_common.eventstream import (
 )
 from sinas_common.grpc_client import invoke
 from sinas_common.jsoncodec import dump_json, load_json
+from sinas_common.nats_connect import connect_nats
 from sinas_common.settings import CallbackPolicySettings, NatsSettings
 from sinas_common.timeconv import to_timestamp
 from sinas_proto.scheduler.v1 import scheduler_pb2 as pb
@@ -58,7 +58,7 @@ def policy(hosts: str) -> CallbackPolicySettings:
 
 @pytest.fixture
 async def jetstream(nats_settings: NatsSettings) -> AsyncIterator[JetStreamContext]:
-    client = await nats.connect(nats_settings.url)
+    client = await connect_nats(nats_settings, name="test-scheduler")
     js = client.jetstream()
     await ensure_event_stream(js, nats_settings)
     yield js
@@ -123,6 +123,7 @@ async def finish(
     await invoke(
         scheduler.worker.CompleteExecutions,
         pb.CompleteExecutionsRequest(
+            worker_id="w1",
             outcomes=[
                 pb.ExecutionOutcome(
                     execution_id=execution_id,
@@ -131,7 +132,7 @@ async def finish(
                     output_json=b"" if output is None else dump_json(output),
                     **outcome,
                 )
-            ]
+            ],
         ),
     )
     response: pb.ClaimExecutionsResponse = claimed

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import nats
 import pytest
 import sqlalchemy as sa
 from nats.js import JetStreamContext
@@ -17,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sinas_common.grpc_client import invoke
 from sinas_common.jobstream import JobMessage, ensure_job_stream, job_stream_names
 from sinas_common.jsoncodec import dump_json
+from sinas_common.nats_connect import connect_nats
 from sinas_common.settings import NatsSettings
 from sinas_proto.scheduler.v1 import scheduler_pb2 as pb
 from sinas_scheduler.dispatch import JetStreamDispatcher
@@ -31,7 +31,7 @@ DEADLINE_SECONDS = 30.0
 
 @pytest.fixture
 async def jetstream(nats_settings: NatsSettings) -> AsyncIterator[JetStreamContext]:
-    client = await nats.connect(nats_settings.url)
+    client = await connect_nats(nats_settings, name="test-scheduler")
     js = client.jetstream()
     await ensure_job_stream(js, nats_settings)
     yield js

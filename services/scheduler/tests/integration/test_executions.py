@@ -26,10 +26,7 @@ from sinas_common.grpc_client import invoke
 from sinas_common.jsoncodec import dump_json
 from sinas_common.timeconv import utcnow
 from sinas_proto.scheduler.v1 import scheduler_pb2 as pb
-from sinas_scheduler.pg import HotPool
-from sinas_scheduler.postgres_identity import PostgresIdentityStore
 from sinas_scheduler.testing import RunningScheduler, bearer
-from sinas_scheduler.tokens import TokenService
 
 ITEMS_SCHEMA = {
     "type": "object",
@@ -130,13 +127,12 @@ async def test_check_order_and_nothing_stored_on_failure(
 
 
 async def test_depth_comes_from_the_execution_token(
-    scheduler: RunningScheduler, db: AsyncEngine, hot_pool: HotPool
+    scheduler: RunningScheduler, db: AsyncEngine
 ) -> None:
     await scheduler.create_function()
     user, key = await scheduler.create_user(["Users"])
     parent = await scheduler.submit(bearer(key), {})
-    keys = await PostgresIdentityStore(db, hot_pool).signing_keys()
-    tokens = TokenService(keys[0], keys[1:])
+    tokens = scheduler.app.tokens
 
     def token(depth: int) -> list[tuple[str, str]]:
         return bearer(
@@ -166,15 +162,14 @@ async def test_depth_comes_from_the_execution_token(
 
 
 async def test_depth_check_can_be_disabled(
-    start_scheduler: Any, db: AsyncEngine, hot_pool: HotPool
+    start_scheduler: Any,
 ) -> None:
     scheduler: RunningScheduler = await start_scheduler(MAX_EXECUTION_DEPTH=0)
     await scheduler.create_function()
     admin_user = (
         await invoke(scheduler.identity.GetMe, pb.GetMeRequest(), metadata=scheduler.admin)
     ).user
-    keys = await PostgresIdentityStore(db, hot_pool).signing_keys()
-    deep = TokenService(keys[0], []).mint(
+    deep = scheduler.app.tokens.mint(
         user_id=admin_user.id,
         email=admin_user.email,
         now=utcnow(),

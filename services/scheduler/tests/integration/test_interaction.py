@@ -7,7 +7,6 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import nats
 import pytest
 from nats.aio.msg import Msg
 
@@ -15,7 +14,8 @@ from sinas_common.control import ControlAction, ControlMessage, control_subject
 from sinas_common.errors import ExecutionNotFound, InvalidTransition, PermissionDenied
 from sinas_common.grpc_client import invoke
 from sinas_common.jsoncodec import dump_json
-from sinas_common.settings import NatsSettings
+from sinas_common.nats_connect import connect_nats
+from sinas_devstack.pytest_plugin import NatsSettingsAs
 from sinas_proto.scheduler.v1 import scheduler_pb2 as pb
 from sinas_proto.scheduler.v1 import scheduler_pb2_grpc as pb_grpc
 from sinas_scheduler.testing import RunningScheduler, bearer
@@ -29,9 +29,11 @@ class ControlInbox:
 
     def __init__(self) -> None:
         self.messages: list[ControlMessage] = []
+        self.raw: list[bytes] = []
         self._arrived = asyncio.Event()
 
     async def on_message(self, msg: Msg) -> None:
+        self.raw.append(msg.data)
         self.messages.append(ControlMessage.decode(msg.data))
         self._arrived.set()
 
@@ -51,10 +53,12 @@ class ControlInbox:
 
 
 @pytest.fixture
-async def inbox(nats_url: str, nats_settings: NatsSettings) -> AsyncIterator[ControlInbox]:
-    client = await nats.connect(nats_url)
+async def inbox(nats_settings_as: NatsSettingsAs) -> AsyncIterator[ControlInbox]:
+    """Listens as an executor does, logged in as the executor's NATS user."""
+    settings = nats_settings_as("executor")
+    client = await connect_nats(settings, name="test-executor")
     inbox = ControlInbox()
-    await client.subscribe(control_subject(nats_settings), cb=inbox.on_message)
+    await client.subscribe(control_subject(settings), cb=inbox.on_message)
     await client.flush()
     yield inbox
     await client.close()
@@ -75,16 +79,23 @@ async def running(scheduler: RunningScheduler, key: str, worker_id: str = "w1") 
 
 
 async def report(
-    scheduler: RunningScheduler, execution_id: str, prompt: str, round_: int, attempt: int = 1
+    scheduler: RunningScheduler,
+    execution_id: str,
+    prompt: str,
+    round_: int,
+    attempt: int = 1,
+    *,
+    worker_id: str = "w1",
 ) -> list[str]:
     response = await invoke(
         scheduler.worker.ReportAwaitingInput,
         pb.ReportAwaitingInputRequest(
+            worker_id=worker_id,
             items=[
                 pb.AwaitingInput(
                     execution_id=execution_id, attempt=attempt, prompt=prompt, round=round_
                 )
-            ]
+            ],
         ),
     )
     return list(response.paused_execution_ids)
@@ -114,11 +125,14 @@ async def cancel(
 
 
 async def heartbeat(
-    scheduler: RunningScheduler, *execution_ids: str, worker_id: str = "w1"
+    scheduler: RunningScheduler, *execution_ids: str, worker_id: str = "w1", attempt: int = 1
 ) -> pb.HeartbeatResponse:
     response: pb.HeartbeatResponse = await invoke(
         scheduler.worker.Heartbeat,
-        pb.HeartbeatRequest(worker_id=worker_id, execution_ids=list(execution_ids)),
+        pb.HeartbeatRequest(
+            worker_id=worker_id,
+            attempts=[pb.HeldAttempt(execution_id=i, attempt=attempt) for i in execution_ids],
+        ),
     )
     return response
 
@@ -142,8 +156,9 @@ async def test_pause_continue_and_answer_rounds(
     resumed = await continue_(scheduler, key, execution_id, {"name": "Ada", "n": 2**60})
     assert resumed.status == pb.EXECUTION_STATUS_RUNNING
     assert resumed.input_prompt == "" and not resumed.HasField("input_deadline_at")
-    message = await inbox.wait_for(execution_id, ControlAction.CONTINUE)
-    assert (message.input, message.round) == ({"name": "Ada", "n": 2**60}, 1)
+    await inbox.wait_for(execution_id, ControlAction.CONTINUE)
+    # Only a hint crosses the bus: the answer stays with the scheduler.
+    assert all(b"Ada" not in raw for raw in inbox.raw)
     # The slow path tells the same, with the round it answers, until the next prompt.
     [news] = (await heartbeat(scheduler, execution_id)).resumed
     assert (news.execution_id, news.round) == (execution_id, 1)
@@ -154,13 +169,13 @@ async def test_pause_continue_and_answer_rounds(
     assert await report(scheduler, execution_id, "Age?", 2) == [execution_id]
     assert not (await heartbeat(scheduler, execution_id)).resumed
     await continue_(scheduler, key, execution_id, "42")
-    assert (await inbox.wait_for(execution_id, ControlAction.CONTINUE)).round in (1, 2)
     [second] = (await heartbeat(scheduler, execution_id)).resumed
     assert (second.round, json.loads(second.input_json)) == (2, "42")
 
     applied = await invoke(
         scheduler.worker.CompleteExecutions,
         pb.CompleteExecutionsRequest(
+            worker_id="w1",
             outcomes=[
                 pb.ExecutionOutcome(
                     execution_id=execution_id,
@@ -168,10 +183,51 @@ async def test_pause_continue_and_answer_rounds(
                     status=pb.EXECUTION_STATUS_COMPLETED,
                     output_json=b"{}",
                 )
-            ]
+            ],
         ),
     )
     assert list(applied.applied_execution_ids) == [execution_id]
+
+
+async def test_input_news_and_pauses_are_for_the_claim_holder_alone(
+    scheduler: RunningScheduler,
+) -> None:
+    await scheduler.create_function()
+    _, key = await scheduler.create_user(["Users"])
+    execution_id = await running(scheduler, key, worker_id="w1")
+    strangers = (("w2", 1), ("w1", 2), ("", 1))
+
+    # Another worker can't pause it (and so can't set the prompt its user sees).
+    for worker_id, attempt in strangers:
+        assert (
+            await report(scheduler, execution_id, "forged?", 1, attempt, worker_id=worker_id) == []
+        )
+    assert (await scheduler.get(bearer(key), execution_id)).status == pb.EXECUTION_STATUS_RUNNING
+
+    assert await report(scheduler, execution_id, "Your name?", 1) == [execution_id]
+    # Nor take the round over by re-reporting it.
+    for worker_id, attempt in strangers:
+        assert (
+            await report(scheduler, execution_id, "Your name?", 1, attempt, worker_id=worker_id)
+            == []
+        )
+    await continue_(scheduler, key, execution_id, {"secret": "Ada"})
+    # The answer goes to the claim holder only; a heartbeat of anyone else learns nothing.
+    for worker_id, attempt in strangers:
+        news = await heartbeat(scheduler, execution_id, worker_id=worker_id, attempt=attempt)
+        assert not news.resumed and not news.cancelled_execution_ids
+    [resumed] = (await heartbeat(scheduler, execution_id)).resumed
+    assert json.loads(resumed.input_json) == {"secret": "Ada"}
+
+    # A cancel of a paused run is news for its holder only, too.
+    await report(scheduler, execution_id, "Age?", 2)
+    assert (await cancel(scheduler, key, execution_id)).cancelled
+    for worker_id, attempt in strangers:
+        news = await heartbeat(scheduler, execution_id, worker_id=worker_id, attempt=attempt)
+        assert not news.cancelled_execution_ids
+    assert list((await heartbeat(scheduler, execution_id)).cancelled_execution_ids) == [
+        execution_id
+    ]
 
 
 async def test_continue_needs_a_paused_own_execution(scheduler: RunningScheduler) -> None:
@@ -318,11 +374,12 @@ async def test_cancel_batch(scheduler: RunningScheduler, inbox: ControlInbox) ->
     await invoke(
         scheduler.worker.CompleteExecutions,
         pb.CompleteExecutionsRequest(
+            worker_id="w1",
             outcomes=[
                 pb.ExecutionOutcome(
                     execution_id=ids[0], attempt=1, status=pb.EXECUTION_STATUS_COMPLETED
                 )
-            ]
+            ],
         ),
     )
     batch = (

@@ -31,9 +31,12 @@ async def claim(
     return response
 
 
-async def complete(scheduler: RunningScheduler, *outcomes: pb.ExecutionOutcome) -> list[str]:
+async def complete(
+    scheduler: RunningScheduler, *outcomes: pb.ExecutionOutcome, worker_id: str = "w1"
+) -> list[str]:
     response = await invoke(
-        scheduler.worker.CompleteExecutions, pb.CompleteExecutionsRequest(outcomes=outcomes)
+        scheduler.worker.CompleteExecutions,
+        pb.CompleteExecutionsRequest(worker_id=worker_id, outcomes=outcomes),
     )
     return list(response.applied_execution_ids)
 
@@ -187,7 +190,9 @@ async def test_a_released_attempt_is_claimed_again_at_once(scheduler: RunningSch
     assert [c.attempt for c in again.claimed] == [2]
     # The first worker's late outcome no longer holds the execution.
     assert await complete(scheduler, done(execution_id, 1, {"late": 1})) == []
-    assert await complete(scheduler, done(execution_id, 2, {"ok": 2})) == [execution_id]
+    assert await complete(scheduler, done(execution_id, 2, {"ok": 2}), worker_id="w2") == [
+        execution_id
+    ]
 
 
 async def test_outcome_status_must_be_terminal(scheduler: RunningScheduler) -> None:
@@ -253,7 +258,9 @@ async def test_reaper_retries_quiet_attempts_then_fails_the_last(
         while True:
             await invoke(
                 scheduler.worker.Heartbeat,
-                pb.HeartbeatRequest(worker_id="w1", execution_ids=[alive]),
+                pb.HeartbeatRequest(
+                    worker_id="w1", attempts=[pb.HeldAttempt(execution_id=alive, attempt=1)]
+                ),
             )
             await asyncio.sleep(0.1)
 
@@ -294,3 +301,82 @@ async def test_reaper_retries_quiet_attempts_then_fails_the_last(
         assert (await scheduler.get(scheduler.admin, alive)).status == (pb.EXECUTION_STATUS_RUNNING)
     finally:
         beating.cancel()
+
+
+async def _row(db: AsyncEngine, execution_id: str) -> Any:
+    async with db.connect() as conn:
+        return (
+            await conn.execute(
+                sa.text(
+                    "SELECT status, attempts, worker_id, output, heartbeat_at, dispatched_at"
+                    " FROM executions WHERE id = :id"
+                ),
+                {"id": execution_id},
+            )
+        ).one()
+
+
+async def test_only_the_claim_holder_ends_keeps_alive_or_hands_back_its_attempt(
+    scheduler: RunningScheduler, db: AsyncEngine
+) -> None:
+    await scheduler.create_function()
+    execution_id = await scheduler.submit(scheduler.admin, {})
+    await claim(scheduler, (execution_id, 1), worker_id="w1")
+    held = await _row(db, execution_id)
+    assert (held.status, held.attempts, held.worker_id) == ("RUNNING", 1, "w1")
+
+    # Another worker, the right worker naming another attempt, or no worker at all.
+    strangers = (("w2", 1), ("w1", 2), ("", 1))
+    for worker_id, attempt in strangers:
+        forged = done(execution_id, attempt, {"forged": worker_id})
+        assert await complete(scheduler, forged, worker_id=worker_id) == []
+        news = await invoke(
+            scheduler.worker.Heartbeat,
+            pb.HeartbeatRequest(
+                worker_id=worker_id,
+                attempts=[pb.HeldAttempt(execution_id=execution_id, attempt=attempt)],
+            ),
+        )
+        assert not news.cancelled_execution_ids and not news.resumed
+        released = await invoke(
+            scheduler.worker.ReleaseExecutions,
+            pb.ReleaseExecutionsRequest(
+                worker_id=worker_id,
+                attempts=[pb.ReleasedAttempt(execution_id=execution_id, attempt=attempt)],
+            ),
+        )
+        assert list(released.released_execution_ids) == []
+    # Nothing changed, not even the lease a heartbeat would have renewed.
+    assert await _row(db, execution_id) == held
+
+    assert await complete(scheduler, done(execution_id, 1, {"ok": True})) == [execution_id]
+    finished = await scheduler.get(scheduler.admin, execution_id)
+    assert finished.status == pb.EXECUTION_STATUS_COMPLETED
+    assert json.loads(finished.output_json) == {"ok": True}
+
+
+async def test_a_claim_never_takes_a_delayed_execution_before_it_is_due(
+    scheduler: RunningScheduler, db: AsyncEngine
+) -> None:
+    await scheduler.create_function()
+    delayed = await scheduler.submit(scheduler.admin, {}, delay_seconds=2)
+
+    # A message for it before it is due (forged or duplicated: dispatchers publish only due
+    # rows) takes nothing, so neither its input nor a token for its user leaves the scheduler.
+    early = await claim(scheduler, (delayed, 1), worker_id="intruder")
+    assert list(early.claimed) == [] and list(early.skipped_execution_ids) == [delayed]
+    row = await _row(db, delayed)
+    assert (row.status, row.attempts, row.worker_id, row.dispatched_at) == (
+        "PENDING",
+        0,
+        None,
+        None,
+    )
+    # Still undispatched, so the dispatcher publishes it when it comes due, and it runs then.
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while (await _row(db, delayed)).dispatched_at is None:
+        assert time.monotonic() < deadline, "a delayed execution was never dispatched"
+        await asyncio.sleep(0.1)
+    [taken] = (await claim(scheduler, (delayed, 1))).claimed
+    assert taken.attempt == 1
+    assert await complete(scheduler, done(delayed, 1, {"ok": True})) == [delayed]

@@ -6,6 +6,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
+from sinas_common.errors import InvalidTransition
 from sinas_scheduler.agent_models import (
     APPROVAL_REQUIRED_ERROR,
     AgentSpec,
@@ -86,9 +89,10 @@ class RecordingChats:
         self.inserted: list[NewExecution] = []
 
     async def running_agent_execution(
-        self, execution_id: str, attempt: int
+        self, execution_id: str, attempt: int, worker_id: str
     ) -> RunningAgentExecution | None:
-        return self.parent if self.parent and attempt == 1 else None
+        held = attempt == 1 and worker_id == WORKER
+        return self.parent if self.parent and held else None
 
     async def insert_tool_calls(
         self, parent: RunningAgentExecution, children: Sequence[NewExecution]
@@ -159,6 +163,7 @@ PARENT = RunningAgentExecution(
     enabled_functions=("tools/add", "tools/gate", "tools/missing"),
 )
 EXECUTE_ALL = frozenset({"sinas.functions/*/*.execute:own"})
+WORKER = "w1"
 
 
 def call(call_id: str, name: str, arguments: Any) -> ToolCall:
@@ -176,6 +181,7 @@ async def test_accepted_calls_become_children_and_refusals_come_back_per_call() 
             call("c3", "missing", {}),
             call("c4", "sub", {}),
         ],
+        worker_id=WORKER,
     )
     assert [bool(s.execution_id) for s in submissions] == [True, False, False, False]
     assert "arguments.a" in submissions[1].error
@@ -199,20 +205,31 @@ async def test_accepted_calls_become_children_and_refusals_come_back_per_call() 
 async def test_the_users_permission_and_the_depth_limit_apply_per_call() -> None:
     chats = RecordingChats(PARENT)
     denied = await use_cases(chats, permissions=frozenset()).submit_tool_calls(
-        "run-1", 1, [call("c1", "add", {})]
+        "run-1", 1, [call("c1", "add", {})], worker_id=WORKER
     )
     assert denied[0].error == "not authorized to execute function tools/add"
     deep = await use_cases(chats, permissions=EXECUTE_ALL, max_depth=1).submit_tool_calls(
-        "run-1", 1, [call("c1", "add", {})]
+        "run-1", 1, [call("c1", "add", {})], worker_id=WORKER
     )
     assert deep[0].error == "Maximum execution depth (1) exceeded"
+    assert chats.inserted == []
+
+
+async def test_calls_for_an_attempt_another_worker_holds_are_refused() -> None:
+    chats = RecordingChats(PARENT)
+    cases = use_cases(chats, permissions=EXECUTE_ALL)
+    for attempt, worker_id in ((1, "w2"), (2, WORKER)):
+        with pytest.raises(InvalidTransition, match="not an agent run held by attempt"):
+            await cases.submit_tool_calls(
+                "run-1", attempt, [call("c1", "add", {"a": 1})], worker_id=worker_id
+            )
     assert chats.inserted == []
 
 
 async def test_an_approval_requiring_tool_is_flagged_and_nothing_is_created() -> None:
     chats = RecordingChats(PARENT)
     submissions = await use_cases(chats, permissions=EXECUTE_ALL).submit_tool_calls(
-        "run-1", 1, [call("c1", "add", {"a": 1}), call("c2", "gate", {})]
+        "run-1", 1, [call("c1", "add", {"a": 1}), call("c2", "gate", {})], worker_id=WORKER
     )
     assert (submissions[1].requires_approval, submissions[1].error) == (
         True,

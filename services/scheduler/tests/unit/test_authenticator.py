@@ -3,12 +3,13 @@ key's expiry, failures never kept, and off at 0."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sinas_common.errors import Unauthenticated
-from sinas_scheduler.identity import Authenticator, hash_api_key
+from sinas_common.errors import ServiceUnavailable, Unauthenticated
+from sinas_scheduler.identity import Access, Authenticator, hash_api_key
 from sinas_scheduler.models import KeyHolder, User
 from sinas_scheduler.tokens import SCOPE_EXECUTION, TokenService, generate_signing_key
 
@@ -37,6 +38,8 @@ class CountingIdentityStore:
         self.live_keys = {hash_api_key(KEY)}
         self.key_reads = 0
         self.user_reads = 0
+        self.key_use_writes: list[dict[str, datetime]] = []
+        self.fail_key_use = False
 
     async def key_holder(self, key_hash: str) -> KeyHolder | None:
         self.key_reads += 1
@@ -47,6 +50,11 @@ class CountingIdentityStore:
     async def user_with_permissions(self, user_id: str) -> tuple[User, frozenset[str]] | None:
         self.user_reads += 1
         return (USER, PERMISSIONS) if user_id == USER.id else None
+
+    async def record_key_use(self, last_used: Mapping[str, datetime]) -> None:
+        if self.fail_key_use:
+            raise ServiceUnavailable()
+        self.key_use_writes.append(dict(last_used))
 
 
 @pytest.fixture
@@ -125,8 +133,8 @@ async def test_a_token_reuses_its_users_permissions_with_its_own_context(
         )
         for depth in (0, 1)
     )
-    one = await auth.authenticate([("authorization", f"Bearer {first}")])
-    two = await auth.authenticate([("authorization", f"Bearer {second}")])
+    one = await auth.authenticate([("authorization", f"Bearer {first}")], access=Access.RUNTIME)
+    two = await auth.authenticate([("authorization", f"Bearer {second}")], access=Access.RUNTIME)
     assert (one.execution_id, one.execution_depth) == ("exec-1", 0)
     assert (two.execution_id, two.execution_depth) == ("exec-2", 1)
     assert two.permissions == PERMISSIONS
@@ -139,3 +147,42 @@ async def test_zero_seconds_reads_every_time(tokens: TokenService) -> None:
     for _ in range(3):
         await auth.authenticate([("x-api-key", KEY)])
     assert store.key_reads == 3
+
+
+async def test_key_use_is_noted_per_request_and_written_once_per_flush(
+    tokens: TokenService,
+) -> None:
+    store, clocks = CountingIdentityStore(), Clocks()
+    auth = authenticator(store, tokens, clocks, 60.0)
+    for second in range(5):
+        clocks.seconds = float(second)
+        await auth.authenticate([("x-api-key", KEY)])
+    # Authenticating wrote nothing; the flush writes the latest use, once.
+    assert store.key_use_writes == []
+    await auth.flush_key_use()
+    assert store.key_use_writes == [{hash_api_key(KEY): NOW + timedelta(seconds=4)}]
+    # Nothing used since: the next flush writes nothing.
+    await auth.flush_key_use()
+    assert len(store.key_use_writes) == 1
+
+
+async def test_refused_credentials_note_no_use(tokens: TokenService) -> None:
+    store, clocks = CountingIdentityStore(), Clocks()
+    auth = authenticator(store, tokens, clocks, 60.0)
+    for credential in ("sk-unknown", "sk-other"):
+        with pytest.raises(Unauthenticated):
+            await auth.authenticate([("x-api-key", credential)])
+    await auth.flush_key_use()
+    assert store.key_use_writes == []
+
+
+async def test_a_failed_flush_keeps_the_uses_for_the_next(tokens: TokenService) -> None:
+    store, clocks = CountingIdentityStore(), Clocks()
+    auth = authenticator(store, tokens, clocks, 60.0)
+    await auth.authenticate([("x-api-key", KEY)])
+    store.fail_key_use = True
+    with pytest.raises(ServiceUnavailable):
+        await auth.flush_key_use()
+    store.fail_key_use = False
+    await auth.flush_key_use()
+    assert store.key_use_writes == [{hash_api_key(KEY): NOW}]

@@ -16,7 +16,7 @@ from sinas_scheduler.callbacks import (
     callback_payload,
     webhook_id,
 )
-from sinas_scheduler.identity import Authenticator
+from sinas_scheduler.identity import Access, Authenticator
 from sinas_scheduler.models import (
     NOTIFIER_LOST_ERROR,
     CallbackOutcome,
@@ -187,7 +187,9 @@ async def test_a_callback_token_is_refused_unless_the_call_accepts_its_scope(
 
     with pytest.raises(Unauthenticated):
         await auth.authenticate(metadata)
-    principal = await auth.authenticate(metadata, scopes=frozenset({SCOPE_CALLBACK}))
+    with pytest.raises(Unauthenticated):
+        await auth.authenticate(metadata, access=Access.RUNTIME)
+    principal = await auth.authenticate(metadata, access=Access.ME)
     assert principal.user == USER
     assert principal.execution_id is None
 

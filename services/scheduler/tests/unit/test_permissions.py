@@ -22,6 +22,11 @@ from sinas_scheduler.permissions import DEFAULT_ROLES, has_permission, matches
         ("sinas.executions.read:*", "sinas.executions.read:all"),
         ("titan.*:all", "titan.reports/a/b.view:own"),
         ("sinas.functions/*/send_*.execute:own", "sinas.functions/x/send_*.execute:own"),
+        # Managing one's own API keys, each action through the one wildcard.
+        ("sinas.api_keys.*:own", "sinas.api_keys.create:own"),
+        ("sinas.api_keys.*:own", "sinas.api_keys.read:own"),
+        ("sinas.api_keys.*:own", "sinas.api_keys.delete:own"),
+        ("sinas.api_keys.*:all", "sinas.api_keys.delete:own"),
     ],
 )
 def test_matches(pattern: str, concrete: str) -> None:
@@ -38,6 +43,9 @@ def test_matches(pattern: str, concrete: str) -> None:
         ("sinas.functions.execute:own", "sinas.functions/ns/fn.execute:own"),
         # A pattern with a path does not cover one without.
         ("sinas.functions/*/*.execute:own", "sinas.functions.execute:own"),
+        # Managing one's own keys never reaches anyone else's.
+        ("sinas.api_keys.*:own", "sinas.api_keys.delete:all"),
+        ("sinas.api_keys.*:own", "sinas.api_keys.read:all"),
         # Segment counts must agree; `*` is one whole segment.
         ("sinas.functions/*.execute:own", "sinas.functions/ns/fn.execute:own"),
         ("sinas.functions/*/send_*.execute:own", "sinas.functions/x/send_mail.execute:own"),
