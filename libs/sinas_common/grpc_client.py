@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import grpc
 
 from sinas_common.errors import from_rpc_error, is_retryable
-from sinas_common.settings import InternalTlsSettings
+from sinas_common.settings import InternalTlsSettings, SchedulerClientSettings
 from sinas_common.tls import SCHEDULER_SERVER_NAME, channel_credentials, warn_if_off
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,13 @@ def open_channel(
         return grpc.aio.insecure_channel(address, options=options)
     options.append(("grpc.ssl_target_name_override", server_name))
     return grpc.aio.secure_channel(address, channel_credentials(tls), options=options)
+
+
+def open_scheduler_channel(
+    scheduler: SchedulerClientSettings, *, tls: InternalTlsSettings
+) -> grpc.aio.Channel:
+    """The channel every service opens to the scheduler, from its scheduler client settings."""
+    return open_channel(scheduler.scheduler_addr, tls=tls, server_name=scheduler.tls_server_name)
 
 
 async def invoke(

@@ -26,6 +26,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from sinas_devstack.pki import key_usage
+
 T = TypeVar("T")
 
 REASONS = {200: "OK", 204: "No Content", 302: "Found", 500: "Internal Server Error"}
@@ -55,17 +57,7 @@ class ReceiverCertificates:
             .not_valid_after(now + datetime.timedelta(days=2))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
+                key_usage(signs_certificates=True),
                 critical=True,
             )
             .add_extension(

@@ -96,17 +96,7 @@ def _load_or_create_authority(directory: Path) -> tuple[Authority, bool]:
         .not_valid_after(now + CA_VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            key_usage(signs_certificates=True),
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
@@ -116,6 +106,21 @@ def _load_or_create_authority(directory: Path) -> tuple[Authority, bool]:
     _write_public(cert_path, certificate.public_bytes(serialization.Encoding.PEM))
     logger.info("created the internal CA", extra={"action": "pki_ca"})
     return Authority(key=key, certificate=certificate), True
+
+
+def key_usage(*, signs_certificates: bool) -> x509.KeyUsage:
+    """Signatures only (ECDSA keys encipher nothing), and certificates too for a CA."""
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=signs_certificates,
+        crl_sign=signs_certificates,
+        encipher_only=False,
+        decipher_only=False,
+    )
 
 
 def _leaf_is_current(cert_path: Path, key_path: Path, authority: Authority) -> bool:
@@ -147,17 +152,7 @@ def _write_leaf(role: str, key_path: Path, cert_path: Path, authority: Authority
         .not_valid_after(now + LEAF_VALIDITY)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            key_usage(signs_certificates=False),
             critical=True,
         )
         .add_extension(

@@ -128,9 +128,9 @@ async def test_scheduler_killed_between_commit_and_publish_still_runs_the_job(
     api_only = isolated_stack.scheduler(SCHEDULER_DISPATCHER_ENABLED="false")
     api_only.start()
     isolated_stack.wait_ready(api_only, timeout=120)
-    for service in (isolated_stack.executor(), isolated_stack.gateway()):
-        service.start()
-        isolated_stack.wait_ready(service)
+    gateway = isolated_stack.gateway()
+    gateway.start()
+    isolated_stack.wait_ready(gateway)
     fn = await make_function_factory(isolated_admin)(SLEEPY_CODE)
     execution_id = await enqueue(isolated_admin, fn, input={})
     row = query_one(
@@ -144,6 +144,11 @@ async def test_scheduler_killed_between_commit_and_publish_still_runs_the_job(
     replacement = isolated_stack.scheduler()
     replacement.start()
     isolated_stack.wait_ready(replacement)
+    # Only a dispatching scheduler creates the streams an executor may consume (the executor's
+    # NATS user can't), so the executor starts once one is up.
+    executor = isolated_stack.executor()
+    executor.start()
+    isolated_stack.wait_ready(executor)
 
     document = await wait_for_status(isolated_admin, execution_id)
     assert document["status"] == "COMPLETED", (document["error"], document["traceback"])

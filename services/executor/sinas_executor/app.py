@@ -7,7 +7,7 @@ import logging
 import signal
 
 from sinas_common.control import control_subject
-from sinas_common.grpc_client import open_channel
+from sinas_common.grpc_client import open_scheduler_channel
 from sinas_common.grpc_server import GrpcServer
 from sinas_common.nats_connect import connect_nats
 from sinas_executor.agent import AgentLimits, ChatAgentRunner
@@ -61,11 +61,7 @@ async def run_executor(settings: ExecutorSettings) -> None:
         service_names=[HEALTH_SERVICE_NAME],
         tls=settings.tls,
     )
-    channel = open_channel(
-        settings.scheduler.scheduler_addr,
-        tls=settings.tls,
-        server_name=settings.scheduler.tls_server_name,
-    )
+    channel = open_scheduler_channel(settings.scheduler, tls=settings.tls)
     pool = WorkerPool(pool_limits(settings.sandbox))
     await pool.start()
     nc = await connect_nats(settings.nats, name=f"executor-{settings.executor_id}")

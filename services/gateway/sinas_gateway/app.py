@@ -12,7 +12,7 @@ from collections.abc import Generator
 import uvicorn
 from fastapi import FastAPI
 
-from sinas_common.grpc_client import open_channel
+from sinas_common.grpc_client import open_scheduler_channel
 from sinas_gateway.body_limit import BodySizeLimit
 from sinas_gateway.errors import install_error_handlers
 from sinas_gateway.metrics import RequestMetrics
@@ -126,11 +126,7 @@ def build_server(app: FastAPI, settings: GatewaySettings) -> uvicorn.Server:
 
 async def serve(settings: GatewaySettings) -> None:
     """Runs the gateway until SIGINT/SIGTERM, then closes the scheduler channel."""
-    channel = open_channel(
-        settings.scheduler.scheduler_addr,
-        tls=settings.tls,
-        server_name=settings.scheduler.tls_server_name,
-    )
+    channel = open_scheduler_channel(settings.scheduler, tls=settings.tls)
     try:
         client = GrpcSchedulerClient(
             channel,

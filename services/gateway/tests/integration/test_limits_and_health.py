@@ -96,6 +96,7 @@ async def test_openapi_lists_every_path(http: httpx.AsyncClient) -> None:
         "/api/v1/roles",
         "/api/v1/users",
         "/api/v1/api-keys",
+        "/api/v1/api-keys/{key_id}",
         "/api/v1/llm-providers",
         "/api/v1/agents",
         "/api/v1/agents/{namespace}/{name}",
