@@ -10,8 +10,9 @@ from typing import Any, TypeVar
 import grpc
 
 from sinas_common.errors import from_rpc_error, is_retryable
+from sinas_common.reloading_channel import ReloadingChannel
 from sinas_common.settings import InternalTlsSettings, SchedulerClientSettings
-from sinas_common.tls import SCHEDULER_SERVER_NAME, channel_credentials, warn_if_off
+from sinas_common.tls import SCHEDULER_SERVER_NAME, TlsFiles, channel_credentials, warn_if_off
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +48,17 @@ def open_channel(
 def open_scheduler_channel(
     scheduler: SchedulerClientSettings, *, tls: InternalTlsSettings
 ) -> grpc.aio.Channel:
-    """The channel every service opens to the scheduler, from its scheduler client settings."""
-    return open_channel(scheduler.scheduler_addr, tls=tls, server_name=scheduler.tls_server_name)
+    """The channel every service opens to the scheduler, from its scheduler client settings;
+    with mutual TLS, it follows renewals of this service's certificate files."""
+
+    def connect() -> grpc.aio.Channel:
+        return open_channel(
+            scheduler.scheduler_addr, tls=tls, server_name=scheduler.tls_server_name
+        )
+
+    if not tls.enabled:
+        return connect()
+    return ReloadingChannel(connect, TlsFiles.from_settings(tls))
 
 
 async def invoke(

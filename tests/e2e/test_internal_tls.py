@@ -16,8 +16,9 @@ from grpc_health.v1 import health_pb2
 from sinas_common.errors import CallerRoleDenied, from_rpc_error
 from sinas_common.grpc_client import open_channel
 from sinas_common.grpc_server import GrpcServer
+from sinas_common.reloading_channel import ReloadingChannel
 from sinas_common.settings import InternalTlsSettings
-from sinas_common.tls import ROLES, SCHEDULER_SERVER_NAME, role_dns_name
+from sinas_common.tls import ROLES, SCHEDULER_SERVER_NAME, TlsFiles, role_dns_name
 from sinas_devstack.pki import provision_pki
 from sinas_devstack.pytest_plugin import InternalTls, StackFactory
 from sinas_devstack.stack import Stack
@@ -119,6 +120,23 @@ def refused_channel(
     return grpc.aio.secure_channel(
         address, credentials, options=[("grpc.ssl_target_name_override", server_name)]
     )
+
+
+def install_tls_files(env: dict[str, str], live: Path) -> InternalTlsSettings:
+    """Puts the role's files in `live` the way a renewal does (each swapped in by a rename);
+    returns settings naming the live files."""
+    live.mkdir(exist_ok=True)
+    files = {}
+    for variable, name in (
+        ("INTERNAL_TLS_CA_FILE", "ca.crt"),
+        ("INTERNAL_TLS_CERT_FILE", "tls.crt"),
+        ("INTERNAL_TLS_KEY_FILE", "tls.key"),
+    ):
+        staged = live / f".{name}"
+        staged.write_bytes(Path(env[variable]).read_bytes())
+        staged.replace(live / name)
+        files[variable] = str(live / name)
+    return InternalTlsSettings.model_validate(files)
 
 
 @pytest.fixture(scope="module")
@@ -243,26 +261,7 @@ async def test_a_renewed_server_certificate_is_served_without_a_restart(
     # change is visible from outside): new connections get the new files, no restart.
     old, new = provision_pki(tmp_path / "old"), provision_pki(tmp_path / "new")
     live = tmp_path / "live"
-    live.mkdir()
-
-    def install(env: dict[str, str]) -> None:
-        for variable, name in (
-            ("INTERNAL_TLS_CA_FILE", "ca.crt"),
-            ("INTERNAL_TLS_CERT_FILE", "tls.crt"),
-            ("INTERNAL_TLS_KEY_FILE", "tls.key"),
-        ):
-            staged = live / f".{name}"
-            staged.write_bytes(Path(env[variable]).read_bytes())
-            staged.replace(live / name)
-
-    install(old["scheduler"])
-    served = InternalTlsSettings.model_validate(
-        {
-            "INTERNAL_TLS_CA_FILE": str(live / "ca.crt"),
-            "INTERNAL_TLS_CERT_FILE": str(live / "tls.crt"),
-            "INTERNAL_TLS_KEY_FILE": str(live / "tls.key"),
-        }
-    )
+    served = install_tls_files(old["scheduler"], live)
     server = GrpcServer(bind="127.0.0.1:0", registrars=[], service_names=[], tls=served)
     await server.start()
     [check] = [m for m in METHODS if m.path == f"/{HEALTH}/Check"]
@@ -276,8 +275,29 @@ async def test_a_renewed_server_certificate_is_served_without_a_restart(
     try:
         assert await status_for(old) == grpc.StatusCode.OK
         assert await status_for(new) == grpc.StatusCode.UNAVAILABLE
-        install(new["scheduler"])
+        install_tls_files(new["scheduler"], live)
         assert await status_for(new) == grpc.StatusCode.OK
         assert await status_for(old) == grpc.StatusCode.UNAVAILABLE
     finally:
         await server.stop(0)
+
+
+async def test_a_client_follows_its_renewed_certificate_without_a_restart(
+    tls_stack: Stack, internal_pki: dict[str, dict[str, str]], tmp_path: Path
+) -> None:
+    # A client holding the notifier's files is refused the worker API; once its files are
+    # replaced by the executor's (as a renewal replaces them), its next calls present them.
+    live = tmp_path / "client"
+    tls = install_tls_files(internal_pki["notifier"], live)
+    [heartbeat] = [m for m in METHODS if m.path == "/sinas.scheduler.v1.WorkerService/Heartbeat"]
+
+    def connect() -> grpc.aio.Channel:
+        return open_channel(tls_stack.scheduler_addr, tls=tls)
+
+    async with ReloadingChannel(connect, TlsFiles.from_settings(tls), check_seconds=0) as channel:
+        assert await call(channel, heartbeat) == grpc.StatusCode.PERMISSION_DENIED
+        install_tls_files(internal_pki["executor"], live)
+        assert await call(channel, heartbeat) == grpc.StatusCode.OK
+        # Files caught mid-rotation (a key that is no PEM) leave the loaded certificate in use.
+        (live / "tls.key").write_text("rotating")
+        assert await call(channel, heartbeat) == grpc.StatusCode.OK
