@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from sinas_devstack.nats_auth import NatsAccounts
 
@@ -83,6 +83,14 @@ host  all all ::1/128 scram-sha-256
 PASSWORD_FILE = "sinas-superuser-password"
 # Where clusters live when we run as root (see EmbeddedPostgres.cluster_dir).
 ROOT_CLUSTERS = Path("/var/lib/sinas-devstack")
+
+
+def open_private_log(path: Path) -> IO[bytes]:
+    """A log to append to, readable by its owner only whatever the umask: logs name executions
+    and users (a log kept from before this rule is closed up too)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")
 
 
 def write_private(path: Path, text: str) -> None:
@@ -284,7 +292,7 @@ class EmbeddedNats:
                 f'listen: "127.0.0.1:{port}"\n'
                 f"jetstream {{ store_dir: {json.dumps(str(self.data_dir))} }}\n",
             )
-            with self.log_path.open("ab") as log:
+            with open_private_log(self.log_path) as log:
                 self._process = subprocess.Popen(
                     [self.binary(), "-c", str(config)],
                     stdout=log,
@@ -384,7 +392,7 @@ class EmbeddedNatsCluster:
         node.data_dir.mkdir(parents=True, exist_ok=True)
         config = node.data_dir / "nats.conf"
         _write_server_config(config, self.accounts, self._node_settings(node))
-        with (node.data_dir / "nats-server.log").open("ab") as log:
+        with open_private_log(node.data_dir / "nats-server.log") as log:
             node.process = subprocess.Popen(
                 [EmbeddedNats.binary(), "-c", str(config)],
                 stdout=log,

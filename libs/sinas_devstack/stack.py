@@ -20,7 +20,7 @@ from cryptography.fernet import Fernet
 from sinas_common.healthcheck import check_serving
 from sinas_common.settings import InternalTlsSettings
 from sinas_common.tls import role_dns_name
-from sinas_devstack.embedded import free_port
+from sinas_devstack.embedded import free_port, open_private_log
 
 logger = logging.getLogger(__name__)
 
@@ -54,11 +54,7 @@ class ServiceProcess:
 
     def start(self) -> None:
         self.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # Logs name executions and users: readable by us alone, whatever the umask (and a log
-        # kept from before this rule is closed up too).
-        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        os.fchmod(fd, 0o600)
-        self._log = os.fdopen(fd, "ab")
+        self._log = open_private_log(self.log_path)
         self.process = subprocess.Popen(
             [sys.executable, "-m", self.module, *self.args],
             env=self.env,
