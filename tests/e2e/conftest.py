@@ -5,17 +5,34 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
+from sinas_devstack.callback_receiver import CallbackReceiver, ReceiverCertificates
 from sinas_devstack.pytest_plugin import StackFactory, admin_client_for
 from sinas_devstack.stack import Stack
 
 from .helpers import FunctionFactory, UserFactory, make_function_factory, make_user_factory
 
 __all__ = ["StackFactory", "admin_client_for"]
+
+
+@pytest.fixture(scope="module")
+def certificates(scratch_root: Path) -> ReceiverCertificates:
+    """A CA and a certificate for `localhost`, for a module's callback receiver."""
+    return ReceiverCertificates.create(scratch_root / f"e2e-certs-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture(scope="module")
+def receiver(certificates: ReceiverCertificates) -> Iterator[CallbackReceiver]:
+    """A local HTTPS server recording the callbacks a module's stack sends."""
+    running = CallbackReceiver(certificates).start()
+    yield running
+    running.stop()
 
 
 @pytest.fixture

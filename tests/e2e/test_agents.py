@@ -8,7 +8,6 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -41,18 +40,6 @@ LOOKUP_SCHEMA = {
 def llm() -> Iterator[LlmStub]:
     with LlmStub() as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def certificates(scratch_root: Path) -> ReceiverCertificates:
-    return ReceiverCertificates.create(scratch_root / f"e2e-agent-certs-{uuid.uuid4().hex[:8]}")
-
-
-@pytest.fixture(scope="module")
-def receiver(certificates: ReceiverCertificates) -> Iterator[CallbackReceiver]:
-    running = CallbackReceiver(certificates).start()
-    yield running
-    running.stop()
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,7 @@ import json
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -34,18 +33,6 @@ INPUT_SCHEMA = {
     "properties": {"n": {"type": "integer"}, "fail": {"type": "boolean"}},
     "required": ["n"],
 }
-
-
-@pytest.fixture(scope="module")
-def certificates(scratch_root: Path) -> ReceiverCertificates:
-    return ReceiverCertificates.create(scratch_root / f"e2e-batch-certs-{uuid.uuid4().hex[:8]}")
-
-
-@pytest.fixture(scope="module")
-def receiver(certificates: ReceiverCertificates) -> Iterator[CallbackReceiver]:
-    running = CallbackReceiver(certificates).start()
-    yield running
-    running.stop()
 
 
 @pytest.fixture(scope="module")

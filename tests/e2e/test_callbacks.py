@@ -11,7 +11,6 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,18 +29,6 @@ from .helpers import CreatedFunction, enqueue, make_function_factory
 
 SECRET_KEY = secrets.token_bytes(32)
 SECRET = "whsec_" + base64.b64encode(SECRET_KEY).decode()
-
-
-@pytest.fixture(scope="module")
-def certificates(scratch_root: Path) -> ReceiverCertificates:
-    return ReceiverCertificates.create(scratch_root / f"e2e-certs-{uuid.uuid4().hex[:8]}")
-
-
-@pytest.fixture(scope="module")
-def receiver(certificates: ReceiverCertificates) -> Iterator[CallbackReceiver]:
-    running = CallbackReceiver(certificates).start()
-    yield running
-    running.stop()
 
 
 @pytest.fixture(scope="module")

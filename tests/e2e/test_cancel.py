@@ -9,8 +9,7 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -28,18 +27,6 @@ def handler(input_data, context):
     time.sleep(input_data.get("sleep", 0))
     return {"i": input_data.get("i")}
 """
-
-
-@pytest.fixture(scope="module")
-def certificates(scratch_root: Path) -> ReceiverCertificates:
-    return ReceiverCertificates.create(scratch_root / f"e2e-certs-{uuid.uuid4().hex[:8]}")
-
-
-@pytest.fixture(scope="module")
-def receiver(certificates: ReceiverCertificates) -> Iterator[CallbackReceiver]:
-    running = CallbackReceiver(certificates).start()
-    yield running
-    running.stop()
 
 
 @pytest.fixture(scope="module")

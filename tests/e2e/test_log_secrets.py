@@ -10,8 +10,7 @@ import secrets
 import stat
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import httpx
@@ -63,18 +62,6 @@ def handler(input_data, context):
         raise RuntimeError("refusing with " + context["access_token"])
     return {"token": context["access_token"], "me": me["id"]}
 """
-
-
-@pytest.fixture(scope="module")
-def certificates(scratch_root: Path) -> ReceiverCertificates:
-    return ReceiverCertificates.create(scratch_root / f"log-certs-{uuid.uuid4().hex[:8]}")
-
-
-@pytest.fixture(scope="module")
-def receiver(certificates: ReceiverCertificates) -> Iterator[CallbackReceiver]:
-    running = CallbackReceiver(certificates).start()
-    yield running
-    running.stop()
 
 
 @pytest.fixture(scope="module")
