@@ -56,3 +56,11 @@ def children(pid: int) -> list[int]:
             if parent == pid:
                 found.append(int(entry.name))
     return sorted(found)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid`: children, their children, and so on."""
+    found: list[int] = []
+    for child in children(pid):
+        found += [child, *descendants(child)]
+    return found

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from load import Gateway, percentile
-from memory import children, command_name, peak_rss_mb, pss_mb, rss_mb
+from memory import children, command_name, descendants, peak_rss_mb, pss_mb, rss_mb
 from rows import Rows
 
 from sinas_devstack.callback_receiver import CallbackReceiver, ReceiverCertificates
@@ -200,7 +200,9 @@ class Repetition:
         await asyncio.sleep(1.0)
         executor = self.stack.services["executor"].process
         assert executor is not None
-        workers = [w for zygote in children(executor.pid) for w in children(zygote)]
+        # A worker is three processes (the one outside its namespaces, its init, the
+        # function's): the function's holds the interpreter state, and is the largest.
+        workers = [w for zygote in children(executor.pid) for w in descendants(zygote)]
         resident = [m for m in map(rss_mb, workers) if m is not None]
         proportional = [m for m in map(pss_mb, workers) if m is not None]
         if resident:

@@ -18,11 +18,15 @@ import httpx
 from cryptography.fernet import Fernet
 
 from sinas_common.healthcheck import check_serving
-from sinas_common.settings import InternalTlsSettings
+from sinas_common.settings import InternalTlsSettings, ServiceSettings
 from sinas_common.tls import role_dns_name
 from sinas_devstack.embedded import free_port, open_private_log
 
 logger = logging.getLogger(__name__)
+
+# A service stopped with SIGTERM gets its grace period and this much more (to close its
+# connections and remove its folders) before it is SIGKILLed.
+STOP_MARGIN_SECONDS = 15.0
 
 
 def grpc_serving(address: str, role: str, env: dict[str, str], *, timeout: float = 1.0) -> bool:
@@ -77,8 +81,16 @@ class ServiceProcess:
         self.signal(signal.SIGKILL)
         self._reap(timeout=10)
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM, then SIGKILL if it does not leave within `timeout`."""
+    @property
+    def grace_seconds(self) -> float:
+        """The service's own SHUTDOWN_GRACE_SECONDS, from its environment."""
+        return ServiceSettings.model_validate(self.env).shutdown_grace_seconds
+
+    def stop(self, timeout: float | None = None) -> None:
+        """SIGTERM, then SIGKILL if it does not leave within `timeout` (by default, its
+        grace period plus STOP_MARGIN_SECONDS: never killed while it hands work back)."""
+        if timeout is None:
+            timeout = self.grace_seconds + STOP_MARGIN_SECONDS
         self.signal(signal.SIGTERM)
         if not self._reap(timeout=timeout):
             self.kill()
@@ -141,6 +153,8 @@ class StackConfig:
     encryption_key: str = field(default_factory=lambda: Fernet.generate_key().decode())
     # Role -> settings only that role's processes get (its certificate, its NATS user).
     role_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Besides the log folder, what sandboxed functions must not see ($SINAS_HOME, say).
+    sandbox_hidden: tuple[Path, ...] = ()
 
 
 class Stack:
@@ -201,6 +215,9 @@ class Stack:
         port = self.executor_health_port if name == "executor" else free_port()
         addr = f"127.0.0.1:{port}"
         env = self.role_env("executor") | {"EXECUTOR_GRPC_BIND": addr, "EXECUTOR_ID": name}
+        hidden = [str(path) for path in (self.config.log_dir, *self.config.sandbox_hidden)]
+        given = env.get("EXECUTOR_SANDBOX_HIDE_PATHS", "/run/postgresql:/var/run/postgresql")
+        env["EXECUTOR_SANDBOX_HIDE_PATHS"] = os.pathsep.join([given, *hidden])
         env |= overrides
         service = ServiceProcess(
             name,

@@ -131,6 +131,8 @@ class Supervisor:
                     # The CA and each service's certificate, made on first start, then reused.
                     role_env=merge_role_env(provision_pki(home / "pki"), nats_users),
                     nats_stream_prefix=STREAM_PREFIX,
+                    # Its admin key, certificates, NATS passwords and database files.
+                    sandbox_hidden=(home,),
                 )
             )
             self.stack.start_all()

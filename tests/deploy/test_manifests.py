@@ -18,7 +18,15 @@ K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.37.0"
 SERVICES = ("gateway", "scheduler", "executor", "notifier")
 # What the executor keeps so that workers can run under their own uids (see executor.yaml).
-EXECUTOR_CAPABILITIES = {"CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "SETGID", "SETUID"}
+EXECUTOR_CAPABILITIES = {
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SYS_ADMIN",
+}
 # The Secret holding DATABASE_URL, the admin and encryption keys and the signing secret.
 SHARED_SECRET = "sinas-secrets"
 # Kinds our schemas don't cover (custom resources) are checked field by field below.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 
 from sinas_common.control import control_subject
@@ -33,6 +34,9 @@ def pool_limits(settings: SandboxSettings) -> PoolLimits:
         open_files=settings.open_files_limit,
         root=settings.root,
         uid_base=settings.uid_base,
+        uid_count=settings.uid_count,
+        disk_mb=settings.disk_limit_mb,
+        hide_paths=tuple(path for path in settings.hide_paths.split(os.pathsep) if path),
     )
 
 

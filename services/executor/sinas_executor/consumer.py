@@ -31,6 +31,7 @@ from sinas_executor.models import (
     ClaimItem,
     ExecutionOutcome,
     FunctionVersion,
+    HandedBack,
     HeldAttempt,
 )
 from sinas_executor.pool import FunctionRunner
@@ -44,6 +45,12 @@ JOB_KIND = "function"
 AGENT_JOB_KIND = "agent"
 # A redelivered message comes back after this when a claim or a completion could not be made.
 RETRY_NAK_DELAY_SECONDS = 1.0
+# At stop, outcomes already made are still recorded for at least this long, even past the
+# grace period: a finished run should not be run again for want of a second.
+OUTCOME_FLUSH_FLOOR_SECONDS = 1.0
+# A release the scheduler does not answer in this long is left to the reaper (after the
+# lease), so that an unreachable scheduler can't hold up a stop.
+RELEASE_TIMEOUT_SECONDS = 5.0
 
 
 def consumer_name(settings: NatsSettings, kind: str = JOB_KIND) -> str:
@@ -299,9 +306,18 @@ class ExecutionConsumer:
     ) -> None:
         try:
             async with self._slots:
+                if self._stopping.is_set():
+                    # Claimed ahead and not started: handed back, not begun in the grace period.
+                    await self._hand_back([execution_id])
+                    return
                 started = time.monotonic()
                 outcome = await work()
                 self._prefetch.observe(run_key, time.monotonic() - started)
+        except HandedBack:
+            # Paused in `input()` while the executor stops: released now, not at the end of
+            # the grace period, so that the execution is promptly someone else's.
+            await self._hand_back([execution_id])
+            return
         except Exception:
             logger.exception(
                 "execution could not run",
@@ -388,15 +404,23 @@ class ExecutionConsumer:
     # -- shutting down ---------------------------------------------------------------------------
 
     async def _shutdown(self, completer: asyncio.Task[None], ticker: asyncio.Task[None]) -> None:
-        grace = self._options.shutdown_grace_seconds
+        """Within the grace period: paused runs handed back at once, running ones given the
+        rest of it, then killed and handed back."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._options.shutdown_grace_seconds
+        # A paused run waits for a person, who may take longer than any grace period.
+        self._waiters.hand_back()
         tasks = [h.task for h in self._held.values() if h.task is not None and not h.task.done()]
         if tasks:
-            _, unfinished = await asyncio.wait(tasks, timeout=grace)
+            _, unfinished = await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()))
             for task in unfinished:
                 task.cancel()
             await asyncio.gather(*unfinished, return_exceptions=True)
         try:
-            await asyncio.wait_for(self._outcomes.join(), timeout=grace)
+            await asyncio.wait_for(
+                self._outcomes.join(),
+                timeout=max(deadline - loop.time(), OUTCOME_FLUSH_FLOOR_SECONDS),
+            )
         except TimeoutError:
             logger.error("outcomes not recorded before stop", extra={"action": "shutdown"})
         for task in (completer, ticker):
@@ -414,9 +438,12 @@ class ExecutionConsumer:
         if not entries:
             return
         try:
-            await self._scheduler.release_executions(
-                self._options.worker_id,
-                [HeldAttempt(execution_id=eid, attempt=held.attempt) for eid, held in entries],
+            await asyncio.wait_for(
+                self._scheduler.release_executions(
+                    self._options.worker_id,
+                    [HeldAttempt(execution_id=eid, attempt=held.attempt) for eid, held in entries],
+                ),
+                RELEASE_TIMEOUT_SECONDS,
             )
         except Exception:
             logger.warning(

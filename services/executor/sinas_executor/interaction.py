@@ -16,7 +16,13 @@ from typing import Any, Protocol
 
 from sinas_common.control import ControlMessage
 from sinas_common.grpc_client import call_with_retry
-from sinas_executor.models import AwaitingInput, HeartbeatNews, HeldAttempt, InputEnded
+from sinas_executor.models import (
+    AwaitingInput,
+    HandedBack,
+    HeartbeatNews,
+    HeldAttempt,
+    InputEnded,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +58,15 @@ class InputWaiter:
         self._reporter = reporter
         self._answer: asyncio.Future[Any] | None = None
         self._ended = False
+        self._handed_back = False
 
     @property
     def waiting(self) -> bool:
         return self._answer is not None and not self._answer.done()
 
     async def ask(self, prompt: str) -> Any:
+        if self._handed_back:
+            raise HandedBack()
         if self._ended:
             raise InputEnded()
         self.round += 1
@@ -93,6 +102,13 @@ class InputWaiter:
         if self._answer is not None and not self._answer.done():
             self._answer.set_exception(InputEnded())
 
+    def hand_back(self) -> None:
+        """The executor stops: this `input()` and any later one raise HandedBack, since an
+        answer may take longer than the shutdown grace period."""
+        self._handed_back = True
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_exception(HandedBack())
+
 
 class InputWaiters:
     """The waiters of every attempt this executor holds, by execution id."""
@@ -105,6 +121,7 @@ class InputWaiters:
         # cancelled batch's paused children) is confirmed by one call, not one each.
         self._unconfirmed: dict[str, HeldAttempt] = {}
         self._confirming: asyncio.Task[None] | None = None
+        self._handing_back = False
 
     def open(self, execution_id: str, attempt: int) -> InputWaiter:
         waiter = InputWaiter(
@@ -113,6 +130,8 @@ class InputWaiters:
             worker_id=self._worker_id,
             reporter=self._scheduler,
         )
+        if self._handing_back:
+            waiter.hand_back()
         self._waiters[execution_id] = waiter
         return waiter
 
@@ -130,6 +149,12 @@ class InputWaiters:
         )
         if self._confirming is None or self._confirming.done():
             self._confirming = asyncio.create_task(self._confirm(), name="executor-confirm")
+
+    def hand_back(self) -> None:
+        """Every held attempt waiting in `input()` now, or from now on, gives up waiting."""
+        self._handing_back = True
+        for waiter in self._waiters.values():
+            waiter.hand_back()
 
     async def stop(self) -> None:
         """Ends the confirmation in flight, if any."""

@@ -209,11 +209,17 @@ class InputEnded(Exception):
     """The execution waiting in `input()` was cancelled or its input deadline passed."""
 
 
+class HandedBack(Exception):
+    """The executor is stopping: the run waiting in `input()` is ended without an outcome and
+    its attempt released, so that another executor starts it again."""
+
+
 class InputChannel(Protocol):
     """Where a paused run's answers come from."""
 
     async def ask(self, prompt: str) -> Any:
-        """The input for `prompt`; raises InputEnded when none will ever come."""
+        """The input for `prompt`; raises InputEnded when none will ever come, HandedBack
+        when the executor stops meanwhile."""
         ...
 
 

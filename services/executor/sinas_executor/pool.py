@@ -6,13 +6,22 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
+import stat
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sinas_executor.models import InputChannel, InputEnded, RunRequest, RunResult, WorkerKey
+from sinas_executor.models import (
+    HandedBack,
+    InputChannel,
+    InputEnded,
+    RunRequest,
+    RunResult,
+    WorkerKey,
+)
 from sinas_executor.sandbox import (
     WorkerDied,
     WorkerProcess,
@@ -50,6 +59,32 @@ class PoolLimits:
     open_files: int = 256
     root: str | None = None
     uid_base: int = 61000
+    # As root, each worker gets a uid of its own from [uid_base, uid_base + uid_count).
+    uid_count: int = 65536
+    disk_mb: int = 256
+    # Besides the pool's own folder (other workers' scratch), what workers must not see.
+    hide_paths: tuple[str, ...] = ("/run/postgresql", "/var/run/postgresql")
+    namespaces: bool = True
+
+
+def remove_tree(path: str) -> None:
+    """Removes `path` and everything in it, including folders a function made unreadable
+    or unwritable to keep its files (`chmod 0`): their owner may always change that back."""
+
+    def unlock(function: Callable[..., Any], failed: str, _exc: object) -> None:
+        for folder in (os.path.dirname(failed), failed):
+            # Never through a symlink: that would change the mode of whatever it points to.
+            with contextlib.suppress(OSError):
+                if stat.S_ISDIR(os.lstat(folder).st_mode):
+                    os.chmod(folder, 0o700)
+        with contextlib.suppress(FileNotFoundError):
+            if function in (os.open, os.scandir, os.listdir):
+                shutil.rmtree(failed, onerror=unlock)
+            elif function in (os.rmdir, os.unlink, os.remove):
+                function(failed)
+
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(path, onerror=unlock)
 
 
 class WorkerPool:
@@ -58,8 +93,8 @@ class WorkerPool:
     def __init__(self, limits: PoolLimits, zygote: ZygoteProcess | None = None) -> None:
         self.limits = limits
         self._zygote = zygote or ZygoteProcess()
-        self._root = limits.root
-        self._owns_root = False
+        # This executor's own folder (slot folders inside), made at start, removed at close.
+        self._root: str | None = None
         self._idle: dict[WorkerKey, list[tuple[float, WorkerProcess]]] = {}
         self._busy: set[WorkerProcess] = set()
         self._free_slots = list(range(limits.concurrency))
@@ -67,14 +102,27 @@ class WorkerPool:
         self._restart_lock = asyncio.Lock()
         self._reaper: asyncio.Task[None] | None = None
         self.started_workers = 0
+        # As root: the worker last given each uid, so that no uid is given again while a
+        # process of its previous holder may live (a worker's exit ends its whole namespace).
+        self._uid_holders: dict[int, WorkerProcess] = {}
+        self._next_uid = 0
+
+    @property
+    def root(self) -> str | None:
+        """The folder holding this pool's scratch folders while it runs."""
+        return self._root
 
     async def start(self) -> None:
-        if self._root is None:
-            self._root = tempfile.mkdtemp(prefix="sinas-sandbox-")
-            self._owns_root = True
-        os.makedirs(self._root, exist_ok=True)
+        parent = self.limits.root
+        if parent is not None:
+            os.makedirs(parent, mode=0o711, exist_ok=True)
+        # A folder of this executor's own, even in a shared EXECUTOR_SANDBOX_ROOT: two
+        # executors on one host never share (nor wipe) each other's slot folders.
+        self._root = tempfile.mkdtemp(prefix="sinas-sandbox-", dir=parent)
         # Workers under their own uid may enter their own folder, never list the others.
         os.chmod(self._root, 0o711)
+        if parent is not None:
+            os.chmod(parent, 0o711)
         await self._zygote.start()
         self._reaper = asyncio.create_task(self._reap_idle(), name="worker-idle-reaper")
 
@@ -83,17 +131,22 @@ class WorkerPool:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
-        for entries in self._idle.values():
-            for _, worker in entries:
-                await worker.stop()
+        # All at once: a stop is bounded by the grace period, not by the number of workers.
+        idle = [worker for entries in self._idle.values() for _, worker in entries]
         self._idle.clear()
-        for worker in list(self._busy):
-            await worker.kill()
+        await asyncio.gather(
+            *(worker.stop() for worker in idle),
+            *(worker.kill() for worker in list(self._busy)),
+            return_exceptions=True,
+        )
         await self._zygote.close()
-        if self._owns_root and self._root is not None:
-            import shutil
-
-            shutil.rmtree(self._root, ignore_errors=True)
+        if self._root is not None:
+            remove_tree(self._root)
+            self._root = None
+        if self.limits.root is not None:
+            # Gone when nothing else is in it (another executor's folder keeps it).
+            with contextlib.suppress(OSError):
+                os.rmdir(self.limits.root)
 
     def idle_workers(self, key: WorkerKey) -> int:
         return len(self._idle.get(key, ()))
@@ -133,6 +186,7 @@ class WorkerPool:
                     await self._zygote.close()
                     await self._zygote.start()
             worker = await self._zygote.spawn(self._spec(slot), key)
+            self._hold_uid(worker)
         except BaseException:
             async with self._changed:
                 self._free_slots.append(slot)
@@ -195,8 +249,7 @@ class WorkerPool:
 
     def _spec(self, slot: int) -> WorkerSpec:
         assert self._root is not None
-        root_user = os.geteuid() == 0
-        uid = self.limits.uid_base + slot if root_user else None
+        uid = self._free_uid() if os.geteuid() == 0 else None
         return WorkerSpec(
             slot=slot,
             scratch=os.path.join(self._root, f"slot-{slot}"),
@@ -206,7 +259,32 @@ class WorkerPool:
             cpu_seconds=self.limits.cpu_seconds,
             file_size_mb=self.limits.file_size_mb,
             open_files=self.limits.open_files,
+            disk_mb=self.limits.disk_mb,
+            # The shared EXECUTOR_SANDBOX_ROOT where there is one: other executors' too.
+            hide=(self.limits.root or self._root, *self.limits.hide_paths),
+            namespaces=self.limits.namespaces,
         )
+
+    def _free_uid(self) -> int:
+        count = self.limits.uid_count
+        for _ in range(count):
+            uid = self.limits.uid_base + self._next_uid
+            self._next_uid = (self._next_uid + 1) % count
+            holder = self._uid_holders.get(uid)
+            if holder is None or holder.exited:
+                self._uid_holders.pop(uid, None)
+                return uid
+        raise RuntimeError("every sandbox uid is held by a live worker")
+
+    def _hold_uid(self, worker: WorkerProcess) -> None:
+        if worker.spec.uid is None:
+            return
+        self._uid_holders[worker.spec.uid] = worker
+        if len(self._uid_holders) > 2 * self.limits.concurrency:
+            # Only live holders matter: the map stays as small as the pool.
+            self._uid_holders = {
+                uid: holder for uid, holder in self._uid_holders.items() if not holder.exited
+            }
 
 
 INPUT_ENDED_ERROR = "The execution ended while it waited for input"
@@ -257,6 +335,10 @@ class SandboxRunner:
                 # execution, so this outcome is only the executor's own record of it.
                 await worker.kill()
                 return RunResult(error=INPUT_ENDED_ERROR)
+            except HandedBack:
+                # No outcome: the attempt is released and runs again from the start elsewhere.
+                await worker.kill()
+                raise
             except TimeoutError:
                 await worker.kill()
                 logger.info(

@@ -25,6 +25,8 @@ _CONTROL_BUFFER = 1 << 16
 # How long to wait for the zygote to report a killed or crashed worker's exit.
 EXIT_REPORT_SECONDS = 10.0
 ZYGOTE_START_SECONDS = 60.0
+# The zygote's whole environment; each worker then sets `worker.worker_environment`.
+ZYGOTE_ENVIRONMENT = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 
 
 class SandboxUnavailable(Exception):
@@ -47,6 +49,12 @@ class WorkerSpec:
     cpu_seconds: int
     file_size_mb: int
     open_files: int
+    # The size of the one tmpfs holding the worker's scratch, /tmp, /var/tmp and /dev/shm.
+    disk_mb: int = 256
+    # Paths the worker must not see: covered by an empty read-only tmpfs in its namespace.
+    hide: tuple[str, ...] = ()
+    # Off only where the machine can't make namespaces and the operator chose to run anyway.
+    namespaces: bool = True
 
     def to_message(self, request_id: int) -> dict[str, Any]:
         return {
@@ -56,7 +64,10 @@ class WorkerSpec:
             "uid": self.uid,
             "gid": self.gid,
             "scratch": self.scratch,
+            "hide": list(self.hide),
+            "namespaces": self.namespaces,
             "limits": {
+                "disk_mb": self.disk_mb,
                 "memory_mb": self.memory_mb,
                 "cpu_seconds": self.cpu_seconds,
                 "file_size_mb": self.file_size_mb,
@@ -100,7 +111,9 @@ class ZygoteProcess:
         self._closing = False
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         parent.setblocking(False)
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+        # Not the executor's environment (NATS password, certificate paths, addresses):
+        # what the zygote holds, every worker it forks starts with.
+        env = dict(ZYGOTE_ENVIRONMENT)
         loop = asyncio.get_running_loop()
         self._ready = loop.create_future()
         self._control = parent

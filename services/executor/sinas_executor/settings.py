@@ -40,6 +40,17 @@ class SandboxSettings(BaseSettings):
     open_files_limit: int = Field(default=256, ge=16, validation_alias="EXECUTOR_OPEN_FILES_LIMIT")
     root: str | None = Field(default=None, validation_alias="EXECUTOR_SANDBOX_ROOT")
     uid_base: int = Field(default=61000, ge=1000, validation_alias="EXECUTOR_SANDBOX_UID_BASE")
+    # As root, every worker gets a uid of its own from this many above the base, none given
+    # again while its previous worker lives.
+    uid_count: int = Field(default=65536, ge=1, validation_alias="EXECUTOR_SANDBOX_UID_COUNT")
+    # The one tmpfs that holds a worker's scratch folder, /tmp, /var/tmp and /dev/shm.
+    disk_limit_mb: int = Field(default=256, ge=1, validation_alias="EXECUTOR_DISK_LIMIT_MB")
+    # Besides the sandbox root, paths workers must not see (os.pathsep-separated): the
+    # database's socket folder, $SINAS_HOME, the service logs.
+    hide_paths: str = Field(
+        default="/run/postgresql:/var/run/postgresql",
+        validation_alias="EXECUTOR_SANDBOX_HIDE_PATHS",
+    )
 
 
 class ExecutorSettings(ServiceSettings):

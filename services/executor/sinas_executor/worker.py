@@ -18,12 +18,14 @@ import resource
 import shutil
 import signal
 import socket
+import tempfile
 import traceback
 import types
 from collections.abc import Callable
 from typing import Any
 
 from sinas_common.jsoncodec import dump_json
+from sinas_executor import namespaces
 from sinas_executor.framing import FrameError, encode_frame, read_frame_blocking
 
 # The worker's end of its channel always lands on this descriptor.
@@ -31,6 +33,15 @@ CHANNEL_FD = 3
 PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
 _MIB = 1024 * 1024
+SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def worker_environment(scratch: str) -> dict[str, str]:
+    """The whole environment of a worker, whatever the executor's holds: no variable whose
+    name or value is a URL, key, secret, token or password, and the run's scratch folder as
+    HOME and TMPDIR (and as its working directory). The zygote, the only other process
+    whose environment a worker starts from, gets ZYGOTE_ENVIRONMENT (see `sandbox`)."""
+    return {"PATH": SAFE_PATH, "HOME": scratch, "TMPDIR": scratch, "LANG": "C.UTF-8"}
 
 
 def _prctl(option: int, value: int) -> None:
@@ -44,10 +55,15 @@ def set_parent_death_signal() -> None:
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def wipe_folder(path: str) -> None:
-    """Removes everything inside `path`, keeping the folder itself."""
+def wipe_folder(path: str, keep: str | None = None) -> None:
+    """Removes everything inside `path`, keeping the folder itself and the folders on the way
+    to `keep` (a mount point: the scratch folder may be in /tmp)."""
     with os.scandir(path) as entries:
         for entry in entries:
+            if keep is not None and (keep == entry.path or keep.startswith(entry.path + "/")):
+                if keep != entry.path:
+                    wipe_folder(entry.path, keep)
+                continue
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path, ignore_errors=True)
             else:
@@ -86,23 +102,23 @@ def enter_sandbox(spec: dict[str, Any], channel_fd: int, zygote_pid: int) -> Non
     if os.getppid() != zygote_pid:
         # The zygote died before the death signal was armed.
         os._exit(1)
-    os.umask(0o077)
     uid: int | None = spec.get("uid")
     gid: int | None = spec.get("gid")
     scratch = str(spec["scratch"])
-    _prepare_scratch(scratch, uid, gid)
+    if spec.get("namespaces", True):
+        # Returns in the function's own process, in its own namespaces, on its own tmpfs.
+        namespaces.enter(namespaces.Isolation.from_spec(spec))
+    else:
+        _prepare_scratch(scratch, uid, gid)
+    os.umask(0o077)
     os.environ.clear()
-    os.environ.update(
-        {
-            "PATH": "/usr/local/bin:/usr/bin:/bin",
-            "HOME": scratch,
-            "TMPDIR": scratch,
-            "LANG": "C.UTF-8",
-        }
-    )
+    os.environ.update(worker_environment(scratch))
+    # Computed afresh from TMPDIR, should anything in the zygote have asked for it already.
+    tempfile.tempdir = None
     os.chdir(scratch)
     _set_limits(spec["limits"])
-    if uid is not None and gid is not None:
+    # (Already so where the namespaces were made under this uid.)
+    if uid is not None and gid is not None and os.geteuid() != uid:
         os.setgroups([])
         os.setgid(gid)
         os.setuid(uid)
@@ -199,11 +215,17 @@ def _usage() -> dict[str, float]:
     return {"cpu_seconds": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
-def serve(scratch: str) -> None:
-    """Answers requests on CHANNEL_FD until the executor closes it."""
+def _free_inodes(path: str) -> int:
+    return os.statvfs(path).f_ffree
+
+
+def serve(scratch: str, private_folders: tuple[str, ...] = ()) -> None:
+    """Answers requests on CHANNEL_FD until the executor closes it; after each run, empties
+    the scratch folder and `private_folders` (the worker's own /tmp, /var/tmp, /dev/shm)."""
     channel = socket.socket(fileno=CHANNEL_FD)
     builtins.input = _input_over(channel)
     loaded: _LoadedFunction | None = None
+    clean = _free_inodes(scratch) if private_folders else None
     while True:
         message = read_frame_blocking(channel)
         if message is None:
@@ -216,7 +238,13 @@ def serve(scratch: str) -> None:
         else:
             os.chdir(scratch)
             reply = _run(loaded, message)
-        wipe_folder(scratch)
+        # All of these are one tmpfs, whose folders and mount points the function can't
+        # remove: while its count of free inodes is unchanged, nothing was left in any of them.
+        if clean is None or _free_inodes(scratch) != clean:
+            wipe_folder(scratch)
+            for folder in private_folders:
+                wipe_folder(folder, keep=scratch)
+            clean = _free_inodes(scratch) if private_folders else None
         reply.update(_usage())
         try:
             frame = encode_frame(reply)

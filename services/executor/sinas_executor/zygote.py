@@ -14,6 +14,7 @@ When the executor closes the control socket (or dies), every worker is killed.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -24,7 +25,7 @@ import sys
 from typing import Any
 
 from sinas_common.hardening import make_non_dumpable
-from sinas_executor import worker
+from sinas_executor import namespaces, worker
 from sinas_executor.interpreter_access import expose_interpreter_to_workers
 
 # Imported once here so that forked workers don't pay for them on every start; a worker
@@ -72,6 +73,8 @@ PREIMPORTED_MODULES = (
     "jsonschema",
 )
 _CONTROL_BUFFER = 1 << 16
+# The exit code of a worker whose sandbox could not be made (namespaces, mounts, limits).
+SETUP_FAILED = 71
 
 
 def _preimport() -> None:
@@ -162,7 +165,13 @@ class Zygote:
             code = 0
             try:
                 worker.enter_sandbox(spec, channel_fd, zygote_pid)
-                worker.serve(str(spec["scratch"]))
+            except BaseException as exc:
+                # Still on the executor's stderr (its log): why no worker could start here.
+                _report_setup_failure(exc)
+                os._exit(SETUP_FAILED)
+            try:
+                private = namespaces.PRIVATE_FOLDERS if spec.get("namespaces", True) else ()
+                worker.serve(str(spec["scratch"]), private)
             except BaseException:
                 code = 70
             os._exit(code)
@@ -183,6 +192,12 @@ class Zygote:
     def _kill_all(self) -> None:
         for pid in list(self.live):
             self._kill(pid)
+
+
+def _report_setup_failure(exc: BaseException) -> None:
+    line = {"level": "error", "message": "sandbox worker set-up failed", "error": repr(exc)}
+    with contextlib.suppress(OSError):
+        os.write(2, json.dumps(line).encode() + b"\n")
 
 
 def main(argv: list[str]) -> int:

@@ -8,7 +8,9 @@ import asyncio
 from typing import Any
 
 from sinas_common.control import control_subject
+from sinas_common.jobstream import JobMessage
 from sinas_common.jsoncodec import dump_json
+from sinas_executor.consumer import subscribe
 from sinas_executor.models import HeartbeatNews, HeldAttempt, OutcomeStatus, ResumedInput
 from sinas_executor.pool import INPUT_ENDED_ERROR
 
@@ -173,3 +175,22 @@ async def test_the_wall_clock_stops_while_paused(harness: Harness) -> None:
 
 async def _no_pending(harness: Harness) -> bool:
     return await harness.ack_pending() == 0 and await harness.stream_messages() == 0
+
+
+async def test_stop_hands_back_a_paused_run_at_once(harness: Harness) -> None:
+    harness.scheduler.code = ASKING
+    await harness.publish("paused")
+    # A grace period far longer than the stop is given: a run waiting for a person doesn't
+    # hold the stop up for it.
+    consumer = await harness.start(shutdown_grace_seconds=300.0)
+    await reported(harness, "paused", 1)
+    consumer.stop()
+    _, task = harness.consumers.pop()
+    await asyncio.wait_for(task, 30)
+    # Released and nakked without an outcome: another executor runs it from the start.
+    assert "paused" not in harness.scheduler.outcomes
+    assert harness.scheduler.releases == [[HeldAttempt(execution_id="paused", attempt=1)]]
+    other = await subscribe(harness.js, harness.settings, ack_wait_seconds=3.0)
+    (again,) = await other.fetch(1, timeout=10)
+    assert JobMessage.decode(again.data).execution_id == "paused"
+    await again.ack()

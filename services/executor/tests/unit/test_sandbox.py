@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import secrets
+import subprocess
 import textwrap
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
 
 from sinas_executor.models import RunRequest
-from sinas_executor.pool import SandboxRunner, WorkerPool
+from sinas_executor.pool import PoolLimits, SandboxRunner, WorkerPool
 
 MakeRequest = Callable[..., RunRequest]
 
@@ -86,23 +94,25 @@ async def test_timeout_kills_the_worker(
     pool: WorkerPool, runner: SandboxRunner, make_request: MakeRequest
 ) -> None:
     sleeper = code("""
-        import os, time
+        import time, uuid
+
+        WORKER = uuid.uuid4().hex
 
         def handler(input_data, context):
             if input_data.get("sleep"):
                 time.sleep(60)
-            return os.getpid()
+            return WORKER
     """)
-    first_pid = (await runner.run(make_request(sleeper))).output
+    first = (await runner.run(make_request(sleeper))).output
     result = await runner.run(make_request(sleeper, input_data={"sleep": True}, timeout_seconds=1))
     assert result.timed_out
     assert result.error == "Function execution timed out after 1 seconds"
     again = await runner.run(make_request(sleeper))
     assert again.error is None
-    assert isinstance(first_pid, int)
     # The idle worker took the sleeping call and was killed; a fresh one serves the next.
-    assert not _alive(first_pid)
-    assert again.output != first_pid
+    # (Workers are told apart by a token: in its own PID namespace, every worker is pid 2.)
+    assert again.output != first
+    assert pool.started_workers == 2
 
 
 async def test_memory_limit_stops_a_large_allocation(
@@ -133,31 +143,68 @@ async def test_worker_killing_itself_is_reported(
     assert result.error == "The worker process died during the run (killed by signal SIGKILL)"
 
 
-async def test_environment_is_scrubbed(runner: SandboxRunner, make_request: MakeRequest) -> None:
-    os.environ["SINAS_TEST_EXECUTOR_SECRET"] = "hunter2-very-secret"
-    try:
-        result = await runner.run(
-            make_request(
-                code("""
-                    import os
+# A name or a value a function must never find in its environment.
+SECRET_LOOKING = re.compile(r"://|key|secret|token|passw|credential|auth|dsn", re.IGNORECASE)
 
-                    def handler(input_data, context):
-                        try:
-                            with open(f"/proc/{input_data['pid']}/environ", "rb") as f:
-                                parent_env = f.read().decode(errors="replace")
-                        except OSError as exc:
-                            parent_env = type(exc).__name__
-                        return {"env": dict(os.environ), "parent_env": parent_env}
-                """),
-                input_data={"pid": os.getpid()},
-            )
-        )
+# Its environment as Python sees it, and the environ of every process it can see.
+ENVIRONMENT_PROBE = code("""
+    import os, tempfile
+
+    def _read(path):
+        try:
+            with open(path, "rb") as f:
+                return f.read().decode(errors="replace")
+        except OSError as exc:
+            return type(exc).__name__
+
+    def handler(input_data, context):
+        procs = [_read(f"/proc/{pid}/environ") for pid in os.listdir("/proc") if pid.isdigit()]
+        return {
+            "env": dict(os.environ),
+            "procs": procs,
+            "cwd": os.getcwd(),
+            "tempdir": tempfile.gettempdir(),
+        }
+""")
+
+
+@pytest.fixture
+def canary(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fake secret, in place before the test's sandbox starts: in the executor's own
+    environment, and in the kernel's copy of a process's environment (/proc/<pid>/environ,
+    which a putenv after the start never changes), as another service's secrets are."""
+    secret = f"canary-{secrets.token_hex(12)}"
+    monkeypatch.setenv("SINAS_TEST_API_TOKEN", secret)
+    holder = subprocess.Popen(["sleep", "60"], env={"SINAS_TEST_SECRET": secret})
+    try:
+        # Read back once the exec is through (an exec under way shows an empty environ).
+        deadline = time.monotonic() + 10
+        while secret.encode() not in Path(f"/proc/{holder.pid}/environ").read_bytes():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        yield secret
     finally:
-        del os.environ["SINAS_TEST_EXECUTOR_SECRET"]
-    assert result.error is None
-    assert set(result.output["env"]) <= {"PATH", "HOME", "TMPDIR", "LANG"}
-    assert "hunter2-very-secret" not in str(result.output["env"])
-    assert "hunter2-very-secret" not in result.output["parent_env"]
+        holder.kill()
+        holder.wait()
+
+
+async def test_environment_is_scrubbed(canary: str, make_request: MakeRequest) -> None:
+    pool = WorkerPool(PoolLimits(concurrency=1))
+    await pool.start()
+    try:
+        root = pool.root
+        result = await SandboxRunner(pool).run(make_request(ENVIRONMENT_PROBE))
+    finally:
+        await pool.close()
+    assert result.error is None, result.traceback
+    seen = result.output
+    assert set(seen["env"]) == {"PATH", "HOME", "TMPDIR", "LANG"}, seen["env"]
+    for name, value in seen["env"].items():
+        assert not SECRET_LOOKING.search(name) and not SECRET_LOOKING.search(value), (name, value)
+    scratch = seen["env"]["HOME"]
+    assert root is not None and scratch.startswith(root + os.sep)
+    assert seen["env"]["TMPDIR"] == seen["cwd"] == seen["tempdir"] == scratch
+    assert canary not in json.dumps(seen)
 
 
 async def test_scratch_files_do_not_outlive_a_run(
@@ -193,14 +240,15 @@ async def test_scratch_files_do_not_outlive_a_run(
 
 
 COUNTER = code("""
-    import os
+    import uuid
 
+    WORKER = uuid.uuid4().hex
     calls = 0
 
     def handler(input_data, context):
         global calls
         calls += 1
-        return {"pid": os.getpid(), "calls": calls}
+        return {"worker": WORKER, "calls": calls}
 """)
 
 
@@ -210,7 +258,7 @@ async def test_worker_is_reused_per_key(
     first = await runner.run(make_request(COUNTER, user_id="alice"))
     second = await runner.run(make_request(COUNTER, user_id="alice"))
     assert first.output["calls"] == 1
-    assert second.output == {"pid": first.output["pid"], "calls": 2}
+    assert second.output == {"worker": first.output["worker"], "calls": 2}
     assert pool.started_workers == 1
 
 
@@ -221,7 +269,7 @@ async def test_no_state_crosses_between_users(
     bob = await runner.run(make_request(COUNTER, user_id="bob"))
     assert alice.output["calls"] == 1
     assert bob.output["calls"] == 1
-    assert bob.output["pid"] != alice.output["pid"]
+    assert bob.output["worker"] != alice.output["worker"]
 
 
 async def test_worker_is_recycled_after_max_runs(
@@ -229,7 +277,7 @@ async def test_worker_is_recycled_after_max_runs(
 ) -> None:
     results = [await runner.run(make_request(COUNTER)) for _ in range(4)]
     assert [r.output["calls"] for r in results] == [1, 2, 3, 1]
-    assert results[3].output["pid"] != results[0].output["pid"]
+    assert results[3].output["worker"] != results[0].output["worker"]
     assert pool.started_workers == 2
 
 
@@ -237,13 +285,14 @@ async def test_worker_is_recycled_after_max_runs(
 # 256 MiB, so a second call in the same worker would fail with MemoryError; past a peak of
 # 128 MiB the worker is retired instead, and the second call gets a fresh one.
 LEAKY = code("""
-    import os
+    import uuid
 
+    WORKER = uuid.uuid4().hex
     kept = []
 
     def handler(input_data, context):
         kept.append(b"x" * (140 << 20))
-        return {"pid": os.getpid(), "calls": len(kept)}
+        return {"worker": WORKER, "calls": len(kept)}
 """)
 
 
@@ -255,7 +304,7 @@ async def test_a_worker_whose_memory_grew_past_half_its_limit_is_retired(
     assert first.error is None and second.error is None
     # The first run left its worker past 140 MiB: the second ran in a fresh worker.
     assert (first.output["calls"], second.output["calls"]) == (1, 1)
-    assert second.output["pid"] != first.output["pid"]
+    assert second.output["worker"] != first.output["worker"]
     assert pool.started_workers == 2
 
 
@@ -277,14 +326,6 @@ async def test_idle_worker_of_another_key_is_evicted(
     # Three slots: the fourth key evicted the oldest idle worker.
     assert pool.idle_workers(make_request(COUNTER, user_id="u1").key) == 0
     assert pool.idle_workers(make_request(COUNTER, user_id="u4").key) == 1
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 async def test_workers_and_their_zygote_are_non_dumpable(
