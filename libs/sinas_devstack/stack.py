@@ -119,7 +119,6 @@ SECRET_HOLDERS: dict[str, frozenset[str]] = {
     "DATABASE_URL": frozenset({"scheduler"}),
     "SINAS_BOOTSTRAP_ADMIN_KEY": frozenset({"scheduler"}),
     "SINAS_ENCRYPTION_KEY": frozenset({"scheduler"}),
-    "SINAS_ENCRYPTION_KEYS": frozenset({"scheduler"}),
     "CALLBACK_SIGNING_SECRET": frozenset({"notifier"}),
     # Each service logs in to NATS as its own user, given in StackConfig.role_env: one
     # inherited from the parent would hand every service the same user.
