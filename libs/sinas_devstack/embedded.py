@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -28,11 +29,32 @@ from sinas_devstack.nats_auth import NatsAccounts
 logger = logging.getLogger(__name__)
 
 
+# Ports are chosen below the kernel's ephemeral range: a port from that range can be taken,
+# between choosing and binding, by any outgoing connection's source port or any listener on
+# port 0, and the service told to bind it then fails with EADDRINUSE.
+LOWEST_CHOSEN_PORT = 10000
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def ephemeral_range_start() -> int:
+    try:
+        return int(EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def unused_loopback_port() -> int:
-    """A TCP port on loopback that nothing listens on right now (the kernel's pick)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on loopback, below the ephemeral range, that nothing is bound to right now."""
+    highest = max(ephemeral_range_start() - 1, LOWEST_CHOSEN_PORT + 1000)
+    chooser = random.SystemRandom()
+    while True:
+        port = chooser.randint(LOWEST_CHOSEN_PORT, highest)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 class PortAllocator:

@@ -5,7 +5,12 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 
-from sinas_devstack.embedded import PortAllocator, free_port
+from sinas_devstack.embedded import (
+    LOWEST_CHOSEN_PORT,
+    PortAllocator,
+    ephemeral_range_start,
+    free_port,
+)
 
 
 def test_a_port_the_kernel_picks_again_is_not_handed_out_twice() -> None:
@@ -19,3 +24,11 @@ def test_free_ports_are_distinct_and_bindable() -> None:
     assert len(set(ports)) == len(ports)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", ports[-1]))
+
+
+def test_free_ports_lie_below_the_ephemeral_range() -> None:
+    # A port from the ephemeral range can become an outgoing connection's source port before
+    # the service told to listen on it binds (the JS SDK's callback receiver once lost its
+    # port that way).
+    start = ephemeral_range_start()
+    assert all(LOWEST_CHOSEN_PORT <= free_port() < start for _ in range(50))
