@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from socketserver import ThreadingMixIn
 from threading import Thread
 from typing import Any
-from wsgiref.simple_server import WSGIServer
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import grpc
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import start_http_server
+from prometheus_client.exposition import make_wsgi_app, start_http_server
 
 logger = logging.getLogger(__name__)
+
+
+class ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    """One thread per request: a slow scrape never holds up a probe."""
+
+    daemon_threads = True
+
 
 # Seconds from fractions of a millisecond (a claim) to minutes (a slow callback or lag).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -31,6 +41,32 @@ GRPC_SECONDS = Histogram(
 )
 
 
+# A service's own health: an HTTP status and a JSON body, asked at every request.
+HealthReport = Callable[[], tuple[int, dict[str, Any]]]
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No line on stderr per request: the scrape and probe interval would fill the log."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+def _with_health(metrics: Any, health: HealthReport) -> Any:
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if environ.get("PATH_INFO") != "/health":
+            return metrics(environ, start_response)  # type: ignore[no-any-return]
+        status, body = health()
+        payload = json.dumps(body).encode()
+        start_response(
+            f"{status} {HTTPStatus(status).phrase}",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))],
+        )
+        return [payload]
+
+    return app
+
+
 class MetricsServer:
     """The `/metrics` HTTP endpoint on its own port, served from a daemon thread."""
 
@@ -40,9 +76,21 @@ class MetricsServer:
 
     @classmethod
     def start(
-        cls, bind: str, port: int, *, registry: CollectorRegistry = REGISTRY
+        cls,
+        bind: str,
+        port: int,
+        *,
+        registry: CollectorRegistry = REGISTRY,
+        health: HealthReport | None = None,
     ) -> MetricsServer:
-        server, thread = start_http_server(port, addr=bind, registry=registry)
+        """`health`, where given, answers `GET /health` on the same port with its report."""
+        if health is None:
+            server, thread = start_http_server(port, addr=bind, registry=registry)
+        else:
+            app = _with_health(make_wsgi_app(registry), health)
+            server = make_server(bind, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
+            thread = Thread(target=server.serve_forever, name="metrics", daemon=True)
+            thread.start()
         started = cls(server, thread)
         logger.info(
             "metrics endpoint listening",

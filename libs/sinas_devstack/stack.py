@@ -53,14 +53,19 @@ class ServiceProcess:
     log_path: Path
     ready: Callable[[], bool]
     args: tuple[str, ...] = ()
+    # Started as root, the service drops to this uid first, or to `run_as.NO_USER_NAMESPACES`.
+    run_as_uid: int | str | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _log: IO[bytes] | None = field(default=None, init=False, repr=False)
 
     def start(self) -> None:
         self.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._log = open_private_log(self.log_path)
+        command = [sys.executable, "-m", self.module, *self.args]
+        if self.run_as_uid is not None:
+            command[2:2] = ["sinas_devstack.run_as", str(self.run_as_uid)]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", self.module, *self.args],
+            command,
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -210,7 +215,9 @@ class Stack:
         )
         return self._add(service)
 
-    def executor(self, *, name: str = "executor", **overrides: str) -> ServiceProcess:
+    def executor(
+        self, *, name: str = "executor", run_as_uid: int | str | None = None, **overrides: str
+    ) -> ServiceProcess:
         port = self.executor_health_port if name == "executor" else free_port()
         addr = f"127.0.0.1:{port}"
         env = self.role_env("executor") | {"EXECUTOR_GRPC_BIND": addr, "EXECUTOR_ID": name}
@@ -224,6 +231,7 @@ class Stack:
             env,
             self._log(name),
             lambda: grpc_serving(addr, "executor", env),
+            run_as_uid=run_as_uid,
         )
         return self._add(service)
 
@@ -262,6 +270,10 @@ class Stack:
         self.metrics_ports[service.name] = port
         self.services[service.name] = service
         return service
+
+    def health_url(self, name: str) -> str:
+        """Where the named service's own /health answers (the executor's: its sandbox)."""
+        return f"http://127.0.0.1:{self.metrics_ports[name]}/health"
 
     def metrics_url(self, name: str) -> str:
         """Where the named service's Prometheus endpoint answers."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import ipaddress
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -236,6 +237,48 @@ def test_containers_are_locked_down(build: str) -> None:
             assert pod["securityContext"]["runAsUser"] >= 1000, name
 
 
+@pytest.mark.parametrize("build", sorted(BUILDS))
+def test_only_the_executor_leaves_apparmor_for_its_sandbox_mounts(build: str) -> None:
+    for name, pod in _pod_specs(BUILDS[build]):
+        assert "appArmorProfile" not in pod["securityContext"], name
+        assert "runtimeClassName" not in pod, name
+        for container in pod["containers"]:
+            context = container["securityContext"]
+            # seccomp is the pod's RuntimeDefault everywhere: no container loosens it.
+            assert "seccompProfile" not in context, name
+            assert "procMount" not in context, name
+            apparmor = context.get("appArmorProfile")
+            if name == "sinas-executor":
+                # The runtimes' default AppArmor profile denies mount (deploy/README.md).
+                assert apparmor == {"type": "Unconfined"}
+            else:
+                assert apparmor is None, name
+
+
+def _dockerfile_stages() -> dict[str, str]:
+    text = (K8S.parent / "docker" / "Dockerfile").read_text()
+    stages: dict[str, str] = {}
+    for chunk in text.split("\nFROM ")[1:]:
+        header, _, body = chunk.partition("\n")
+        stages[header.split()[-1]] = body.replace("\\\n", " ")
+    return stages
+
+
+def test_the_image_has_pasta_and_compose_lets_the_executor_use_it() -> None:
+    runtime = _dockerfile_stages()["runtime"]
+    installs = [
+        line.split()
+        for line in runtime.splitlines()
+        if line.startswith("RUN ") and "apt-get install" in line
+    ]
+    assert any("passt" in words for words in installs), runtime
+    executor = yaml.safe_load((K8S.parent / "compose.yaml").read_text())["services"]["executor"]
+    assert "apparmor=unconfined" in executor["security_opt"]
+    assert "no-new-privileges:true" in executor["security_opt"]
+    assert "/dev/net/tun:/dev/net/tun" in executor["devices"]
+    assert set(executor["cap_add"]) == EXECUTOR_CAPABILITIES
+
+
 def _shared_secret_keys(pod: Obj) -> set[str]:
     """The keys of `sinas-secrets` a pod can read; "*" when it gets the whole Secret."""
     keys: set[str] = set()
@@ -329,7 +372,7 @@ def _duration_hours(value: str) -> int:
 
 def _egress_leaves_cluster(policy: Obj) -> bool:
     return any(
-        "ipBlock" in peer and peer["ipBlock"]["cidr"] == "0.0.0.0/0"
+        "ipBlock" in peer and peer["ipBlock"]["cidr"] in ("0.0.0.0/0", "::/0")
         for rule in policy["spec"].get("egress", [])
         for peer in rule.get("to", [])
     )
@@ -358,6 +401,136 @@ def test_network_policies_open_only_the_designed_paths(build: str) -> None:
     }
     assert outside_in == {"sinas-gateway"}
     assert inside_out == {"sinas-executor", "sinas-notifier"}
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# What egress to "the internet" must never reach: private, shared (CGNAT), link-local (cloud
+# metadata) and loopback ranges, IPv6's unique-local, link-local and loopback, and every
+# IPv4 address in its IPv4-mapped IPv6 form; the IPv4 ranges also in their NAT64 form.
+PRIVATE_RANGES: tuple[Network, ...] = tuple(
+    ipaddress.ip_network(cidr)
+    for cidr in (
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "169.254.0.0/16",
+        "127.0.0.0/8",
+        "fc00::/7",
+        "fe80::/10",
+        "::1/128",
+        "::ffff:0:0/96",
+    )
+)
+
+
+def _embedded(prefix: str, network: ipaddress.IPv4Network) -> ipaddress.IPv6Network:
+    """An IPv4 network inside an IPv6 /96 (IPv4-mapped ::ffff:0:0, NAT64 64:ff9b::)."""
+    base = int(ipaddress.IPv6Address(prefix)) | int(network.network_address)
+    return ipaddress.IPv6Network((base, 96 + network.prefixlen))
+
+
+def _ip_blocks(policy: Obj) -> list[Obj]:
+    return [
+        peer["ipBlock"]
+        for rule in policy["spec"].get("egress", [])
+        for peer in rule.get("to", [])
+        if "ipBlock" in peer
+    ]
+
+
+def _private_ranges_let_through(policy: Obj) -> set[str]:
+    """Each private range (or IPv4-mapped form of one) an ipBlock of the policy lets in."""
+    leaks: set[str] = set()
+    for block in _ip_blocks(policy):
+        cidr = ipaddress.ip_network(block["cidr"])
+        excepted = [ipaddress.ip_network(e) for e in block.get("except", [])]
+        forbidden: list[Network] = list(PRIVATE_RANGES)
+        forbidden += [
+            _embedded(prefix, r)
+            for prefix in ("::ffff:0:0", "64:ff9b::")
+            for r in PRIVATE_RANGES
+            if isinstance(r, ipaddress.IPv4Network)
+        ]
+        for network in forbidden:
+            if network.version != cidr.version or not network.overlaps(cidr):
+                continue
+            # mypy can't narrow the pair to one family from the version check.
+            covered = any(
+                network.version == e.version and network.subnet_of(e)  # type: ignore[arg-type]
+                for e in excepted
+            )
+            if not covered:
+                leaks.add(str(network))
+    return leaks
+
+
+def _allows(policy: Obj, address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    return any(
+        ip in ipaddress.ip_network(block["cidr"])
+        and not any(ip in ipaddress.ip_network(e) for e in block.get("except", []))
+        for block in _ip_blocks(policy)
+    )
+
+
+@pytest.mark.parametrize("build", sorted(BUILDS))
+def test_egress_to_the_internet_excludes_every_private_range(build: str) -> None:
+    policies = [o for o in BUILDS[build] if o["kind"] == "NetworkPolicy"]
+    for policy in policies:
+        assert not _private_ranges_let_through(policy), policy["metadata"]["name"]
+    for name in ("sinas-executor", "sinas-notifier"):
+        policy = _find(policies, "NetworkPolicy", name)
+        # Both address families reach the public internet: functions call any public API.
+        assert {b["cidr"] for b in _ip_blocks(policy)} == {"0.0.0.0/0", "::/0"}, name
+        for public in ("1.1.1.1", "8.8.8.8", "2606:4700:4700::1111", "2001:4860:4860::8888"):
+            assert _allows(policy, public), (name, public)
+        for private in (
+            "10.1.2.3",
+            "100.100.100.200",
+            "169.254.169.254",
+            "fd00:ec2::254",
+            "::ffff:169.254.169.254",
+            "64:ff9b::169.254.169.254",
+        ):
+            assert not _allows(policy, private), (name, private)
+        # NAT64 stays open for public IPv4 addresses (IPv6-only clusters).
+        assert _allows(policy, "64:ff9b::8.8.8.8"), name
+
+
+@pytest.mark.parametrize("excluded", [*(str(r) for r in PRIVATE_RANGES), "64:ff9b::a9fe:0/112"])
+def test_a_missing_private_range_is_caught(excluded: str) -> None:
+    policy = copy.deepcopy(_find(BUILDS["base"], "NetworkPolicy", "sinas-executor"))
+    for block in _ip_blocks(policy):
+        block["except"] = [e for e in block.get("except", []) if e != excluded]
+    assert excluded in _private_ranges_let_through(policy)
+
+
+@pytest.mark.parametrize("build", sorted(BUILDS))
+def test_executor_reaches_only_scheduler_gateway_nats_dns_and_the_internet(build: str) -> None:
+    objects = BUILDS[build]
+    policy = _find(objects, "NetworkPolicy", "sinas-executor")
+    in_cluster: set[tuple[str, int]] = set()
+    for rule in policy["spec"]["egress"]:
+        peers = rule["to"]
+        if all("ipBlock" in peer for peer in peers):
+            assert "ports" not in rule  # the internet, on any port
+            continue
+        [peer] = peers
+        assert set(peer) == {"podSelector"}, peer
+        app = peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
+        in_cluster |= {(app, port["port"]) for port in rule["ports"]}
+    assert in_cluster == {
+        ("sinas-scheduler", 50051),
+        ("sinas-gateway", 8000),
+        ("nats", 4222),
+    }
+    config = _find(objects, "ConfigMap", "sinas-config")["data"]
+    assert config["SINAS_API_URL"] == "http://sinas-gateway:8000"
+    dns = _find(objects, "NetworkPolicy", "sinas-dns-and-metrics")
+    assert dns["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/part-of": "sinas"}
+    [rule] = dns["spec"]["egress"]
+    assert {(p["protocol"], p["port"]) for p in rule["ports"]} == {("UDP", 53), ("TCP", 53)}
 
 
 @pytest.mark.parametrize("build", sorted(BUILDS))

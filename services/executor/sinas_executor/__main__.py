@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from sinas_common.hardening import make_non_dumpable
 from sinas_common.logs import configure_logging
 from sinas_common.metrics import MetricsServer
 from sinas_executor.app import run_executor
+from sinas_executor.health import ExecutorHealth
+from sinas_executor.network import NetworkUnavailable
+from sinas_executor.sandbox import SandboxUnavailable
 from sinas_executor.settings import ExecutorSettings
+
+logger = logging.getLogger("sinas_executor")
+# What a supervisor sees when the machine can't sandbox runs as configured (sysexits' CONFIG).
+REFUSED_EXIT_CODE = 78
 
 
 def main() -> None:
@@ -16,9 +24,16 @@ def main() -> None:
     make_non_dumpable()
     settings = ExecutorSettings()
     configure_logging("executor", settings.log_level)
-    metrics = MetricsServer.start(settings.metrics_bind, settings.metrics_port)
+    health = ExecutorHealth()
+    metrics = MetricsServer.start(settings.metrics_bind, settings.metrics_port, health=health)
     try:
-        asyncio.run(run_executor(settings))
+        asyncio.run(run_executor(settings, health))
+    except (SandboxUnavailable, NetworkUnavailable) as refused:
+        # Never a silent downgrade: no run is taken here until the operator decides.
+        logger.error(
+            "executor refuses to start", extra={"action": "refused", "error": str(refused)}
+        )
+        raise SystemExit(REFUSED_EXIT_CODE) from None
     finally:
         metrics.close()
 

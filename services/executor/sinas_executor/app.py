@@ -11,8 +11,10 @@ from sinas_common.control import control_subject
 from sinas_common.grpc_client import open_scheduler_channel
 from sinas_common.grpc_server import GrpcServer
 from sinas_common.nats_connect import connect_nats
+from sinas_executor import network
 from sinas_executor.agent import AgentLimits, ChatAgentRunner
 from sinas_executor.consumer import AGENT_JOB_KIND, ConsumerOptions, ExecutionConsumer, subscribe
+from sinas_executor.health import ExecutorHealth
 from sinas_executor.llm import HttpxChatModel
 from sinas_executor.pool import PoolLimits, SandboxRunner, WorkerPool
 from sinas_executor.scheduler_client import GrpcSchedulerClient
@@ -23,7 +25,7 @@ logger = logging.getLogger(__name__)
 HEALTH_SERVICE_NAME = "sinas.executor.v1.Executor"
 
 
-def pool_limits(settings: SandboxSettings) -> PoolLimits:
+def pool_limits(settings: SandboxSettings, api_url: str | None = None) -> PoolLimits:
     return PoolLimits(
         concurrency=settings.concurrency,
         max_runs=settings.worker_max_runs,
@@ -36,6 +38,10 @@ def pool_limits(settings: SandboxSettings) -> PoolLimits:
         uid_base=settings.uid_base,
         uid_count=settings.uid_count,
         disk_mb=settings.disk_limit_mb,
+        max_processes=settings.max_processes,
+        namespaces=settings.isolation == "namespaces",
+        network=settings.network,
+        api_url=api_url,
         hide_paths=tuple(path for path in settings.hide_paths.split(os.pathsep) if path),
     )
 
@@ -52,7 +58,25 @@ def _options(settings: ExecutorSettings, *, concurrency: int, prefetch: int = 0)
     )
 
 
-async def run_executor(settings: ExecutorSettings) -> None:
+def sandbox_warnings(pool: WorkerPool) -> list[str]:
+    """What an operator must hear about the sandbox: logged at start, listed on /health."""
+    warnings = []
+    if not pool.limits.namespaces:
+        warnings.append(
+            "EXECUTOR_SANDBOX=unsafe-none: functions run without namespaces; they can see "
+            "the host's processes, files and network as the executor's uid"
+        )
+    elif pool.network.mode == network.HOST and pool.limits.network == network.AUTO:
+        warnings.append(
+            f"{network.SETTING}=auto: the isolated network is unavailable "
+            f"({network.pasta_unavailable()}); workers share the host's network and loopback"
+        )
+    for warning in warnings:
+        logger.warning(warning, extra={"action": "sandbox_unsafe"})
+    return warnings
+
+
+async def run_executor(settings: ExecutorSettings, health_report: ExecutorHealth) -> None:
     """Runs until SIGTERM/SIGINT, then finishes or hands back in-flight work."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -66,8 +90,9 @@ async def run_executor(settings: ExecutorSettings) -> None:
         tls=settings.tls,
     )
     channel = open_scheduler_channel(settings.scheduler, tls=settings.tls)
-    pool = WorkerPool(pool_limits(settings.sandbox))
+    pool = WorkerPool(pool_limits(settings.sandbox, settings.api_url))
     await pool.start()
+    health_report.sandbox_ready(pool.sandbox_report(), sandbox_warnings(pool))
     nc = await connect_nats(settings.nats, name=f"executor-{settings.executor_id}")
     model = HttpxChatModel()
     try:

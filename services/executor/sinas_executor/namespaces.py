@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
 import signal
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
+
+from sinas_executor.network import Network, Pasta, loopback_up
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
+CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 MS_RDONLY = 1
@@ -45,6 +49,7 @@ class Isolation:
     gid: int | None
     disk_mb: int
     hide: tuple[str, ...]
+    network: Network = field(default_factory=Network)
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> Isolation:
@@ -54,6 +59,7 @@ class Isolation:
             gid=spec.get("gid"),
             disk_mb=int(spec["limits"]["disk_mb"]),
             hide=tuple(str(path) for path in spec.get("hide", ())),
+            network=Network.from_message(spec.get("network")),
         )
 
 
@@ -93,12 +99,17 @@ def enter(isolation: Isolation) -> None:
     never runs as PID 1: the kernel drops signals PID 1 sends itself.
     """
     flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
+    network = isolation.network
+    if network.own_namespace:
+        flags |= CLONE_NEWNET
     # As root, a uid of its own isolates the worker; otherwise a user namespace grants the
     # rights the mounts need, inside it only, and maps just the executor's own ids.
     unprivileged = os.geteuid() != 0
-    if not unprivileged and _libc.unshare(flags) != 0:
+    # pasta configures only a network namespace whose user namespace it may enter: as root,
+    # the same path as root without CAP_SYS_ADMIN, and pasta runs under the worker's uid.
+    if not unprivileged and (network.pasta is not None or _libc.unshare(flags) != 0):
         error, uid, gid = ctypes.get_errno(), isolation.uid, isolation.gid
-        if error != errno.EPERM or uid is None or gid is None:
+        if uid is None or gid is None or (network.pasta is None and error != errno.EPERM):
             raise OSError(error, f"unshare: {os.strerror(error)}")
         # Root without CAP_SYS_ADMIN (a container's default set): the worker's own uid first,
         # then a user namespace like any unprivileged executor's.
@@ -107,22 +118,48 @@ def enter(isolation: Isolation) -> None:
         os.setuid(uid)
         unprivileged = True
     outer_uid, outer_gid = os.geteuid(), os.getegid()
+    pasta = Pasta(network) if network.pasta is not None else None
     if unprivileged:
-        _check(_libc.unshare(flags | CLONE_NEWUSER), "unshare")
-        # A non-dumpable process's /proc/self files are root's: dumpable just long enough to
-        # write its own maps. Workers can't see it from their own PID namespaces, and it holds
-        # nothing the executor's uid can't read anyway (the zygote's environment is minimal).
+        try:
+            _check(_libc.unshare(flags | CLONE_NEWUSER), "unshare")
+        except OSError:
+            if pasta is not None:
+                pasta.cancel()
+            raise
+        # A non-dumpable process's /proc/self files are root's: dumpable long enough to write
+        # its own maps (and for pasta to enter its namespaces). Workers can't see it from their
+        # own PID namespaces, and it holds nothing the executor's uid can't read anyway (the
+        # zygote's environment is minimal).
         _check(_libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "prctl")
         _write("/proc/self/uid_map", f"{outer_uid} {outer_uid} 1\n")
         _write("/proc/self/setgroups", "deny")
         _write("/proc/self/gid_map", f"{outer_gid} {outer_gid} 1\n")
-        _check(_libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "prctl")
+        if pasta is not None:
+            pasta.go()
+        else:
+            _check(_libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "prctl")
+    if network.own_namespace and pasta is None:
+        loopback_up()
+    # The function waits on this until its network is configured (or its worker ends).
+    net_read, net_write = os.pipe()
     status_read, status_write = os.pipe()
     init = os.fork()
     if init != 0:
+        os.close(net_read)
+        if pasta is not None:
+            _await_network(pasta, init)
+        # An init that failed its set-up has closed its end: not a death by SIGPIPE here,
+        # which would hide its exit code (SETUP_FAILED) from the zygote's report.
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        with contextlib.suppress(BrokenPipeError):
+            os.write(net_write, b"1")
+        os.close(net_write)
         _close_all_but(status_read)
         _wait_as_outer(init, status_read)
+    os.close(net_write)
     os.close(status_read)
+    # Forked while the outer may still be dumpable for pasta: never the init or the function.
+    _check(_libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "prctl")
     _set_pdeathsig()
     os.umask(0o022)
     _make_mounts(isolation)
@@ -133,11 +170,27 @@ def enter(isolation: Isolation) -> None:
         _set_pdeathsig()
         if os.getppid() != 1:
             os._exit(1)
+        # Never a line of the function's code before its network is what it should be.
+        ready = os.read(net_read, 1)
+        os.close(net_read)
+        if ready != b"1":
+            os._exit(1)
         if unprivileged:
             drop_capabilities()
         return
+    os.close(net_read)
     _close_all_but(status_write)
     _reap_as_init(function, status_write)
+
+
+def _await_network(pasta: Pasta, init: int) -> None:
+    """In the outer process: pasta configured the namespace, or the worker never runs."""
+    try:
+        pasta.wait()
+    except OSError:
+        os.kill(init, signal.SIGKILL)
+        raise
+    _check(_libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "prctl")
 
 
 def _set_pdeathsig() -> None:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from sinas_executor import memory_cgroup
 from sinas_executor.models import (
     HandedBack,
     InputChannel,
@@ -22,7 +23,10 @@ from sinas_executor.models import (
     RunResult,
     WorkerKey,
 )
+from sinas_executor.network import Network
+from sinas_executor.network import resolve as resolve_network
 from sinas_executor.sandbox import (
+    SandboxUnavailable,
     WorkerDied,
     WorkerProcess,
     WorkerSpec,
@@ -31,6 +35,11 @@ from sinas_executor.sandbox import (
 )
 
 logger = logging.getLogger(__name__)
+
+# The worker made at start to check the sandbox: a slot and key of no run's.
+PROBE_SLOT = -1
+PROBE_KEY = WorkerKey(user_id="", function_id="sandbox-check", function_version=0)
+PROBE_SECONDS = 30.0
 
 # A worker is retired once it has used this share of its lifetime CPU limit, or once its
 # peak resident memory reaches this share of its memory limit, so that a hard limit hit is
@@ -65,6 +74,11 @@ class PoolLimits:
     # Besides the pool's own folder (other workers' scratch), what workers must not see.
     hide_paths: tuple[str, ...] = ("/run/postgresql", "/var/run/postgresql")
     namespaces: bool = True
+    max_processes: int = 64
+    # EXECUTOR_SANDBOX_NETWORK: auto is isolated where available, else the host's (warned).
+    network: str = "auto"
+    # The API functions call (context["api_url"]): its port, on loopback, stays reachable.
+    api_url: str | None = None
 
 
 def remove_tree(path: str) -> None:
@@ -106,6 +120,22 @@ class WorkerPool:
         # process of its previous holder may live (a worker's exit ends its whole namespace).
         self._uid_holders: dict[int, WorkerProcess] = {}
         self._next_uid = 0
+        # The network workers actually get, settled at start: `network.mode` is one of
+        # `network.MODES`.
+        self.network = Network()
+        # Where the machine lets us: the folder of one memory cgroup per worker.
+        self.memory_cgroup: str | None = None
+
+    def sandbox_report(self) -> dict[str, Any]:
+        """How runs are isolated here, as settled at start: for the executor's /health."""
+        return {
+            "isolation": "namespaces" if self.limits.namespaces else "unsafe-none",
+            "network": self.network.mode,
+            # Across a run's processes where a cgroup is ours; else each process alone.
+            "memory_limit": "cgroup" if self.memory_cgroup is not None else "per-process",
+            "max_processes": self.limits.max_processes,
+            "disk_limit_mb": self.limits.disk_mb if self.limits.namespaces else None,
+        }
 
     @property
     def root(self) -> str | None:
@@ -113,6 +143,10 @@ class WorkerPool:
         return self._root
 
     async def start(self) -> None:
+        # Before anything is made: a network asked for and unavailable stops the start.
+        self.network = resolve_network(
+            self.limits.network, namespaces=self.limits.namespaces, api_url=self.limits.api_url
+        )
         parent = self.limits.root
         if parent is not None:
             os.makedirs(parent, mode=0o711, exist_ok=True)
@@ -123,8 +157,45 @@ class WorkerPool:
         os.chmod(self._root, 0o711)
         if parent is not None:
             os.chmod(parent, 0o711)
-        await self._zygote.start()
+        self.memory_cgroup = memory_cgroup.create_executor_folder(os.path.basename(self._root))
+        try:
+            await self._zygote.start()
+            await self._check_sandbox()
+        except BaseException:
+            # A refused start leaves nothing behind: no folder, cgroup or zygote.
+            await self.close()
+            raise
         self._reaper = asyncio.create_task(self._reap_idle(), name="worker-idle-reaper")
+
+    async def _check_sandbox(self) -> None:
+        """One worker made and asked before any run: a machine where no worker can be
+        sandboxed as configured stops the start, instead of failing every run later."""
+        worker = await self.start_probe()
+        await worker.stop()
+
+    async def start_probe(self) -> WorkerProcess:
+        """A worker of no run's, forked and answering: the start's check, and what the bench
+        times as a worker's start (fork to ready). The caller stops it."""
+        worker = await self._zygote.spawn(self._spec(PROBE_SLOT), PROBE_KEY)
+        self._hold_uid(worker)
+        try:
+            reply = await asyncio.wait_for(
+                worker.request({"op": "run", "input": None, "context": {}}), PROBE_SECONDS
+            )
+        except (WorkerDied, TimeoutError) as exc:
+            status = await worker.kill()
+            await worker.stop()
+            raise SandboxUnavailable(
+                "no sandboxed worker could start here "
+                f"({describe_exit(status, worker.spec)}; the executor's log says why). "
+                "Grant what the README's security model needs, or set "
+                "EXECUTOR_SANDBOX=unsafe-none to run functions without isolation"
+            ) from exc
+        except BaseException:
+            await worker.stop()
+            raise
+        logger.debug("sandbox checked", extra={"action": "sandbox_check", "reply": reply})
+        return worker
 
     async def close(self) -> None:
         if self._reaper is not None:
@@ -140,6 +211,9 @@ class WorkerPool:
             return_exceptions=True,
         )
         await self._zygote.close()
+        if self.memory_cgroup is not None:
+            memory_cgroup.remove_executor_folder(self.memory_cgroup)
+            self.memory_cgroup = None
         if self._root is not None:
             remove_tree(self._root)
             self._root = None
@@ -252,7 +326,7 @@ class WorkerPool:
         uid = self._free_uid() if os.geteuid() == 0 else None
         return WorkerSpec(
             slot=slot,
-            scratch=os.path.join(self._root, f"slot-{slot}"),
+            scratch=os.path.join(self._root, "check" if slot == PROBE_SLOT else f"slot-{slot}"),
             uid=uid,
             gid=uid,
             memory_mb=self.limits.memory_mb,
@@ -263,6 +337,9 @@ class WorkerPool:
             # The shared EXECUTOR_SANDBOX_ROOT where there is one: other executors' too.
             hide=(self.limits.root or self._root, *self.limits.hide_paths),
             namespaces=self.limits.namespaces,
+            max_processes=self.limits.max_processes,
+            memory_cgroup=self.memory_cgroup,
+            network=self.network,
         )
 
     def _free_uid(self) -> int:
@@ -355,10 +432,8 @@ class SandboxRunner:
                     timed_out=True,
                 )
             except WorkerDied:
-                status = await worker.died()
-                return RunResult(
-                    error=f"The worker process died during the run ({describe_exit(status)})"
-                )
+                ended = describe_exit(await worker.died(), worker.spec)
+                return RunResult(error=f"The worker process died during the run ({ended})")
             except asyncio.CancelledError:
                 await asyncio.shield(worker.kill())
                 raise

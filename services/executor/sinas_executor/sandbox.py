@@ -13,11 +13,12 @@ import socket
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sinas_executor.framing import encode_frame, read_frame
 from sinas_executor.models import WorkerKey
+from sinas_executor.network import Network
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,11 @@ class WorkerSpec:
     hide: tuple[str, ...] = ()
     # Off only where the machine can't make namespaces and the operator chose to run anyway.
     namespaces: bool = True
+    max_processes: int = 64
+    # The pool's folder of per-worker memory cgroups, where it has one (`memory_cgroup`).
+    memory_cgroup: str | None = None
+    # Its own network namespace (see `network`), or the host's.
+    network: Network = field(default_factory=Network)
 
     def to_message(self, request_id: int) -> dict[str, Any]:
         return {
@@ -66,7 +72,12 @@ class WorkerSpec:
             "scratch": self.scratch,
             "hide": list(self.hide),
             "namespaces": self.namespaces,
+            "network": self.network.to_message(),
+            "memory_cgroup": self.memory_cgroup,
             "limits": {
+                "max_processes": self.max_processes,
+                # Files on the worker's tmpfs are memory too, charged to its cgroup.
+                "cgroup_memory_mb": self.memory_mb + self.disk_mb,
                 "disk_mb": self.disk_mb,
                 "memory_mb": self.memory_mb,
                 "cpu_seconds": self.cpu_seconds,
@@ -76,8 +87,8 @@ class WorkerSpec:
         }
 
 
-def describe_exit(status: dict[str, Any] | None) -> str:
-    """How a worker ended, for the execution's error message."""
+def describe_exit(status: dict[str, Any] | None, spec: WorkerSpec) -> str:
+    """How a worker ended, for the execution's error message: a limit it hit by name."""
     if status is None:
         return "exit status unknown"
     if "signal" in status:
@@ -86,6 +97,17 @@ def describe_exit(status: dict[str, Any] | None) -> str:
             name = signal.Signals(number).name
         except ValueError:
             name = str(number)
+        if status.get("memory_limit_reached"):
+            return (
+                f"killed by signal {name}: the run's processes together reached its memory "
+                f"limit, EXECUTOR_MEMORY_LIMIT_MB={spec.memory_mb} plus "
+                f"EXECUTOR_DISK_LIMIT_MB={spec.disk_mb} for its files"
+            )
+        if number == signal.SIGXCPU:
+            return (
+                f"killed by signal {name}: a process reached the CPU time limit, "
+                f"EXECUTOR_CPU_LIMIT_SECONDS={spec.cpu_seconds}"
+            )
         return f"killed by signal {name}"
     return f"exit code {status.get('code')}"
 
@@ -307,6 +329,9 @@ class WorkerProcess:
             answer = await on_input(str(reply.get("prompt", "")))
             await self._send({"op": "input_reply", "input": answer})
         self.runs += 1
+        if reply.pop("left_behind", False):
+            # Killed at release, never given another run (see worker._left_behind).
+            self.broken = True
         self.cpu_seconds = float(reply.pop("cpu_seconds", self.cpu_seconds))
         self.peak_rss_mb = float(reply.pop("peak_rss_mb", self.peak_rss_mb))
         return reply

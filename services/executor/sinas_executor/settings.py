@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,6 +39,20 @@ class SandboxSettings(BaseSettings):
         default=64, ge=1, validation_alias="EXECUTOR_FILE_SIZE_LIMIT_MB"
     )
     open_files_limit: int = Field(default=256, ge=16, validation_alias="EXECUTOR_OPEN_FILES_LIMIT")
+    # Processes and threads of one run together, its first process included (RLIMIT_NPROC,
+    # counted per worker: each has a uid or a user namespace of its own).
+    max_processes: int = Field(default=64, ge=4, le=4096, validation_alias="EXECUTOR_MAX_PROCESSES")
+    # `namespaces`: every worker isolated, or the executor refuses to start. `unsafe-none`:
+    # the operator's explicit choice to run without (warned at start, reported on /health).
+    isolation: Literal["namespaces", "unsafe-none"] = Field(
+        default="namespaces", validation_alias="EXECUTOR_SANDBOX"
+    )
+    # `isolated`: each worker in a network namespace of its own, out through pasta (its
+    # 127.0.0.1 is not the host's, but for the API's port); `none`: only its own loopback;
+    # `host`: the host's network; `auto`: isolated where available, else host (warned).
+    network: Literal["auto", "isolated", "none", "host"] = Field(
+        default="auto", validation_alias="EXECUTOR_SANDBOX_NETWORK"
+    )
     root: str | None = Field(default=None, validation_alias="EXECUTOR_SANDBOX_ROOT")
     uid_base: int = Field(default=61000, ge=1000, validation_alias="EXECUTOR_SANDBOX_UID_BASE")
     # As root, every worker gets a uid of its own from this many above the base, none given

@@ -19,13 +19,14 @@ import shutil
 import signal
 import socket
 import tempfile
+import threading
 import traceback
 import types
 from collections.abc import Callable
 from typing import Any
 
 from sinas_common.jsoncodec import dump_json
-from sinas_executor import namespaces
+from sinas_executor import memory_cgroup, namespaces
 from sinas_executor.framing import FrameError, encode_frame, read_frame_blocking
 
 # The worker's end of its channel always lands on this descriptor.
@@ -80,13 +81,21 @@ def _prepare_scratch(path: str, uid: int | None, gid: int | None) -> None:
     os.chmod(path, 0o700)
 
 
-def _set_limits(limits: dict[str, int]) -> None:
+def _set_limits(limits: dict[str, int], *, counted_alone: bool) -> None:
+    """`counted_alone`: the worker's processes are counted apart from any other's (its own
+    user namespace or uid); otherwise the process cap would count the executor's user's."""
     memory = limits["memory_mb"] * _MIB
     cpu = limits["cpu_seconds"]
     file_size = limits["file_size_mb"] * _MIB
     open_files = limits["open_files"]
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+    # The soft limit sends SIGXCPU, which names the limit in the run's error; a process
+    # that ignores it gets SIGKILL a second later at the hard one.
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    if counted_alone:
+        # Counted per uid in a user namespace: this worker's own, in its namespace or as root.
+        processes = limits["max_processes"]
+        resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
     resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
     resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -105,6 +114,10 @@ def enter_sandbox(spec: dict[str, Any], channel_fd: int, zygote_pid: int) -> Non
     uid: int | None = spec.get("uid")
     gid: int | None = spec.get("gid")
     scratch = str(spec["scratch"])
+    cgroups: str | None = spec.get("memory_cgroup")
+    if cgroups is not None:
+        # Before anything else is started: every process of the run is born inside it.
+        memory_cgroup.enter_worker_cgroup(cgroups, spec["limits"]["cgroup_memory_mb"] * _MIB)
     if spec.get("namespaces", True):
         # Returns in the function's own process, in its own namespaces, on its own tmpfs.
         namespaces.enter(namespaces.Isolation.from_spec(spec))
@@ -116,7 +129,7 @@ def enter_sandbox(spec: dict[str, Any], channel_fd: int, zygote_pid: int) -> Non
     # Computed afresh from TMPDIR, should anything in the zygote have asked for it already.
     tempfile.tempdir = None
     os.chdir(scratch)
-    _set_limits(spec["limits"])
+    _set_limits(spec["limits"], counted_alone=spec.get("namespaces", True) or uid is not None)
     # (Already so where the namespaces were made under this uid.)
     if uid is not None and gid is not None and os.geteuid() != uid:
         os.setgroups([])
@@ -215,6 +228,15 @@ def _usage() -> dict[str, float]:
     return {"cpu_seconds": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
+def _left_behind() -> bool:
+    """Whether anything but this thread, this process and its namespace's init still runs
+    (only asked in a worker with a PID namespace of its own: /proc then shows just it)."""
+    if threading.active_count() > 1:
+        return True
+    own = {1, os.getpid()}
+    return any(name.isdigit() and int(name) not in own for name in os.listdir("/proc"))
+
+
 def _free_inodes(path: str) -> int:
     return os.statvfs(path).f_ffree
 
@@ -246,6 +268,10 @@ def serve(scratch: str, private_folders: tuple[str, ...] = ()) -> None:
                 wipe_folder(folder, keep=scratch)
             clean = _free_inodes(scratch) if private_folders else None
         reply.update(_usage())
+        if private_folders and _left_behind():
+            # A thread or process the run started outlives it only until the executor, told
+            # so, kills this worker and with it its PID namespace: no later run meets it.
+            reply["left_behind"] = True
         try:
             frame = encode_frame(reply)
         except (TypeError, ValueError, FrameError) as exc:

@@ -25,7 +25,7 @@ import sys
 from typing import Any
 
 from sinas_common.hardening import make_non_dumpable
-from sinas_executor import namespaces, worker
+from sinas_executor import memory_cgroup, namespaces, worker
 from sinas_executor.interpreter_access import expose_interpreter_to_workers
 
 # Imported once here so that forked workers don't pay for them on every start; a worker
@@ -95,6 +95,9 @@ class Zygote:
     def __init__(self, control: socket.socket) -> None:
         self.control = control
         self.live: set[int] = set()
+        # Each worker's memory cgroup, removed once it is reaped (retried while still busy).
+        self.cgroups: dict[int, str] = {}
+        self.unremoved_cgroups: list[str] = []
         self.wake_read, self.wake_write = os.pipe()
         os.set_blocking(self.wake_read, False)
         os.set_blocking(self.wake_write, False)
@@ -128,16 +131,23 @@ class Zygote:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return
+                break
             if pid == 0:
-                return
+                break
             self.live.discard(pid)
             event: dict[str, Any] = {"event": "exit", "pid": pid}
             if os.WIFSIGNALED(status):
                 event["signal"] = os.WTERMSIG(status)
             else:
                 event["code"] = os.waitstatus_to_exitcode(status)
+            cgroup = self.cgroups.pop(pid, None)
+            if cgroup is not None:
+                event["memory_limit_reached"] = memory_cgroup.limit_was_reached(cgroup)
+                self.unremoved_cgroups.append(cgroup)
             _send(self.control, event)
+        self.unremoved_cgroups = [
+            path for path in self.unremoved_cgroups if not memory_cgroup.remove(path)
+        ]
 
     def _handle_control(self) -> bool:
         try:
@@ -177,6 +187,9 @@ class Zygote:
             os._exit(code)
         os.close(channel_fd)
         self.live.add(pid)
+        folder = spec.get("memory_cgroup")
+        if folder is not None:
+            self.cgroups[pid] = memory_cgroup.worker_cgroup_path(str(folder), pid)
         _send(self.control, {"event": "spawned", "id": spec["id"], "pid": pid})
 
     def _kill(self, pid: int) -> None:

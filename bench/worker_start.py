@@ -1,0 +1,56 @@
+"""Worker start, fork to ready: the executor's pool forks a sandboxed worker from its zygote
+and waits for its first answer, for each network a worker may have on this machine.
+
+The same path as every run's new worker (namespaces, mounts, limits, and for `isolated` the
+pasta that configures its network before the function's first line); each worker is stopped
+before the next starts, so every start meets an idle zygote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from load import percentile
+
+from sinas_executor.network import NetworkUnavailable
+from sinas_executor.pool import PoolLimits, WorkerPool
+
+NETWORKS = ("isolated", "none", "host")
+
+
+async def _starts(network: str, count: int) -> list[float]:
+    pool = WorkerPool(PoolLimits(concurrency=1, network=network))
+    await pool.start()
+    try:
+        timings = []
+        for _ in range(count):
+            began = time.perf_counter()
+            worker = await pool.start_probe()
+            timings.append(1000 * (time.perf_counter() - began))
+            await worker.stop()
+        return timings
+    finally:
+        await pool.close()
+
+
+async def _measure(count: int) -> dict[str, float]:
+    figures: dict[str, float] = {}
+    for network in NETWORKS:
+        try:
+            timings = await _starts(network, count)
+        except NetworkUnavailable:
+            # Not on this machine: no figure rather than another network's under its name.
+            continue
+        figures[f"worker_start_{network}_p50_ms"] = percentile(timings, 0.5)
+        figures[f"worker_start_{network}_p99_ms"] = percentile(timings, 0.99)
+    return figures
+
+
+def measure_worker_start(count: int) -> dict[str, float]:
+    return asyncio.run(_measure(count))
+
+
+if __name__ == "__main__":
+    for key, value in measure_worker_start(100).items():
+        print(f"{key}: {value:.1f}")
