@@ -159,6 +159,8 @@ class StackConfig:
     role_env: dict[str, dict[str, str]] = field(default_factory=dict)
     # Besides the log folder, what sandboxed functions must not see ($SINAS_HOME, say).
     sandbox_hidden: tuple[Path, ...] = ()
+    # Service name -> its metrics and /health port; a free port for any service not named.
+    metrics_ports: dict[str, int] = field(default_factory=dict)
 
 
 class Stack:
@@ -266,7 +268,8 @@ class Stack:
 
     def _add(self, service: ServiceProcess) -> ServiceProcess:
         service.env.setdefault("METRICS_BIND", "127.0.0.1")
-        port = int(service.env.setdefault("METRICS_PORT", str(free_port())))
+        chosen = self.config.metrics_ports.get(service.name) or free_port()
+        port = int(service.env.setdefault("METRICS_PORT", str(chosen)))
         self.metrics_ports[service.name] = port
         self.services[service.name] = service
         return service

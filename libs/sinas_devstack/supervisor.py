@@ -26,6 +26,8 @@ EMBEDDED_DATABASE = "sinas"
 # The embedded NATS server's users are granted this prefix's streams only.
 STREAM_PREFIX = "SINAS"
 # A service that keeps dying is restarted at most this often.
+# Each service's METRICS_PORT default (its settings), where its /metrics and /health answer.
+METRICS_PORTS = {"gateway": 9100, "scheduler": 9101, "executor": 9102, "notifier": 9103}
 RESTART_BACKOFF_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0)
 
 
@@ -133,6 +135,8 @@ class Supervisor:
                     nats_stream_prefix=STREAM_PREFIX,
                     # Its admin key, certificates, NATS passwords and database files.
                     sandbox_hidden=(home,),
+                    # Each service's own default, as deployed: the executor's /health at 9102.
+                    metrics_ports=dict(METRICS_PORTS),
                 )
             )
             self.stack.start_all()
@@ -146,6 +150,7 @@ class Supervisor:
         assert self.stack is not None
         print(f"Sinas runtime is up: {self.stack.gateway_url}", flush=True)
         print(f"Admin API key: {admin_key}", flush=True)
+        print(f"Executor sandbox: {self.stack.health_url('executor')}", flush=True)
         print(f"Logs: {self.options.home / 'logs'}   (Ctrl-C stops everything)", flush=True)
 
     def _watch(self) -> None:
