@@ -25,6 +25,7 @@ from sinas_devstack.stack import Stack
 
 from .conftest import StackFactory, admin_client_for
 from .helpers import CreatedUser, enqueue, make_function_factory, make_user_factory, wait_for_status
+from .test_sandbox_isolation import PROBE, all_there, socket_dir
 
 NOBODY = 65534
 MAX_PROCESSES = 16
@@ -120,6 +121,23 @@ def test_the_executor_reports_its_sandbox_on_health(hostile_stack: Stack) -> Non
     assert sandbox["disk_limit_mb"] == DISK_LIMIT_MB
     # `make test` installs pasta and opens /dev/net/tun: the default is then isolated.
     assert sandbox["network"] == "isolated"
+
+
+async def test_no_secret_log_or_database_socket_is_in_reach(attacker: Attacker) -> None:
+    """Other processes' environ and cmdline, the service logs and PostgreSQL's socket folder:
+    each there for the test, none there for the function."""
+    stack = attacker.stack
+    pids = [s.process.pid for s in stack.services.values() if s.process is not None]
+    targets = [f"/proc/{pid}/{name}" for pid in pids for name in ("environ", "cmdline")]
+    targets += [str(stack.config.log_dir), str(stack.services["executor"].log_path)]
+    database_socket = socket_dir(stack.config.database_url)
+    if database_socket is not None:
+        targets.append(database_socket)
+    # The control: all of them are there for the test, which runs as root or the services' uid.
+    assert all_there(targets)
+    seen = _completed(await attacker.run(PROBE, paths=targets))
+    assert seen["seen"] == {path: "FileNotFoundError" for path in targets}, seen["seen"]
+    assert seen["pids"] == [1, 2]
 
 
 FORK_AND_THREADS = """

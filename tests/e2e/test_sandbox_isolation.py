@@ -34,7 +34,7 @@ def handler(input_data, context):
 """
 
 
-def _socket_dir(database_url: str) -> str | None:
+def socket_dir(database_url: str) -> str | None:
     hosts = parse_qs(urlsplit(database_url).query).get("host", [])
     return next((host for host in hosts if host.startswith("/")), None)
 
@@ -57,7 +57,7 @@ async def _probe_as_user(stack: Stack, paths: list[str]) -> dict[str, Any]:
     return output
 
 
-def _all_there(paths: list[str]) -> bool:
+def all_there(paths: list[str]) -> bool:
     return all(os.path.exists(path) for path in paths)
 
 
@@ -71,11 +71,11 @@ async def test_a_function_sees_no_logs_no_database_socket_and_no_other_process(
     logs = stack.config.log_dir
     executor_log = stack.services["executor"].log_path
     targets = [str(logs), str(executor_log)]
-    socket_dir = _socket_dir(stack.config.database_url)
-    if socket_dir is not None:
-        targets.append(socket_dir)
+    database_socket = socket_dir(stack.config.database_url)
+    if database_socket is not None:
+        targets.append(database_socket)
     # The control: all of them are there for the test, which runs as the services' user.
-    assert _all_there(targets) and _not_empty(executor_log)
+    assert all_there(targets) and _not_empty(executor_log)
 
     seen = await _probe_as_user(stack, targets)
 
