@@ -14,6 +14,8 @@ import os
 import time
 from pathlib import Path
 
+from sinas_executor.namespaces import write_control_file
+
 MEMORY_HIERARCHY = Path("/sys/fs/cgroup/memory")
 _OWN_CGROUPS = Path("/proc/self/cgroup")
 
@@ -49,12 +51,12 @@ def enter_worker_cgroup(folder: str, limit_bytes: int) -> str:
     for it and every process it starts. Returns the cgroup's path."""
     path = os.path.join(folder, f"worker-{os.getpid()}")
     os.mkdir(path, 0o755)
-    _write(os.path.join(path, "memory.limit_in_bytes"), str(limit_bytes))
+    write_control_file(os.path.join(path, "memory.limit_in_bytes"), str(limit_bytes))
     swap_limit = os.path.join(path, "memory.memsw.limit_in_bytes")
     if os.path.exists(swap_limit):
         # Memory plus swap, the same: a run can't swap out past its limit either.
-        _write(swap_limit, str(limit_bytes))
-    _write(os.path.join(path, "cgroup.procs"), str(os.getpid()))
+        write_control_file(swap_limit, str(limit_bytes))
+    write_control_file(os.path.join(path, "cgroup.procs"), str(os.getpid()))
     return path
 
 
@@ -101,11 +103,3 @@ def remove_executor_folder(folder: str, *, timeout: float = 5.0) -> bool:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
-
-
-def _write(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)

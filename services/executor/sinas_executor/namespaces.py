@@ -76,7 +76,8 @@ def _mount(source: str, target: str, fstype: str, flags: int, data: str = "") ->
     )
 
 
-def _write(path: str, text: str) -> None:
+def write_control_file(path: str, text: str) -> None:
+    """One unbuffered write, as /proc and cgroup files need (each write is one request)."""
     fd = os.open(path, os.O_WRONLY)
     try:
         os.write(fd, text.encode())
@@ -131,9 +132,9 @@ def enter(isolation: Isolation) -> None:
         # own PID namespaces, and it holds nothing the executor's uid can't read anyway (the
         # zygote's environment is minimal).
         _check(_libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "prctl")
-        _write("/proc/self/uid_map", f"{outer_uid} {outer_uid} 1\n")
-        _write("/proc/self/setgroups", "deny")
-        _write("/proc/self/gid_map", f"{outer_gid} {outer_gid} 1\n")
+        write_control_file("/proc/self/uid_map", f"{outer_uid} {outer_uid} 1\n")
+        write_control_file("/proc/self/setgroups", "deny")
+        write_control_file("/proc/self/gid_map", f"{outer_gid} {outer_gid} 1\n")
         if pasta is not None:
             pasta.go()
         else:
