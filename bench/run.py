@@ -11,6 +11,8 @@ shape with none of our logic: the reference for what these hops cost on this mac
     python bench/run.py --scale-out     # only the 1 vs 2 executor figure (scale_out.py)
     python bench/run.py --tls-cost      # only drains with internal mTLS on and off (tls_cost.py)
 
+Ours also times worker start (fork to ready) for each sandbox network (`worker_start.py`).
+
 Results: bench/results/<YYYY-MM-DD>.json and .md; the table is also printed.
 """
 
@@ -29,6 +31,7 @@ from floor import FloorSizes, run_floor
 from ours import Environment, Sizes, run_ours
 from report import FLOOR, OURS, PEERS, render, write_results
 from rows import libpq_url
+from worker_start import measure_worker_start
 
 from sinas_common.logs import configure_logging
 from sinas_devstack.callback_receiver import CallbackReceiver, ReceiverCertificates
@@ -151,6 +154,9 @@ def run_all(options: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
                 logger.info("running", extra={"system": system, "repetition": number + 1})
                 if system == OURS:
                     figures = run_ours(env, sizes, number)
+                    # Worker start (fork to ready) for each sandbox network, on the same pool
+                    # code as the executor's: the issue's target is the `isolated` p50.
+                    figures.update(measure_worker_start(20 if options.quick else 100))
                 elif system == FLOOR:
                     figures = run_floor(admin_url, root, number, floor_sizes)
                 else:

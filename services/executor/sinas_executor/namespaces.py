@@ -90,17 +90,33 @@ def _close_all_but(keep: int) -> None:
     os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
 
 
-def enter(isolation: Isolation) -> None:
-    """Called in the zygote's fresh child; returns only in the function's process.
+@dataclass(slots=True)
+class Prepared:
+    """A worker's namespaces made before its run is known: its own uid (as root), user
+    namespace (unprivileged), and the network pasta configures, which takes longest.
 
-    That child stays outside, waits and ends as the function's process ended, so the zygote's
-    report is unchanged. Inside the new namespaces its child is PID 1: it makes the mounts,
-    forks the function's process and reaps; when the function's process ends, PID 1 ends,
-    and with it, by the kernel's hand, every process the function left behind. The function
-    never runs as PID 1: the kernel drops signals PID 1 sends itself.
-    """
+    The next worker's are made ahead this way (`zygote.Spare`), so that a worker's start
+    does not wait for pasta. Nothing of a run is in them yet: no scratch folder, no mounts."""
+
+    unprivileged: bool
+    pasta: Pasta | None
+    network_ready: bool = False
+
+    def await_network(self) -> None:
+        """Returns once pasta configured the namespace (at once without pasta); raises when
+        it could not. The outer process is non-dumpable again from then on."""
+        if self.pasta is None or self.network_ready:
+            return
+        self.pasta.wait()
+        self.network_ready = True
+        _check(_libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "prctl")
+
+
+def prepare(uid: int | None, gid: int | None, network: Network) -> Prepared:
+    """Called in the zygote's fresh child: the namespaces of its worker but the PID
+    namespace's first process, and the pasta that configures its network (not yet waited
+    for). As root, a worker with a pasta runs under its own uid from here on."""
     flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
-    network = isolation.network
     if network.own_namespace:
         flags |= CLONE_NEWNET
     # As root, a uid of its own isolates the worker; otherwise a user namespace grants the
@@ -109,7 +125,7 @@ def enter(isolation: Isolation) -> None:
     # pasta configures only a network namespace whose user namespace it may enter: as root,
     # the same path as root without CAP_SYS_ADMIN, and pasta runs under the worker's uid.
     if not unprivileged and (network.pasta is not None or _libc.unshare(flags) != 0):
-        error, uid, gid = ctypes.get_errno(), isolation.uid, isolation.gid
+        error = ctypes.get_errno()
         if uid is None or gid is None or (network.pasta is None and error != errno.EPERM):
             raise OSError(error, f"unshare: {os.strerror(error)}")
         # Root without CAP_SYS_ADMIN (a container's default set): the worker's own uid first,
@@ -141,14 +157,28 @@ def enter(isolation: Isolation) -> None:
             _check(_libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "prctl")
     if network.own_namespace and pasta is None:
         loopback_up()
+    return Prepared(unprivileged=unprivileged, pasta=pasta)
+
+
+def enter(isolation: Isolation, prepared: Prepared | None = None) -> None:
+    """Called in the zygote's fresh child (after `prepare`, made now when not given);
+    returns only in the function's process.
+
+    That child stays outside, waits and ends as the function's process ended, so the zygote's
+    report is unchanged. Inside the new namespaces its child is PID 1: it makes the mounts,
+    forks the function's process and reaps; when the function's process ends, PID 1 ends,
+    and with it, by the kernel's hand, every process the function left behind. The function
+    never runs as PID 1: the kernel drops signals PID 1 sends itself.
+    """
+    if prepared is None:
+        prepared = prepare(isolation.uid, isolation.gid, isolation.network)
     # The function waits on this until its network is configured (or its worker ends).
     net_read, net_write = os.pipe()
     status_read, status_write = os.pipe()
     init = os.fork()
     if init != 0:
         os.close(net_read)
-        if pasta is not None:
-            _await_network(pasta, init)
+        _await_network(prepared, init)
         # An init that failed its set-up has closed its end: not a death by SIGPIPE here,
         # which would hide its exit code (SETUP_FAILED) from the zygote's report.
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
@@ -176,7 +206,7 @@ def enter(isolation: Isolation) -> None:
         os.close(net_read)
         if ready != b"1":
             os._exit(1)
-        if unprivileged:
+        if prepared.unprivileged:
             drop_capabilities()
         return
     os.close(net_read)
@@ -184,14 +214,13 @@ def enter(isolation: Isolation) -> None:
     _reap_as_init(function, status_write)
 
 
-def _await_network(pasta: Pasta, init: int) -> None:
+def _await_network(prepared: Prepared, init: int) -> None:
     """In the outer process: pasta configured the namespace, or the worker never runs."""
     try:
-        pasta.wait()
+        prepared.await_network()
     except OSError:
         os.kill(init, signal.SIGKILL)
         raise
-    _check(_libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "prctl")
 
 
 def _set_pdeathsig() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -79,6 +80,9 @@ class PoolLimits:
     network: str = "auto"
     # The API functions call (context["api_url"]): its port, on loopback, stays reachable.
     api_url: str | None = None
+    # The next isolated worker made ahead (`spare`): its start then skips the wait for pasta.
+    # Off only to measure a start without one (bench/worker_start.py).
+    spare_worker: bool = True
 
 
 def remove_tree(path: str) -> None:
@@ -125,6 +129,8 @@ class WorkerPool:
         self.network = Network()
         # Where the machine lets us: the folder of one memory cgroup per worker.
         self.memory_cgroup: str | None = None
+        # What the zygote's spare was made for (its uid is held for it), until a spawn takes it.
+        self._spare: WorkerSpec | None = None
 
     def sandbox_report(self) -> dict[str, Any]:
         """How runs are isolated here, as settled at start: for the executor's /health."""
@@ -176,14 +182,14 @@ class WorkerPool:
     async def start_probe(self) -> WorkerProcess:
         """A worker of no run's, forked and answering: the start's check, and what the bench
         times as a worker's start (fork to ready). The caller stops it."""
-        worker = await self._zygote.spawn(self._spec(PROBE_SLOT), PROBE_KEY)
-        self._hold_uid(worker)
+        worker = await self._spawn(PROBE_SLOT, PROBE_KEY)
         try:
             reply = await asyncio.wait_for(
                 worker.request({"op": "run", "input": None, "context": {}}), PROBE_SECONDS
             )
         except (WorkerDied, TimeoutError) as exc:
-            status = await worker.kill()
+            # A worker that died is not killed: that would hide how it ended (its exit code).
+            status = await (worker.died() if isinstance(exc, WorkerDied) else worker.kill())
             await worker.stop()
             raise SandboxUnavailable(
                 "no sandboxed worker could start here "
@@ -211,6 +217,7 @@ class WorkerPool:
             return_exceptions=True,
         )
         await self._zygote.close()
+        self._spare = None
         if self.memory_cgroup is not None:
             memory_cgroup.remove_executor_folder(self.memory_cgroup)
             self.memory_cgroup = None
@@ -259,8 +266,7 @@ class WorkerPool:
                     # The zygote died (killed, OOM): start a fresh one instead of failing runs.
                     await self._zygote.close()
                     await self._zygote.start()
-            worker = await self._zygote.spawn(self._spec(slot), key)
-            self._hold_uid(worker)
+            worker = await self._spawn(slot, key)
         except BaseException:
             async with self._changed:
                 self._free_slots.append(slot)
@@ -321,12 +327,43 @@ class WorkerPool:
                     self._free_slots.extend(w.spec.slot for w in expired)
                     self._changed.notify_all()
 
+    async def _spawn(self, slot: int, key: WorkerKey) -> WorkerProcess:
+        worker = await self._zygote.spawn(self._spec(slot), key)
+        self._hold_uid(worker)
+        await self._prepare_spare()
+        return worker
+
+    async def _prepare_spare(self) -> None:
+        """Has the zygote make the next worker ahead, where that spares its start the wait
+        for pasta: the one network that needs it."""
+        if self._spare is not None or not self.limits.spare_worker or self.network.pasta is None:
+            return
+        try:
+            uid = self._free_uid() if os.geteuid() == 0 else None
+        except RuntimeError:
+            # Every uid is held: the next worker is made afresh, once one is free.
+            return
+        self._spare = self._make_spec(PROBE_SLOT, uid)
+        with contextlib.suppress(SandboxUnavailable):
+            # A zygote that is gone took its spare along: the next spawn is made afresh.
+            await self._zygote.prepare(self._spare)
+
     def _spec(self, slot: int) -> WorkerSpec:
+        """The spec of the next worker: the spare's, where there is one, for it to take."""
+        made, self._spare = self._spare, None
+        if made is not None:
+            return dataclasses.replace(made, slot=slot, scratch=self._scratch(slot))
+        return self._make_spec(slot, self._free_uid() if os.geteuid() == 0 else None)
+
+    def _scratch(self, slot: int) -> str:
         assert self._root is not None
-        uid = self._free_uid() if os.geteuid() == 0 else None
+        return os.path.join(self._root, "check" if slot == PROBE_SLOT else f"slot-{slot}")
+
+    def _make_spec(self, slot: int, uid: int | None) -> WorkerSpec:
+        assert self._root is not None
         return WorkerSpec(
             slot=slot,
-            scratch=os.path.join(self._root, "check" if slot == PROBE_SLOT else f"slot-{slot}"),
+            scratch=self._scratch(slot),
             uid=uid,
             gid=uid,
             memory_mb=self.limits.memory_mb,
@@ -347,6 +384,8 @@ class WorkerPool:
         for _ in range(count):
             uid = self.limits.uid_base + self._next_uid
             self._next_uid = (self._next_uid + 1) % count
+            if self._spare is not None and uid == self._spare.uid:
+                continue
             holder = self._uid_holders.get(uid)
             if holder is None or holder.exited:
                 self._uid_holders.pop(uid, None)

@@ -261,6 +261,11 @@ class ZygoteProcess:
             raise
         return WorkerProcess(pid=pid, key=key, spec=spec, zygote=self, reader=reader, writer=writer)
 
+    async def prepare(self, spec: WorkerSpec) -> None:
+        """Has the zygote make the next worker ahead (`spare`): a later spawn of a spec that
+        differs only in its slot and scratch folder takes it. Its slot is not used."""
+        await self._send({**spec.to_message(0), "op": "prepare"})
+
     async def kill(self, pid: int) -> None:
         with contextlib.suppress(SandboxUnavailable, OSError):
             await self._send({"op": "kill", "pid": pid})

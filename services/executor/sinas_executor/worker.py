@@ -28,6 +28,7 @@ from typing import Any
 from sinas_common.jsoncodec import dump_json
 from sinas_executor import memory_cgroup, namespaces
 from sinas_executor.framing import FrameError, encode_frame, read_frame_blocking
+from sinas_executor.network import Network
 
 # The worker's end of its channel always lands on this descriptor.
 CHANNEL_FD = 3
@@ -103,6 +104,12 @@ def _set_limits(limits: dict[str, int], *, counted_alone: bool) -> None:
 
 def enter_sandbox(spec: dict[str, Any], channel_fd: int, zygote_pid: int) -> None:
     """Hardens a freshly forked child; afterwards it holds only its channel on CHANNEL_FD."""
+    finish_sandbox(spec, channel_fd, begin_sandbox(spec, zygote_pid))
+
+
+def begin_sandbox(spec: dict[str, Any], zygote_pid: int) -> namespaces.Prepared | None:
+    """What a worker's sandbox needs of its spec before its run is known (a spare's message
+    has no scratch folder): its session, cgroup and namespaces (`namespaces.prepare`)."""
     for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
         signal.signal(signum, signal.SIG_DFL)
     signal.set_wakeup_fd(-1)
@@ -111,16 +118,26 @@ def enter_sandbox(spec: dict[str, Any], channel_fd: int, zygote_pid: int) -> Non
     if os.getppid() != zygote_pid:
         # The zygote died before the death signal was armed.
         os._exit(1)
-    uid: int | None = spec.get("uid")
-    gid: int | None = spec.get("gid")
-    scratch = str(spec["scratch"])
     cgroups: str | None = spec.get("memory_cgroup")
     if cgroups is not None:
         # Before anything else is started: every process of the run is born inside it.
         memory_cgroup.enter_worker_cgroup(cgroups, spec["limits"]["cgroup_memory_mb"] * _MIB)
-    if spec.get("namespaces", True):
+    if not spec.get("namespaces", True):
+        return None
+    network = Network.from_message(spec.get("network"))
+    return namespaces.prepare(spec.get("uid"), spec.get("gid"), network)
+
+
+def finish_sandbox(
+    spec: dict[str, Any], channel_fd: int, prepared: namespaces.Prepared | None
+) -> None:
+    """The rest of `enter_sandbox`, once the run's scratch folder and channel are known."""
+    uid: int | None = spec.get("uid")
+    gid: int | None = spec.get("gid")
+    scratch = str(spec["scratch"])
+    if prepared is not None:
         # Returns in the function's own process, in its own namespaces, on its own tmpfs.
-        namespaces.enter(namespaces.Isolation.from_spec(spec))
+        namespaces.enter(namespaces.Isolation.from_spec(spec), prepared)
     else:
         _prepare_scratch(scratch, uid, gid)
     os.umask(0o077)

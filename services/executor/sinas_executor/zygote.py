@@ -6,8 +6,11 @@ and talks to the executor over a SOCK_SEQPACKET control socket:
 
 - `{"op": "spawn", "id", "slot", "uid", "gid", "scratch", "limits"}` plus the worker's channel
   as an SCM_RIGHTS descriptor -> `{"event": "spawned", "id", "pid"}`;
+- `{"op": "prepare", ...}`, a spawn message but a run's own fields, forks a spare: the next
+  worker, made ahead up to its run (`spare`); a spawn of the same preparation takes it;
 - `{"op": "kill", "pid"}` kills a live worker's whole session (nothing is answered);
-- whenever a worker ends -> `{"event": "exit", "pid", "code" | "signal"}`.
+- whenever a worker ends -> `{"event": "exit", "pid", "code" | "signal"}` (a spare that
+  ended before a spawn took it was never reported, and is not).
 
 When the executor closes the control socket (or dies), every worker is killed.
 """
@@ -22,10 +25,11 @@ import selectors
 import signal
 import socket
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from sinas_common.hardening import make_non_dumpable
-from sinas_executor import memory_cgroup, namespaces, worker
+from sinas_executor import memory_cgroup, namespaces, spare, worker
 from sinas_executor.interpreter_access import expose_interpreter_to_workers
 
 # Imported once here so that forked workers don't pay for them on every start; a worker
@@ -98,6 +102,9 @@ class Zygote:
         # Each worker's memory cgroup, removed once it is reaped (retried while still busy).
         self.cgroups: dict[int, str] = {}
         self.unremoved_cgroups: list[str] = []
+        # The next worker, made ahead, and every spare no spawn took (their exits unreported).
+        self.spare: spare.Spare | None = None
+        self.unclaimed: set[int] = set()
         self.wake_read, self.wake_write = os.pipe()
         os.set_blocking(self.wake_read, False)
         os.set_blocking(self.wake_write, False)
@@ -135,6 +142,9 @@ class Zygote:
             if pid == 0:
                 break
             self.live.discard(pid)
+            if pid in self.unclaimed:
+                self._forget_spare(pid)
+                continue
             event: dict[str, Any] = {"event": "exit", "pid": pid}
             if os.WIFSIGNALED(status):
                 event["signal"] = os.WTERMSIG(status)
@@ -161,6 +171,8 @@ class Zygote:
         message = json.loads(data)
         if message["op"] == "spawn" and len(fds) == 1:
             self._spawn(message, fds[0])
+        elif message["op"] == "prepare" and not fds:
+            self._prepare(message)
         elif message["op"] == "kill":
             self._kill(int(message["pid"]))
         else:
@@ -169,28 +181,58 @@ class Zygote:
         return True
 
     def _spawn(self, spec: dict[str, Any], channel_fd: int) -> None:
+        pid = self._claim_spare(spec, channel_fd)
+        if pid is None:
+            zygote_pid = os.getpid()
+            pid = os.fork()
+            if pid == 0:
+                _run_worker(spec, lambda: worker.enter_sandbox(spec, channel_fd, zygote_pid))
+            self._track(pid, spec)
+        os.close(channel_fd)
+        _send(self.control, {"event": "spawned", "id": spec["id"], "pid": pid})
+
+    def _claim_spare(self, spec: dict[str, Any], channel_fd: int) -> int | None:
+        """The spare's pid once it took this spawn, or None: no spare, or one made for
+        another preparation (discarded), or one that ended (reaped as it is)."""
+        made, self.spare = self.spare, None
+        if made is None:
+            return None
+        if made.preparation == spare.preparation(spec) and made.claim(spec, channel_fd):
+            self.unclaimed.discard(made.pid)
+            return made.pid
+        made.discard()
+        self._kill(made.pid)
+        return None
+
+    def _prepare(self, message: dict[str, Any]) -> None:
+        if self.spare is not None:
+            self.spare.discard()
+            self._kill(self.spare.pid)
         zygote_pid = os.getpid()
+        ours, theirs = spare.channel_pair()
         pid = os.fork()
         if pid == 0:
-            code = 0
-            try:
-                worker.enter_sandbox(spec, channel_fd, zygote_pid)
-            except BaseException as exc:
-                # Still on the executor's stderr (its log): why no worker could start here.
-                _report_setup_failure(exc)
-                os._exit(SETUP_FAILED)
-            try:
-                private = namespaces.PRIVATE_FOLDERS if spec.get("namespaces", True) else ()
-                worker.serve(str(spec["scratch"]), private)
-            except BaseException:
-                code = 70
-            os._exit(code)
-        os.close(channel_fd)
+            ours.close()
+            _run_spare(message, theirs, zygote_pid)
+        theirs.close()
+        self.spare = spare.Spare(pid=pid, socket=ours, preparation=spare.preparation(message))
+        self.unclaimed.add(pid)
+        self._track(pid, message)
+
+    def _track(self, pid: int, spec: dict[str, Any]) -> None:
         self.live.add(pid)
         folder = spec.get("memory_cgroup")
         if folder is not None:
             self.cgroups[pid] = memory_cgroup.worker_cgroup_path(str(folder), pid)
-        _send(self.control, {"event": "spawned", "id": spec["id"], "pid": pid})
+
+    def _forget_spare(self, pid: int) -> None:
+        self.unclaimed.discard(pid)
+        if self.spare is not None and self.spare.pid == pid:
+            self.spare.discard()
+            self.spare = None
+        cgroup = self.cgroups.pop(pid, None)
+        if cgroup is not None:
+            self.unremoved_cgroups.append(cgroup)
 
     def _kill(self, pid: int) -> None:
         # Only a child that is not yet reaped: its pid (and session id) can't be reused yet.
@@ -205,6 +247,43 @@ class Zygote:
     def _kill_all(self) -> None:
         for pid in list(self.live):
             self._kill(pid)
+
+
+def _run_worker(spec: dict[str, Any], set_up: Callable[[], None]) -> NoReturn:
+    """A forked worker's life: `set_up` makes its sandbox, then it serves its runs."""
+    try:
+        set_up()
+    except BaseException as exc:
+        # Still on the executor's stderr (its log): why no worker could start here.
+        _report_setup_failure(exc)
+        os._exit(SETUP_FAILED)
+    code = 0
+    try:
+        private = namespaces.PRIVATE_FOLDERS if spec.get("namespaces", True) else ()
+        worker.serve(str(spec["scratch"]), private)
+    except BaseException:
+        code = 70
+    os._exit(code)
+
+
+def _run_spare(message: dict[str, Any], claims: socket.socket, zygote_pid: int) -> NoReturn:
+    """A spare's life: its sandbox made up to its run, then a worker once a spawn takes it."""
+    # Nothing of the zygote's (its control socket, its selector) waits with it.
+    os.closerange(3, claims.fileno())
+    os.closerange(claims.fileno() + 1, os.sysconf("SC_OPEN_MAX"))
+    try:
+        prepared = worker.begin_sandbox(message, zygote_pid)
+        if prepared is not None:
+            # Before any spawn takes it: a failure is seen now, not by a run.
+            prepared.await_network()
+    except BaseException as exc:
+        _report_setup_failure(exc)
+        os._exit(SETUP_FAILED)
+    claim = spare.await_claim(claims)
+    if claim is None:
+        os._exit(0)
+    spec, channel_fd = claim
+    _run_worker(spec, lambda: worker.finish_sandbox(spec, channel_fd, prepared))
 
 
 def _report_setup_failure(exc: BaseException) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -251,18 +253,114 @@ def _pastas() -> dict[int, int]:
     return found
 
 
+def _idle_workers(pool: WorkerPool) -> dict[str, int]:
+    """The pool's idle workers: user -> pid."""
+    return {w.key.user_id: w.pid for entries in pool._idle.values() for _, w in entries}
+
+
+async def _run_as(pool: WorkerPool, make_request: MakeRequest, user: str) -> None:
+    input_data = {"ports": [], "host": "127.0.0.1"}
+    result = await SandboxRunner(pool).run(
+        make_request(CONNECT, user_id=user, input_data=input_data)
+    )
+    assert result.error is None, result.traceback
+
+
+def _served_children(pool: WorkerPool) -> set[int]:
+    """The children of this pool's zygote that have a pasta (another pool's are not)."""
+    assert pool._zygote._process is not None
+    zygote = pool._zygote._process.pid
+    return {pid for pid in _pastas().values() if _parent(pid) == zygote}
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        # The fields after the command's closing parenthesis: state, then ppid.
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+async def _spare(pool: WorkerPool) -> int:
+    """The pid of the zygote's spare: the one child with a pasta that is no worker."""
+    for _ in range(100):
+        served = _served_children(pool) - set(_idle_workers(pool).values())
+        if len(served) == 1:
+            return served.pop()
+        # The worker before may still be ending, its pasta with it.
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no one spare: {served}")
+
+
 async def test_no_pasta_outlives_its_worker(make_request: MakeRequest) -> None:
     async with _pool("isolated", 1) as pool:
-        runner = SandboxRunner(pool)
         for user in ("a", "b", "c"):
-            result = await runner.run(
-                make_request(CONNECT, user_id=user, input_data={"ports": [], "host": "127.0.0.1"})
-            )
-            assert result.error is None, result.traceback
-        workers = {worker.pid for entries in pool._idle.values() for _, worker in entries}
+            await _run_as(pool, make_request, user)
+        workers = set(_idle_workers(pool).values())
         assert workers <= set(_pastas().values()), "each live worker has its pasta"
-    # Gone with their workers, at once: no pasta quits by itself for a namespace given by pid.
-    assert not workers & set(_pastas().values())
+        spare = await _spare(pool)
+    # Gone with their workers (and the spare), at once: no pasta quits by itself for a
+    # namespace given by pid.
+    assert not (workers | {spare}) & set(_pastas().values())
+
+
+async def test_a_new_worker_is_the_spare_its_network_was_made_for_ahead(
+    make_request: MakeRequest,
+) -> None:
+    async with _pool("isolated", 1) as pool:
+        # Made at start, after the sandbox check: configured before any run asked for it.
+        first = await _spare(pool)
+        await _run_as(pool, make_request, "a")
+        assert _idle_workers(pool) == {"a": first}
+        # Taken, it is replaced at once by the next one.
+        second = await _spare(pool)
+        assert second != first
+        if os.geteuid() == 0:
+            # As root the spare holds a uid of its own, given to no live worker meanwhile.
+            assert _uid(second) != _uid(first)
+        await _run_as(pool, make_request, "b")
+        assert _idle_workers(pool) == {"a": first, "b": second}
+
+
+async def test_without_a_spare_each_worker_makes_its_network_when_asked(
+    make_request: MakeRequest,
+) -> None:
+    pool = WorkerPool(PoolLimits(concurrency=1, network="isolated", spare_worker=False))
+    await pool.start()
+    try:
+        await asyncio.sleep(0.2)
+        assert not _served_children(pool)
+        await _run_as(pool, make_request, "a")
+        assert _served_children(pool) == set(_idle_workers(pool).values())
+    finally:
+        await pool.close()
+
+
+async def test_a_spare_that_ended_is_made_afresh_by_the_next_start(
+    make_request: MakeRequest,
+) -> None:
+    async with _pool("isolated", 1) as pool:
+        spare = await _spare(pool)
+        os.kill(spare, signal.SIGKILL)
+        # Reaped by the zygote. (Killed in the instant a start takes it, it fails that run
+        # as a worker killed then would.)
+        for _ in range(500):
+            if _parent(spare) is None:
+                break
+            await asyncio.sleep(0.01)
+        await _run_as(pool, make_request, "a")
+        worker = _idle_workers(pool)["a"]
+        # Made afresh, networked like any other: and the next spare is made after it.
+        assert worker != spare
+        assert worker in _pastas().values()
+        assert await _spare(pool) not in (spare, worker)
+
+
+def _uid(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no Uid line for {pid}")
 
 
 def test_the_network_holds_for_an_unprivileged_executor() -> None:
