@@ -134,6 +134,23 @@ async def enqueue(client: httpx.AsyncClient, fn: CreatedFunction, **body: Any) -
     return str(reply.json()["execution_id"])
 
 
+async def run_once_as_new_user(
+    admin: httpx.AsyncClient, gateway_url: str, code: str = ECHO_CODE, **body: Any
+) -> dict[str, Any]:
+    """`code` made a function by the admin, then enqueued once by a new ordinary user, who
+    may only run functions and read their own executions: the execution as it ended."""
+    fn = await make_function_factory(admin)(code)
+    opened: list[httpx.AsyncClient] = []
+    user = await make_user_factory(admin, gateway_url, opened)(
+        ["sinas.functions/*/*.execute:own", "sinas.executions.read:own"]
+    )
+    try:
+        return await wait_for_status(user.client, await enqueue(user.client, fn, **body))
+    finally:
+        for client in opened:
+            await client.aclose()
+
+
 def query_one(database_url: str, sql: str, *params: Any) -> tuple[Any, ...] | None:
     """One row straight from the system's database, to see what was (not) stored."""
     import psycopg

@@ -8,12 +8,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
-
 from sinas_devstack.stack import Stack
 
 from .conftest import admin_client_for
-from .helpers import enqueue, make_function_factory, make_user_factory, wait_for_status
+from .helpers import run_once_as_new_user
 
 PROBE = """
 import os
@@ -41,17 +39,9 @@ def socket_dir(database_url: str) -> str | None:
 
 async def _probe_as_user(stack: Stack, paths: list[str]) -> dict[str, Any]:
     async with admin_client_for(stack) as admin:
-        fn = await make_function_factory(admin)(PROBE)
-        opened: list[httpx.AsyncClient] = []
-        user = await make_user_factory(admin, stack.gateway_url, opened)(
-            ["sinas.functions/*/*.execute:own", "sinas.executions.read:own"]
+        document = await run_once_as_new_user(
+            admin, stack.gateway_url, PROBE, input={"paths": paths}
         )
-        try:
-            execution = await enqueue(user.client, fn, input={"paths": paths})
-            document = await wait_for_status(user.client, execution)
-        finally:
-            for client in opened:
-                await client.aclose()
     assert document["status"] == "COMPLETED", (document["error"], document["traceback"])
     output: dict[str, Any] = document["output_data"]
     return output

@@ -14,7 +14,7 @@ from sinas_devstack.run_as import NO_USER_NAMESPACES
 from sinas_devstack.stack import Stack
 
 from .conftest import StackFactory, admin_client_for
-from .helpers import enqueue, make_function_factory, make_user_factory, wait_for_status
+from .helpers import run_once_as_new_user
 
 REFUSED_EXIT_CODE = 78
 
@@ -62,15 +62,6 @@ async def test_unsafe_none_runs_functions_warned_and_reported(
     assert health["sandbox"]["isolation"] == "unsafe-none"
     assert any("EXECUTOR_SANDBOX=unsafe-none" in warning for warning in health["warnings"])
     assert "EXECUTOR_SANDBOX=unsafe-none" in stack.services["executor"].log_path.read_text()
-    opened: list[httpx.AsyncClient] = []
     async with admin_client_for(stack) as admin:
-        fn = await make_function_factory(admin)()
-        user = await make_user_factory(admin, stack.gateway_url, opened)(
-            ["sinas.functions/*/*.execute:own", "sinas.executions.read:own"]
-        )
-        try:
-            document = await wait_for_status(user.client, await enqueue(user.client, fn))
-        finally:
-            for client in opened:
-                await client.aclose()
+        document = await run_once_as_new_user(admin, stack.gateway_url)
     assert document["status"] == "COMPLETED", document["error"]

@@ -9,13 +9,12 @@ import secrets
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
 
 from sinas_devstack.stack import Stack
 
 from .conftest import StackFactory, admin_client_for
-from .helpers import enqueue, make_function_factory, make_user_factory, wait_for_status
+from .helpers import run_once_as_new_user
 
 pytestmark = pytest.mark.slow
 
@@ -67,16 +66,7 @@ def secret_stack(stack_factory: StackFactory, canary: str) -> Stack:
 
 async def _probe_as_user(stack: Stack) -> dict[str, Any]:
     async with admin_client_for(stack) as admin:
-        fn = await make_function_factory(admin)(PROBE)
-        opened: list[httpx.AsyncClient] = []
-        user = await make_user_factory(admin, stack.gateway_url, opened)(
-            ["sinas.functions/*/*.execute:own", "sinas.executions.read:own"]
-        )
-        try:
-            document = await wait_for_status(user.client, await enqueue(user.client, fn))
-        finally:
-            for client in opened:
-                await client.aclose()
+        document = await run_once_as_new_user(admin, stack.gateway_url, PROBE)
     assert document["status"] == "COMPLETED", (document["error"], document["traceback"])
     output: dict[str, Any] = document["output_data"]
     return output

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -50,3 +55,49 @@ def make_request() -> Callable[..., RunRequest]:
         )
 
     return build
+
+
+RerunModule = Callable[..., str]
+
+
+@pytest.fixture
+def rerun_unprivileged() -> RerunModule:
+    """`(module, mode, deselected=N, env=...)`: the module's tests again, with the executor
+    as uid 65534 (`nobody`) or as root without CAP_SYS_ADMIN (see unprivileged.py)."""
+    return _rerun_module
+
+
+def _rerun_module(
+    module: str, mode: str, *, deselected: int, env: dict[str, str] | None = None
+) -> str:
+    """Runs the tests of `module` again under `mode`, all but the ones named
+    `unprivileged_executor` (the re-runs themselves, `deselected` of them); asserts they ran
+    and passed there, none skipped. Returns their output."""
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("unprivileged.py")),
+            mode,
+            "-m",
+            "pytest",
+            module,
+            "-k",
+            "not unprivileged_executor",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+        ],
+        env={**os.environ, **(env or {})},
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output[-6000:]
+    root = os.geteuid() == 0
+    expected_uid = (65534 if mode == "nobody" else 0) if root else os.geteuid()
+    assert f"running as uid {expected_uid} ({mode})" in output, output[-6000:]
+    summary = rf"^\d+ passed, {deselected} deselected in "
+    assert re.search(summary, output, re.MULTILINE), output[-6000:]
+    return output

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import shutil
-import subprocess
-import sys
 import tempfile
 import textwrap
 import time
@@ -437,7 +434,9 @@ async def test_without_namespaces_the_same_pool_starts_and_runs(make_request: Ma
 
 
 @pytest.mark.parametrize("mode", ["nobody", "root-without-sys-admin"])
-def test_all_of_the_above_holds_for_an_unprivileged_executor(mode: str) -> None:
+def test_all_of_the_above_holds_for_an_unprivileged_executor(
+    mode: str, rerun_unprivileged: Callable[..., str]
+) -> None:
     """This module again, with the executor (and so the zygote) under an unprivileged uid, or
     as root without CAP_SYS_ADMIN: workers then make their namespaces in a user namespace of
     their own (as root, under their own uid first)."""
@@ -448,35 +447,12 @@ def test_all_of_the_above_holds_for_an_unprivileged_executor(mode: str) -> None:
         make_hidden_folder(hidden)
         if _root():
             os.chown(hidden / "sandbox", 65534, 65534)
-        completed = subprocess.run(
-            [
-                sys.executable,
-                str(Path(__file__).with_name("unprivileged.py")),
-                mode,
-                "-m",
-                "pytest",
-                str(Path(__file__)),
-                "-k",
-                "not unprivileged_executor",
-                "-q",
-                "-p",
-                "no:cacheprovider",
-            ],
-            env={**os.environ, HIDDEN_ENV: str(hidden), OPEN_ENV: str(writable)},
-            cwd="/",
-            capture_output=True,
-            text=True,
-            timeout=300,
+        rerun_unprivileged(
+            __file__, mode, deselected=2, env={HIDDEN_ENV: str(hidden), OPEN_ENV: str(writable)}
         )
     finally:
         shutil.rmtree(hidden, ignore_errors=True)
         shutil.rmtree(writable, ignore_errors=True)
-    output = completed.stdout + completed.stderr
-    assert completed.returncode == 0, output
-    expected_uid = (65534 if mode == "nobody" else 0) if _root() else os.geteuid()
-    assert f"running as uid {expected_uid} ({mode})" in output, output
-    # Every test of the module ran there and passed: none skipped, none deselected but these.
-    assert re.search(r"^\d+ passed, 2 deselected in ", output, re.MULTILINE), output
 
 
 def _root() -> bool:

@@ -7,8 +7,6 @@ import contextlib
 import os
 import signal
 import socket
-import subprocess
-import sys
 import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -363,26 +361,8 @@ def _uid(pid: int) -> int:
     raise AssertionError(f"no Uid line for {pid}")
 
 
-def test_the_network_holds_for_an_unprivileged_executor() -> None:
+def test_the_network_holds_for_an_unprivileged_executor(
+    rerun_unprivileged: Callable[..., str],
+) -> None:
     """This module again, with the executor (so the zygote, and pasta) under uid 65534."""
-    completed = subprocess.run(
-        [
-            sys.executable,
-            str(Path(__file__).with_name("unprivileged.py")),
-            "nobody",
-            "-m",
-            "pytest",
-            str(Path(__file__)),
-            "-k",
-            "not unprivileged_executor",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd="/",
-    )
-    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-2000:]
-    assert "running as uid 65534" in completed.stdout or os.geteuid() != 0
+    rerun_unprivileged(__file__, "nobody", deselected=1)

@@ -5,6 +5,7 @@
                                                           a container's default set has it
 
 Started by a user other than root, it runs `python <args>` as that user in both modes.
+Test modules use the `rerun_unprivileged` fixture to run their own tests again so.
 """
 
 from __future__ import annotations
