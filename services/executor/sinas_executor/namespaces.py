@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from sinas_executor.network import Network, Pasta, loopback_up
+from sinas_executor.network import Network, Pasta, close_all_but, loopback_up
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -85,17 +85,12 @@ def write_control_file(path: str, text: str) -> None:
         os.close(fd)
 
 
-def _close_all_but(keep: int) -> None:
-    os.closerange(3, keep)
-    os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
-
-
 @dataclass(slots=True)
 class Prepared:
     """A worker's namespaces made before its run is known: its own uid (as root), user
     namespace (unprivileged), and the network pasta configures, which takes longest.
 
-    The next worker's are made ahead this way (`zygote.Spare`), so that a worker's start
+    The next worker's are made ahead this way (`spare`), so that a worker's start
     does not wait for pasta. Nothing of a run is in them yet: no scratch folder, no mounts."""
 
     unprivileged: bool
@@ -185,7 +180,7 @@ def enter(isolation: Isolation, prepared: Prepared | None = None) -> None:
         with contextlib.suppress(BrokenPipeError):
             os.write(net_write, b"1")
         os.close(net_write)
-        _close_all_but(status_read)
+        close_all_but(status_read)
         _wait_as_outer(init, status_read)
     os.close(net_write)
     os.close(status_read)
@@ -210,7 +205,7 @@ def enter(isolation: Isolation, prepared: Prepared | None = None) -> None:
             drop_capabilities()
         return
     os.close(net_read)
-    _close_all_but(status_write)
+    close_all_but(status_write)
     _reap_as_init(function, status_write)
 
 

@@ -224,8 +224,7 @@ class Pasta:
             with contextlib.suppress(OSError):
                 _set_parent_death_signal()
                 # Only stdin and stderr (the executor's log) go on into pasta.
-                os.closerange(3, go_read)
-                os.closerange(go_read + 1, os.sysconf("SC_OPEN_MAX"))
+                close_all_but(go_read)
                 if os.getppid() == target and os.read(go_read, 1) == b"1":
                     os.close(go_read)
                     command = pasta_command(network, target, ready)
@@ -259,6 +258,12 @@ class Pasta:
             os.kill(self.pid, signal.SIGKILL)
             _pid, status = os.waitpid(self.pid, 0)
             raise OSError(f"pasta could not configure the worker's network ({status:#x})")
+
+
+def close_all_but(keep: int) -> None:
+    """Closes every descriptor above stderr but `keep`: what a process passes on is only that."""
+    os.closerange(3, keep)
+    os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
 
 
 def _set_parent_death_signal() -> None:

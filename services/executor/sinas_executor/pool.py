@@ -339,7 +339,7 @@ class WorkerPool:
         if self._spare is not None or not self.limits.spare_worker or self.network.pasta is None:
             return
         try:
-            uid = self._free_uid() if os.geteuid() == 0 else None
+            uid = self._fresh_uid()
         except RuntimeError:
             # Every uid is held: the next worker is made afresh, once one is free.
             return
@@ -353,7 +353,11 @@ class WorkerPool:
         made, self._spare = self._spare, None
         if made is not None:
             return dataclasses.replace(made, slot=slot, scratch=self._scratch(slot))
-        return self._make_spec(slot, self._free_uid() if os.geteuid() == 0 else None)
+        return self._make_spec(slot, self._fresh_uid())
+
+    def _fresh_uid(self) -> int | None:
+        """As root, a uid no live worker (nor the spare) holds; otherwise None: the executor's."""
+        return self._free_uid() if os.geteuid() == 0 else None
 
     def _scratch(self, slot: int) -> str:
         assert self._root is not None

@@ -26,11 +26,14 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from sinas_common.hardening import make_non_dumpable
 from sinas_executor import memory_cgroup, namespaces, spare, worker
 from sinas_executor.interpreter_access import expose_interpreter_to_workers
+from sinas_executor.network import close_all_but
+
+SetUp = TypeVar("SetUp")
 
 # Imported once here so that forked workers don't pay for them on every start; a worker
 # running under a dropped uid may not be able to read the interpreter's files at all.
@@ -200,14 +203,12 @@ class Zygote:
         if made.preparation == spare.preparation(spec) and made.claim(spec, channel_fd):
             self.unclaimed.discard(made.pid)
             return made.pid
-        made.discard()
-        self._kill(made.pid)
+        self._discard(made)
         return None
 
     def _prepare(self, message: dict[str, Any]) -> None:
         if self.spare is not None:
-            self.spare.discard()
-            self._kill(self.spare.pid)
+            self._discard(self.spare)
         zygote_pid = os.getpid()
         ours, theirs = spare.channel_pair()
         pid = os.fork()
@@ -224,6 +225,11 @@ class Zygote:
         folder = spec.get("memory_cgroup")
         if folder is not None:
             self.cgroups[pid] = memory_cgroup.worker_cgroup_path(str(folder), pid)
+
+    def _discard(self, made: spare.Spare) -> None:
+        """Ends a spare no spawn will take (it stays unclaimed: its exit is not reported)."""
+        made.discard()
+        self._kill(made.pid)
 
     def _forget_spare(self, pid: int) -> None:
         self.unclaimed.discard(pid)
@@ -251,12 +257,7 @@ class Zygote:
 
 def _run_worker(spec: dict[str, Any], set_up: Callable[[], None]) -> NoReturn:
     """A forked worker's life: `set_up` makes its sandbox, then it serves its runs."""
-    try:
-        set_up()
-    except BaseException as exc:
-        # Still on the executor's stderr (its log): why no worker could start here.
-        _report_setup_failure(exc)
-        os._exit(SETUP_FAILED)
+    _set_up(set_up)
     code = 0
     try:
         private = namespaces.PRIVATE_FOLDERS if spec.get("namespaces", True) else ()
@@ -269,21 +270,31 @@ def _run_worker(spec: dict[str, Any], set_up: Callable[[], None]) -> NoReturn:
 def _run_spare(message: dict[str, Any], claims: socket.socket, zygote_pid: int) -> NoReturn:
     """A spare's life: its sandbox made up to its run, then a worker once a spawn takes it."""
     # Nothing of the zygote's (its control socket, its selector) waits with it.
-    os.closerange(3, claims.fileno())
-    os.closerange(claims.fileno() + 1, os.sysconf("SC_OPEN_MAX"))
-    try:
+    close_all_but(claims.fileno())
+
+    def begin() -> namespaces.Prepared | None:
         prepared = worker.begin_sandbox(message, zygote_pid)
         if prepared is not None:
             # Before any spawn takes it: a failure is seen now, not by a run.
             prepared.await_network()
-    except BaseException as exc:
-        _report_setup_failure(exc)
-        os._exit(SETUP_FAILED)
+        return prepared
+
+    prepared = _set_up(begin)
     claim = spare.await_claim(claims)
     if claim is None:
         os._exit(0)
     spec, channel_fd = claim
     _run_worker(spec, lambda: worker.finish_sandbox(spec, channel_fd, prepared))
+
+
+def _set_up(step: Callable[[], SetUp]) -> SetUp:
+    """A step of a worker's sandbox, or its end with SETUP_FAILED, said in the executor's log
+    (still its stderr): why no worker could start here."""
+    try:
+        return step()
+    except BaseException as exc:
+        _report_setup_failure(exc)
+        os._exit(SETUP_FAILED)
 
 
 def _report_setup_failure(exc: BaseException) -> None:
